@@ -1,0 +1,107 @@
+//! Loading and checking `bot-config/`: the bot file (`tminus.toml`) and every
+//! `runbooks/*.toml`. Problems are collected, not stopped at, so
+//! `tminus check-config` can list them all, each with file, line and key.
+
+mod build;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::domain::{Directory, Policy, Rotation, Runbook};
+
+pub use build::BOT_FILE;
+
+/// Deployments and incidents channel on one platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelPair {
+    pub deployments: String,
+    pub incidents: String,
+}
+
+/// Everything in `bot-config/`, checked and resolved.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub dir: PathBuf,
+    pub listen: String,
+    /// Channels by platform name (`slack`, `discord`, `shell`).
+    pub channels: BTreeMap<String, ChannelPair>,
+    pub directory: Directory,
+    pub rotations: BTreeMap<String, Rotation>,
+    pub policies: BTreeMap<String, Policy>,
+    pub runbooks: BTreeMap<String, Runbook>,
+    pub default_runbook: String,
+    pub default_env: String,
+}
+
+impl Config {
+    /// Load and check every file under `dir`.
+    pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
+        build::load(dir)
+    }
+
+    pub fn channels_for(&self, platform: crate::domain::Platform) -> Option<&ChannelPair> {
+        self.channels.get(platform.as_str())
+    }
+
+    /// One line for people: what was loaded.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} people, {} roles, {} runbooks ({}), {} rotations, {} escalation policies",
+            self.directory.people.len(),
+            self.directory.roles.len(),
+            self.runbooks.len(),
+            self.runbooks.keys().cloned().collect::<Vec<_>>().join(", "),
+            self.rotations.len(),
+            self.policies.len()
+        )
+    }
+}
+
+/// One problem in one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is about the file as a whole.
+    pub line: usize,
+    /// Dotted path of the key, e.g. `phases[2].items[0].id`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found; never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

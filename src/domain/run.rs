@@ -1,0 +1,648 @@
+//! The state machine of one deployment run.
+//!
+//! [`Run::decide`] takes an action by a person and either refuses it with a
+//! reason written for that person, or changes the run and returns the
+//! [`Event`]s that describe the change. An action that would change nothing
+//! (a second click on "Done", a repeated sign-off) succeeds with no events,
+//! which is how double clicks and retried requests count once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Directory, PersonId, Phase, Platform, RoleId, RunId, Runbook};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Walking the runbook's regular phases.
+    Active,
+    /// Walking the rollback phase.
+    RollingBack,
+    Completed,
+    Aborted,
+    RolledBack,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Active => "active",
+            RunStatus::RollingBack => "rolling_back",
+            RunStatus::Completed => "completed",
+            RunStatus::Aborted => "aborted",
+            RunStatus::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Active,
+            RunStatus::RollingBack,
+            RunStatus::Completed,
+            RunStatus::Aborted,
+            RunStatus::RolledBack,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    pub fn is_open(self) -> bool {
+        matches!(self, RunStatus::Active | RunStatus::RollingBack)
+    }
+
+    /// How the status reads in a sentence.
+    pub fn label(self) -> &'static str {
+        match self {
+            RunStatus::Active => "in progress",
+            RunStatus::RollingBack => "rolling back",
+            RunStatus::Completed => "completed",
+            RunStatus::Aborted => "aborted",
+            RunStatus::RolledBack => "rolled back",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ItemState {
+    Pending,
+    Done {
+        by: PersonId,
+        at: DateTime<Utc>,
+    },
+    NotApplicable {
+        by: PersonId,
+        at: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Approved,
+    Rejected { reason: String },
+}
+
+/// A person's latest word on a role's sign-off for a phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignOff {
+    pub phase: String,
+    pub role: RoleId,
+    pub person: PersonId,
+    pub verdict: Verdict,
+    pub at: DateTime<Utc>,
+}
+
+/// One deployment of one service version, walking one runbook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub id: RunId,
+    pub platform: Platform,
+    /// The deployments channel the run belongs to (platform's channel id).
+    pub channel: String,
+    /// Counts up per channel: "deployment #42".
+    pub number: i64,
+    pub service: String,
+    pub version: String,
+    pub env: String,
+    pub runbook: String,
+    pub started_by: PersonId,
+    pub started_at: DateTime<Utc>,
+    pub status: RunStatus,
+    pub phase: String,
+    pub phase_entered_at: DateTime<Utc>,
+    /// When the production deploy was marked done.
+    pub t0: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<String>,
+    /// Item states keyed by (phase id, item id); absent means pending.
+    pub items: BTreeMap<(String, String), ItemState>,
+    pub signoffs: Vec<SignOff>,
+}
+
+/// What a person asks of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    ItemDone { phase: String, item: String },
+    ItemUndo { phase: String, item: String },
+    ItemNotApplicable { phase: String, item: String, reason: Option<String> },
+    SignOff { phase: String, role: RoleId },
+    Reject { phase: String, role: RoleId, reason: Option<String> },
+    Advance { phase: String },
+    Abort { reason: Option<String> },
+    Rollback { reason: Option<String> },
+}
+
+/// What changed, in the order it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    ItemDone { phase: String, item: String },
+    ItemUndone { phase: String, item: String },
+    ItemNotApplicable { phase: String, item: String, reason: String },
+    ProductionDeployed,
+    SignedOff { phase: String, role: RoleId },
+    Rejected { phase: String, role: RoleId, reason: String },
+    PhaseEntered { from: String, to: String },
+    Completed,
+    Aborted { reason: String },
+    RollbackStarted { from: String, reason: String },
+    RolledBack,
+}
+
+impl Event {
+    /// The audit log's name for the event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ItemDone { .. } => "item.done",
+            Event::ItemUndone { .. } => "item.undone",
+            Event::ItemNotApplicable { .. } => "item.not_applicable",
+            Event::ProductionDeployed => "run.production_deployed",
+            Event::SignedOff { .. } => "signoff.approved",
+            Event::Rejected { .. } => "signoff.rejected",
+            Event::PhaseEntered { .. } => "phase.entered",
+            Event::Completed => "run.completed",
+            Event::Aborted { .. } => "run.aborted",
+            Event::RollbackStarted { .. } => "run.rollback_started",
+            Event::RolledBack => "run.rolled_back",
+        }
+    }
+}
+
+/// Why an action was refused, written for the person who asked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("deployment #{number} is {status}; nothing more can be done on it")]
+    Closed { number: i64, status: &'static str },
+    #[error("that button belongs to phase \"{phase}\", but the run is now in \"{current}\"")]
+    NotCurrentPhase { phase: String, current: String },
+    #[error("this runbook has no phase \"{0}\"")]
+    UnknownPhase(String),
+    #[error("phase \"{phase}\" has no item \"{item}\"")]
+    UnknownItem { phase: String, item: String },
+    #[error("\"{0}\" is required; only optional items can be marked not applicable")]
+    RequiredItem(String),
+    #[error("{0} needs a reason")]
+    ReasonRequired(&'static str),
+    #[error("phase \"{phase}\" does not ask {role} to sign off")]
+    RoleNotInGate { phase: String, role: String },
+    #[error("only members of {role} can sign off for it; ask {}", names(.members))]
+    NotInRole { role: String, members: Vec<String> },
+    #[error("only {} may {action}", allowed_list(.allowed))]
+    NotAllowed {
+        action: &'static str,
+        /// (role name, its members' names); the starter is listed as a "role" too.
+        allowed: Vec<(String, Vec<String>)>,
+    },
+    #[error("this runbook has no rollback phase")]
+    NoRollback,
+    #[error("the run is already rolling back")]
+    AlreadyRollingBack,
+    #[error("cannot advance yet:\n{}", .0.iter().map(|c| format!("• {c}")).collect::<Vec<_>>().join("\n"))]
+    Unmet(Vec<String>),
+}
+
+fn names(members: &[String]) -> String {
+    match members {
+        [] => "an administrator to add members to the role".to_string(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {}", init.join(", "), last),
+    }
+}
+
+fn allowed_list(allowed: &[(String, Vec<String>)]) -> String {
+    allowed
+        .iter()
+        .map(|(who, members)| {
+            if members.is_empty() {
+                who.clone()
+            } else {
+                format!("{who} ({})", members.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Approved => f.write_str("approved"),
+            Verdict::Rejected { reason } => write!(f, "rejected: {reason}"),
+        }
+    }
+}
+
+/// How far a role's sign-off for a phase has come.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleProgress {
+    pub role: RoleId,
+    pub quorum: u32,
+    pub approved: Vec<PersonId>,
+    pub rejected: Vec<(PersonId, String)>,
+}
+
+impl RoleProgress {
+    pub fn is_met(&self) -> bool {
+        self.approved.len() as u32 >= self.quorum && self.rejected.is_empty()
+    }
+}
+
+impl Run {
+    /// A new run in the runbook's first phase. The store assigns `id` and
+    /// `number` when it inserts the run.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        runbook: &Runbook,
+        platform: Platform,
+        channel: &str,
+        service: &str,
+        version: &str,
+        env: &str,
+        started_by: &PersonId,
+        now: DateTime<Utc>,
+    ) -> Run {
+        Run {
+            id: RunId(0),
+            platform,
+            channel: channel.to_string(),
+            number: 0,
+            service: service.to_string(),
+            version: version.to_string(),
+            env: env.to_string(),
+            runbook: runbook.id.clone(),
+            started_by: started_by.clone(),
+            started_at: now,
+            status: RunStatus::Active,
+            phase: runbook.phases[0].id.clone(),
+            phase_entered_at: now,
+            t0: None,
+            ended_at: None,
+            end_reason: None,
+            items: BTreeMap::new(),
+            signoffs: Vec::new(),
+        }
+    }
+
+    pub fn item_state(&self, phase: &str, item: &str) -> &ItemState {
+        const PENDING: ItemState = ItemState::Pending;
+        self.items
+            .get(&(phase.to_string(), item.to_string()))
+            .unwrap_or(&PENDING)
+    }
+
+    /// Sign-off progress of every role the phase's gate names.
+    pub fn gate_progress(&self, phase: &Phase) -> Vec<RoleProgress> {
+        phase
+            .gate
+            .signoffs
+            .iter()
+            .map(|need| {
+                let mut progress = RoleProgress {
+                    role: need.role.clone(),
+                    quorum: need.quorum,
+                    approved: Vec::new(),
+                    rejected: Vec::new(),
+                };
+                for s in self
+                    .signoffs
+                    .iter()
+                    .filter(|s| s.phase == phase.id && s.role == need.role)
+                {
+                    match &s.verdict {
+                        Verdict::Approved => progress.approved.push(s.person.clone()),
+                        Verdict::Rejected { reason } => {
+                            progress.rejected.push((s.person.clone(), reason.clone()))
+                        }
+                    }
+                }
+                progress
+            })
+            .collect()
+    }
+
+    /// Every reason the current phase cannot be left yet; empty when it can.
+    pub fn unmet(&self, runbook: &Runbook, dir: &Directory) -> Vec<String> {
+        let Some(phase) = runbook.phase(&self.phase) else {
+            return vec![format!("the runbook no longer has phase \"{}\"", self.phase)];
+        };
+        let mut unmet = Vec::new();
+        for item in phase.items.iter().filter(|i| !i.optional) {
+            if matches!(self.item_state(&phase.id, &item.id), ItemState::Pending) {
+                unmet.push(format!("not done: {}", item.text));
+            }
+        }
+        let progress = self.gate_progress(phase);
+        for p in &progress {
+            let role = dir.role_name(&p.role);
+            for (who, reason) in &p.rejected {
+                unmet.push(format!("{role} sign-off rejected by {}: {reason}", dir.name(who)));
+            }
+            let have = p.approved.len() as u32;
+            if have < p.quorum {
+                unmet.push(format!(
+                    "{role} sign-off: {have} of {} (ask {})",
+                    p.quorum,
+                    names(&dir.member_names(&p.role))
+                ));
+            }
+        }
+        if phase.gate.four_eyes && progress.iter().all(|p| p.is_met()) {
+            let approvers: Vec<&PersonId> = progress.iter().flat_map(|p| &p.approved).collect();
+            if !approvers.is_empty() && approvers.iter().all(|p| **p == self.started_by) {
+                unmet.push(format!(
+                    "four-eyes rule: {} started this deployment and cannot be its only approver",
+                    dir.name(&self.started_by)
+                ));
+            }
+        }
+        unmet
+    }
+
+    /// Apply `action` by `actor` at `now`: the events it caused, or why not.
+    pub fn decide(
+        &mut self,
+        runbook: &Runbook,
+        dir: &Directory,
+        actor: &PersonId,
+        action: Action,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, Refusal> {
+        if !self.status.is_open() {
+            return Err(Refusal::Closed {
+                number: self.number,
+                status: self.status.label(),
+            });
+        }
+        match action {
+            Action::ItemDone { phase, item } => {
+                let item_def = self.current_item(runbook, &phase, &item)?;
+                let production = item_def.production_deploy;
+                if matches!(self.item_state(&phase, &item), ItemState::Done { .. }) {
+                    return Ok(vec![]);
+                }
+                let done = ItemState::Done {
+                    by: actor.clone(),
+                    at: now,
+                };
+                self.items.insert((phase.clone(), item.clone()), done);
+                let mut events = vec![Event::ItemDone { phase, item }];
+                if production && self.t0.is_none() {
+                    self.t0 = Some(now);
+                    events.push(Event::ProductionDeployed);
+                }
+                Ok(events)
+            }
+            Action::ItemUndo { phase, item } => {
+                let item_def = self.current_item(runbook, &phase, &item)?;
+                let production = item_def.production_deploy;
+                if self.items.remove(&(phase.clone(), item.clone())).is_none() {
+                    return Ok(vec![]);
+                }
+                if production {
+                    self.t0 = None;
+                }
+                Ok(vec![Event::ItemUndone { phase, item }])
+            }
+            Action::ItemNotApplicable {
+                phase,
+                item,
+                reason,
+            } => {
+                let item_def = self.current_item(runbook, &phase, &item)?;
+                if !item_def.optional {
+                    return Err(Refusal::RequiredItem(item_def.text.clone()));
+                }
+                let reason = require_reason(reason, "marking an item not applicable")?;
+                if let ItemState::NotApplicable { reason: had, .. } = self.item_state(&phase, &item) {
+                    if *had == reason {
+                        return Ok(vec![]);
+                    }
+                }
+                let na = ItemState::NotApplicable {
+                    by: actor.clone(),
+                    at: now,
+                    reason: reason.clone(),
+                };
+                self.items.insert((phase.clone(), item.clone()), na);
+                Ok(vec![Event::ItemNotApplicable {
+                    phase,
+                    item,
+                    reason,
+                }])
+            }
+            Action::SignOff { phase, role } => {
+                self.check_signer(runbook, dir, actor, &phase, &role)?;
+                self.record_verdict(phase, role, actor, Verdict::Approved, now)
+            }
+            Action::Reject {
+                phase,
+                role,
+                reason,
+            } => {
+                self.check_signer(runbook, dir, actor, &phase, &role)?;
+                let reason = require_reason(reason, "a rejection")?;
+                self.record_verdict(phase, role, actor, Verdict::Rejected { reason }, now)
+            }
+            Action::Advance { phase } => {
+                if phase != self.phase {
+                    if self.phase_passed(runbook, &phase) {
+                        // A second click on a phase already left: nothing to do.
+                        return Ok(vec![]);
+                    }
+                    return Err(self.not_current(&phase));
+                }
+                let unmet = self.unmet(runbook, dir);
+                if !unmet.is_empty() {
+                    return Err(Refusal::Unmet(unmet));
+                }
+                if self.status == RunStatus::RollingBack {
+                    self.finish(RunStatus::RolledBack, None, now);
+                    return Ok(vec![Event::RolledBack]);
+                }
+                match runbook.next_phase(&phase) {
+                    Some(next) => {
+                        let to = next.id.clone();
+                        self.phase = to.clone();
+                        self.phase_entered_at = now;
+                        Ok(vec![Event::PhaseEntered { from: phase, to }])
+                    }
+                    None => {
+                        self.finish(RunStatus::Completed, None, now);
+                        Ok(vec![Event::Completed])
+                    }
+                }
+            }
+            Action::Abort { reason } => {
+                let may = *actor == self.started_by
+                    || runbook.abort_roles.iter().any(|r| dir.is_member(actor, r));
+                if !may {
+                    let mut allowed = vec![(
+                        format!("{} (who started it)", dir.name(&self.started_by)),
+                        vec![],
+                    )];
+                    allowed.extend(role_list(dir, &runbook.abort_roles));
+                    return Err(Refusal::NotAllowed {
+                        action: "abort this deployment",
+                        allowed,
+                    });
+                }
+                let reason = require_reason(reason, "aborting a deployment")?;
+                self.finish(RunStatus::Aborted, Some(reason.clone()), now);
+                Ok(vec![Event::Aborted { reason }])
+            }
+            Action::Rollback { reason } => {
+                let Some(rollback) = &runbook.rollback else {
+                    return Err(Refusal::NoRollback);
+                };
+                if !rollback.roles.iter().any(|r| dir.is_member(actor, r)) {
+                    return Err(Refusal::NotAllowed {
+                        action: "roll back",
+                        allowed: role_list(dir, &rollback.roles),
+                    });
+                }
+                if self.status == RunStatus::RollingBack {
+                    return Err(Refusal::AlreadyRollingBack);
+                }
+                let reason = require_reason(reason, "a rollback")?;
+                let from = std::mem::replace(&mut self.phase, rollback.phase.id.clone());
+                self.status = RunStatus::RollingBack;
+                self.phase_entered_at = now;
+                self.end_reason = Some(reason.clone());
+                Ok(vec![Event::RollbackStarted { from, reason }])
+            }
+        }
+    }
+
+    fn finish(&mut self, status: RunStatus, reason: Option<String>, now: DateTime<Utc>) {
+        self.status = status;
+        self.ended_at = Some(now);
+        if reason.is_some() {
+            self.end_reason = reason;
+        }
+    }
+
+    fn not_current(&self, phase: &str) -> Refusal {
+        Refusal::NotCurrentPhase {
+            phase: phase.to_string(),
+            current: self.phase.clone(),
+        }
+    }
+
+    /// Whether `phase` is a regular phase the run has already left.
+    fn phase_passed(&self, runbook: &Runbook, phase: &str) -> bool {
+        match (runbook.position(phase), runbook.position(&self.phase)) {
+            (Some(asked), Some(now)) => asked < now,
+            (Some(_), None) => runbook.is_rollback_phase(&self.phase),
+            _ => false,
+        }
+    }
+
+    fn current_item<'r>(
+        &self,
+        runbook: &'r Runbook,
+        phase: &str,
+        item: &str,
+    ) -> Result<&'r super::Item, Refusal> {
+        let phase_def = runbook
+            .phase(phase)
+            .ok_or_else(|| Refusal::UnknownPhase(phase.to_string()))?;
+        if phase != self.phase {
+            return Err(self.not_current(phase));
+        }
+        phase_def.item(item).ok_or_else(|| Refusal::UnknownItem {
+            phase: phase.to_string(),
+            item: item.to_string(),
+        })
+    }
+
+    fn check_signer(
+        &self,
+        runbook: &Runbook,
+        dir: &Directory,
+        actor: &PersonId,
+        phase: &str,
+        role: &RoleId,
+    ) -> Result<(), Refusal> {
+        let phase_def = runbook
+            .phase(phase)
+            .ok_or_else(|| Refusal::UnknownPhase(phase.to_string()))?;
+        if phase != self.phase {
+            return Err(self.not_current(phase));
+        }
+        if !phase_def.gate.signoffs.iter().any(|s| s.role == *role) {
+            return Err(Refusal::RoleNotInGate {
+                phase: phase_def.title.clone(),
+                role: dir.role_name(role).to_string(),
+            });
+        }
+        if !dir.is_member(actor, role) {
+            return Err(Refusal::NotInRole {
+                role: dir.role_name(role).to_string(),
+                members: dir.member_names(role),
+            });
+        }
+        Ok(())
+    }
+
+    fn record_verdict(
+        &mut self,
+        phase: String,
+        role: RoleId,
+        actor: &PersonId,
+        verdict: Verdict,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>, Refusal> {
+        let existing = self
+            .signoffs
+            .iter_mut()
+            .find(|s| s.phase == phase && s.role == role && s.person == *actor);
+        let event = match &verdict {
+            Verdict::Approved => Event::SignedOff {
+                phase: phase.clone(),
+                role: role.clone(),
+            },
+            Verdict::Rejected { reason } => Event::Rejected {
+                phase: phase.clone(),
+                role: role.clone(),
+                reason: reason.clone(),
+            },
+        };
+        match existing {
+            Some(s) if s.verdict == verdict => return Ok(vec![]),
+            Some(s) => {
+                s.verdict = verdict;
+                s.at = now;
+            }
+            None => self.signoffs.push(SignOff {
+                phase,
+                role,
+                person: actor.clone(),
+                verdict,
+                at: now,
+            }),
+        }
+        Ok(vec![event])
+    }
+}
+
+fn require_reason(reason: Option<String>, what: &'static str) -> Result<String, Refusal> {
+    match reason.map(|r| r.trim().to_string()) {
+        Some(r) if !r.is_empty() => Ok(r),
+        _ => Err(Refusal::ReasonRequired(what)),
+    }
+}
+
+fn role_list(dir: &Directory, roles: &[RoleId]) -> Vec<(String, Vec<String>)> {
+    roles
+        .iter()
+        .map(|r| (dir.role_name(r).to_string(), dir.member_names(r)))
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

@@ -1,0 +1,7 @@
+//! tminus: a chat-ops bot that runs a team's deployment playbook in Slack,
+//! Discord or a terminal.
+//!
+//! - [`config`]: loads and checks `bot-config/` (bot file and runbooks).
+//! - [`domain`]: runbooks, people, roles and the run state machine; pure.
+pub mod config;
+pub mod domain;
