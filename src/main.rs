@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tminus", version, about = "Runs your deployment playbook in Slack, Discord or a terminal")]
+#[command(
+    name = "tminus",
+    version,
+    about = "Runs your deployment playbook in Slack, Discord or a terminal"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -117,7 +117,11 @@ impl Check<'_> {
             self.at(
                 &value.span(),
                 key,
-                format!("unknown role `{}` (known: {})", value.get_ref(), known.join(", ")),
+                format!(
+                    "unknown role `{}` (known: {})",
+                    value.get_ref(),
+                    known.join(", ")
+                ),
             );
             None
         }
@@ -131,7 +135,10 @@ impl Check<'_> {
             self.at(
                 &value.span(),
                 key,
-                format!("unknown person `{}`: add them under [people]", value.get_ref()),
+                format!(
+                    "unknown person `{}`: add them under [people]",
+                    value.get_ref()
+                ),
             );
             None
         }
@@ -295,7 +302,10 @@ fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) {
             check.at(
                 &listen.span(),
                 "server.listen",
-                format!("`{}` is not an address like 127.0.0.1:3000", listen.get_ref()),
+                format!(
+                    "`{}` is not an address like 127.0.0.1:3000",
+                    listen.get_ref()
+                ),
             );
         }
         config.listen = listen.get_ref().clone();
@@ -350,7 +360,11 @@ fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) {
         );
     }
     if dir.people.is_empty() {
-        check.at(&(0..0), "people", "no people: add at least one under [people]");
+        check.at(
+            &(0..0),
+            "people",
+            "no people: add at least one under [people]",
+        );
     }
     let mut roles = BTreeMap::new();
     for (key, r) in bot.roles {
@@ -408,7 +422,11 @@ fn build_rotation(
     }
     let mut ok = members.len() == r.members.get_ref().len();
     if r.members.get_ref().is_empty() {
-        check.at(&r.members.span(), format!("{path}.members"), "a rotation needs at least one member");
+        check.at(
+            &r.members.span(),
+            format!("{path}.members"),
+            "a rotation needs at least one member",
+        );
         ok = false;
     }
     let handoff = NaiveTime::parse_from_str(r.handoff.get_ref(), "%H:%M").ok();
@@ -424,7 +442,10 @@ fn build_rotation(
         check.at(
             &r.timezone.span(),
             format!("{path}.timezone"),
-            format!("`{}` is not an IANA time zone like Europe/Paris", r.timezone.get_ref()),
+            format!(
+                "`{}` is not an IANA time zone like Europe/Paris",
+                r.timezone.get_ref()
+            ),
         );
     }
     let period = match r.period.get_ref().as_str() {
@@ -437,7 +458,11 @@ fn build_rotation(
         Some(s) => {
             let d = NaiveDate::parse_from_str(s.get_ref(), "%Y-%m-%d").ok();
             if d.is_none() {
-                check.at(&s.span(), format!("{path}.start"), "not a date like 2026-01-05");
+                check.at(
+                    &s.span(),
+                    format!("{path}.start"),
+                    "not a date like 2026-01-05",
+                );
             }
             d
         }
@@ -465,7 +490,11 @@ fn build_policy(
 ) -> Option<Policy> {
     let before = check.errors.len();
     if p.steps.get_ref().is_empty() {
-        check.at(&p.steps.span(), format!("{path}.steps"), "a policy needs at least one step");
+        check.at(
+            &p.steps.span(),
+            format!("{path}.steps"),
+            "a policy needs at least one step",
+        );
     }
     let mut steps = Vec::new();
     for (i, s) in p.steps.get_ref().iter().enumerate() {
@@ -485,7 +514,11 @@ fn build_policy(
                     .person(&config.directory, &S::new(t.span(), who.to_string()), &tkey)
                     .map(Target::Person),
                 Some(("role", role)) => check
-                    .role(&config.directory, &S::new(t.span(), role.to_string()), &tkey)
+                    .role(
+                        &config.directory,
+                        &S::new(t.span(), role.to_string()),
+                        &tkey,
+                    )
                     .map(Target::Role),
                 Some(("rotation", r)) if config.rotations.contains_key(r) => {
                     Some(Target::Rotation(r.to_string()))
@@ -509,10 +542,18 @@ fn build_policy(
             targets.extend(target);
         }
         if s.page.is_empty() && s.advice.is_none() {
-            check.at(&s.after.span(), key.clone(), "a step must page someone or give advice");
+            check.at(
+                &s.after.span(),
+                key.clone(),
+                "a step must page someone or give advice",
+            );
         }
         if *s.repeat.get_ref() == 0 {
-            check.at(&s.repeat.span(), format!("{key}.repeat"), "repeat must be at least 1");
+            check.at(
+                &s.repeat.span(),
+                format!("{key}.repeat"),
+                "repeat must be at least 1",
+            );
         }
         steps.push(Step {
             after,
@@ -557,12 +598,23 @@ fn build_runbook(
     let before = check.errors.len();
     let dir = &config.directory;
     if file.phases.get_ref().is_empty() {
-        check.at(&file.phases.span(), "phases", "a runbook needs at least one phase");
+        check.at(
+            &file.phases.span(),
+            "phases",
+            "a runbook needs at least one phase",
+        );
     }
     let mut phase_ids = BTreeSet::new();
     let mut phases = Vec::new();
     for (i, p) in file.phases.into_inner().into_iter().enumerate() {
-        phases.extend(build_phase(check, dir, &format!("phases[{i}]"), p, &mut phase_ids, resolve));
+        phases.extend(build_phase(
+            check,
+            dir,
+            &format!("phases[{i}]"),
+            p,
+            &mut phase_ids,
+            resolve,
+        ));
     }
     let production: Vec<&Item> = phases
         .iter()
@@ -581,13 +633,19 @@ fn build_runbook(
     let rollback = file.rollback.and_then(|r| {
         let (roles_raw, phase_raw) = r.into_parts();
         if roles_raw.get_ref().is_empty() {
-            check.at(&roles_raw.span(), "rollback.roles", "name at least one role that may roll back");
+            check.at(
+                &roles_raw.span(),
+                "rollback.roles",
+                "name at least one role that may roll back",
+            );
         }
         let roles: Vec<RoleId> = roles_raw
             .get_ref()
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| resolve_role(check, dir, r, &format!("rollback.roles[{i}]"), resolve))
+            .filter_map(|(i, r)| {
+                resolve_role(check, dir, r, &format!("rollback.roles[{i}]"), resolve)
+            })
             .collect();
         let phase = build_phase(check, dir, "rollback", phase_raw, &mut phase_ids, resolve)?;
         Some(Rollback { roles, phase })
@@ -669,7 +727,10 @@ fn build_phase(
         check.at(
             &p.id.span(),
             format!("{path}.items"),
-            format!("phase `{}` is empty: give it at least one item", p.id.get_ref()),
+            format!(
+                "phase `{}` is empty: give it at least one item",
+                p.id.get_ref()
+            ),
         );
     }
     let mut item_ids = BTreeSet::new();
@@ -686,7 +747,9 @@ fn build_phase(
         if it.text.trim().is_empty() {
             check.at(&it.id.span(), format!("{key}.text"), "an item needs text");
         }
-        let item_check = it.check.and_then(|c| build_check(check, &format!("{key}.check"), c));
+        let item_check = it
+            .check
+            .and_then(|c| build_check(check, &format!("{key}.check"), c));
         items.push(Item {
             id: it.id.into_inner(),
             text: it.text,
@@ -703,10 +766,18 @@ fn build_phase(
         };
         let quorum = *s.quorum.get_ref();
         if signoffs.iter().any(|q| q.role == role) {
-            check.at(&s.role.span(), format!("{key}.role"), format!("role `{role}` is listed twice"));
+            check.at(
+                &s.role.span(),
+                format!("{key}.role"),
+                format!("role `{role}` is listed twice"),
+            );
         }
         if quorum == 0 {
-            check.at(&s.quorum.span(), format!("{key}.quorum"), "quorum must be at least 1");
+            check.at(
+                &s.quorum.span(),
+                format!("{key}.quorum"),
+                "quorum must be at least 1",
+            );
         } else if let Some(r) = dir.role(&role).filter(|_| resolve) {
             if quorum as usize > r.members.len() {
                 check.at(
@@ -722,7 +793,11 @@ fn build_phase(
         signoffs.push(RoleQuorum { role, quorum });
     }
     if p.four_eyes && p.signoffs.is_empty() {
-        check.at(&p.id.span(), format!("{path}.four_eyes"), "four_eyes needs sign-offs to apply to");
+        check.at(
+            &p.id.span(),
+            format!("{path}.four_eyes"),
+            "four_eyes needs sign-offs to apply to",
+        );
     }
     (check.errors.len() == before).then(|| Phase {
         id: p.id.into_inner(),
@@ -738,11 +813,19 @@ fn build_phase(
 fn build_check(check: &mut Check<'_>, key: &str, c: raw::CheckRaw) -> Option<HttpCheck> {
     let url = c.url.get_ref();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        check.at(&c.url.span(), format!("{key}.url"), format!("`{url}` is not an http(s) URL"));
+        check.at(
+            &c.url.span(),
+            format!("{key}.url"),
+            format!("`{url}` is not an http(s) URL"),
+        );
         return None;
     }
     if !(100..=599).contains(&c.expect_status) {
-        check.at(&c.url.span(), format!("{key}.expect_status"), "not an HTTP status");
+        check.at(
+            &c.url.span(),
+            format!("{key}.expect_status"),
+            "not an HTTP status",
+        );
         return None;
     }
     let timeout = match &c.timeout {
@@ -762,7 +845,11 @@ fn build_monitoring(check: &mut Check<'_>, m: raw::MonitoringRaw) -> Option<Moni
     let mut schedule = Vec::new();
     let mut last_until = Dur::ZERO;
     if m.schedule.get_ref().is_empty() {
-        check.at(&m.schedule.span(), "monitoring.schedule", "give at least one stage");
+        check.at(
+            &m.schedule.span(),
+            "monitoring.schedule",
+            "give at least one stage",
+        );
     }
     for (i, st) in m.schedule.get_ref().iter().enumerate() {
         let key = format!("monitoring.schedule[{i}]");
@@ -770,9 +857,17 @@ fn build_monitoring(check: &mut Check<'_>, m: raw::MonitoringRaw) -> Option<Moni
         let until = check.duration(&st.until, &format!("{key}.until"));
         if let (Some(every), Some(until)) = (every, until) {
             if until <= last_until {
-                check.at(&st.until.span(), format!("{key}.until"), "stages must end later than the one before");
+                check.at(
+                    &st.until.span(),
+                    format!("{key}.until"),
+                    "stages must end later than the one before",
+                );
             } else if every.millis() > until.millis() - last_until.millis() {
-                check.at(&st.every.span(), format!("{key}.every"), "longer than the stage itself");
+                check.at(
+                    &st.every.span(),
+                    format!("{key}.every"),
+                    "longer than the stage itself",
+                );
             }
             last_until = last_until.max(until);
             schedule.push(Stage { every, until });
@@ -783,7 +878,11 @@ fn build_monitoring(check: &mut Check<'_>, m: raw::MonitoringRaw) -> Option<Moni
     for (i, p) in m.probes.into_iter().enumerate() {
         let key = format!("monitoring.probes[{i}]");
         if !names.insert(p.name.get_ref().clone()) {
-            check.at(&p.name.span(), format!("{key}.name"), format!("duplicate probe `{}`", p.name.get_ref()));
+            check.at(
+                &p.name.span(),
+                format!("{key}.name"),
+                format!("duplicate probe `{}`", p.name.get_ref()),
+            );
         }
         let name = p.name.get_ref().clone();
         match (p.http, p.prometheus) {
@@ -807,7 +906,11 @@ fn build_monitoring(check: &mut Check<'_>, m: raw::MonitoringRaw) -> Option<Moni
                 };
                 let url = prom.url.get_ref();
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    check.at(&prom.url.span(), format!("{key}.prometheus.url"), "not an http(s) URL");
+                    check.at(
+                        &prom.url.span(),
+                        format!("{key}.prometheus.url"),
+                        "not an http(s) URL",
+                    );
                 }
                 if let Some(measures) = measures {
                     probes.push(Probe::Prometheus {
@@ -819,7 +922,11 @@ fn build_monitoring(check: &mut Check<'_>, m: raw::MonitoringRaw) -> Option<Moni
                     });
                 }
             }
-            _ => check.at(&p.name.span(), key, "a probe is either `http` or `prometheus`, exactly one"),
+            _ => check.at(
+                &p.name.span(),
+                key,
+                "a probe is either `http` or `prometheus`, exactly one",
+            ),
         }
     }
     let mut matrix: Vec<SeverityRule> = Vec::new();
@@ -834,7 +941,11 @@ fn build_monitoring(check: &mut Check<'_>, m: raw::MonitoringRaw) -> Option<Moni
             continue;
         };
         if matrix.iter().any(|m| m.severity == severity) {
-            check.at(&r.severity.span(), format!("{key}.severity"), "listed twice");
+            check.at(
+                &r.severity.span(),
+                format!("{key}.severity"),
+                "listed twice",
+            );
         }
         if let Some(rate) = &r.error_rate_above {
             if !(0.0..=1.0).contains(rate.get_ref()) {

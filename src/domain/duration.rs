@@ -48,7 +48,9 @@ impl FromStr for Dur {
     type Err = BadDuration;
 
     fn from_str(s: &str) -> Result<Dur, BadDuration> {
-        let bad = || BadDuration { input: s.to_string() };
+        let bad = || BadDuration {
+            input: s.to_string(),
+        };
         let text = s.trim();
         if text.is_empty() {
             return Err(bad());
@@ -87,7 +89,13 @@ impl fmt::Display for Dur {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+            ("ms", 1),
+        ] {
             if ms >= size {
                 write!(f, "{}{}", ms / size, unit)?;
                 ms %= size;
@@ -120,7 +128,16 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_duration() {
-        for bad in ["", "5", "m", "5 minutes", "5x", "-5m", "1h-2m", "99999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5 minutes",
+            "5x",
+            "-5m",
+            "1h-2m",
+            "99999999999999999d",
+        ] {
             assert!(bad.parse::<Dur>().is_err(), "{bad:?} parsed");
         }
     }

@@ -39,7 +39,10 @@ impl Rotation {
             let first = self.local_to_utc(self.start);
             let period = self.period.millis().max(1);
             let turns = (now - first).num_milliseconds().div_euclid(period);
-            (turns, first + chrono::Duration::milliseconds((turns + 1) * period))
+            (
+                turns,
+                first + chrono::Duration::milliseconds((turns + 1) * period),
+            )
         };
         let index = turns.rem_euclid(self.members.len() as i64) as usize;
         (self.members[index].clone(), until)

@@ -127,29 +127,77 @@ pub struct Run {
 /// What a person asks of a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    ItemDone { phase: String, item: String },
-    ItemUndo { phase: String, item: String },
-    ItemNotApplicable { phase: String, item: String, reason: Option<String> },
-    SignOff { phase: String, role: RoleId },
-    Reject { phase: String, role: RoleId, reason: Option<String> },
-    Advance { phase: String },
-    Abort { reason: Option<String> },
-    Rollback { reason: Option<String> },
+    ItemDone {
+        phase: String,
+        item: String,
+    },
+    ItemUndo {
+        phase: String,
+        item: String,
+    },
+    ItemNotApplicable {
+        phase: String,
+        item: String,
+        reason: Option<String>,
+    },
+    SignOff {
+        phase: String,
+        role: RoleId,
+    },
+    Reject {
+        phase: String,
+        role: RoleId,
+        reason: Option<String>,
+    },
+    Advance {
+        phase: String,
+    },
+    Abort {
+        reason: Option<String>,
+    },
+    Rollback {
+        reason: Option<String>,
+    },
 }
 
 /// What changed, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    ItemDone { phase: String, item: String },
-    ItemUndone { phase: String, item: String },
-    ItemNotApplicable { phase: String, item: String, reason: String },
+    ItemDone {
+        phase: String,
+        item: String,
+    },
+    ItemUndone {
+        phase: String,
+        item: String,
+    },
+    ItemNotApplicable {
+        phase: String,
+        item: String,
+        reason: String,
+    },
     ProductionDeployed,
-    SignedOff { phase: String, role: RoleId },
-    Rejected { phase: String, role: RoleId, reason: String },
-    PhaseEntered { from: String, to: String },
+    SignedOff {
+        phase: String,
+        role: RoleId,
+    },
+    Rejected {
+        phase: String,
+        role: RoleId,
+        reason: String,
+    },
+    PhaseEntered {
+        from: String,
+        to: String,
+    },
     Completed,
-    Aborted { reason: String },
-    RollbackStarted { from: String, reason: String },
+    Aborted {
+        reason: String,
+    },
+    RollbackStarted {
+        from: String,
+        reason: String,
+    },
     RolledBack,
 }
 
@@ -327,7 +375,10 @@ impl Run {
     /// Every reason the current phase cannot be left yet; empty when it can.
     pub fn unmet(&self, runbook: &Runbook, dir: &Directory) -> Vec<String> {
         let Some(phase) = runbook.phase(&self.phase) else {
-            return vec![format!("the runbook no longer has phase \"{}\"", self.phase)];
+            return vec![format!(
+                "the runbook no longer has phase \"{}\"",
+                self.phase
+            )];
         };
         let mut unmet = Vec::new();
         for item in phase.items.iter().filter(|i| !i.optional) {
@@ -339,7 +390,10 @@ impl Run {
         for p in &progress {
             let role = dir.role_name(&p.role);
             for (who, reason) in &p.rejected {
-                unmet.push(format!("{role} sign-off rejected by {}: {reason}", dir.name(who)));
+                unmet.push(format!(
+                    "{role} sign-off rejected by {}: {reason}",
+                    dir.name(who)
+                ));
             }
             let have = p.approved.len() as u32;
             if have < p.quorum {
@@ -417,7 +471,8 @@ impl Run {
                     return Err(Refusal::RequiredItem(item_def.text.clone()));
                 }
                 let reason = require_reason(reason, "marking an item not applicable")?;
-                if let ItemState::NotApplicable { reason: had, .. } = self.item_state(&phase, &item) {
+                if let ItemState::NotApplicable { reason: had, .. } = self.item_state(&phase, &item)
+                {
                     if *had == reason {
                         return Ok(vec![]);
                     }

@@ -1,0 +1,77 @@
+//! Time, injected. Production reads the system clock; tests and `tminus
+//! shell` use a [`VirtualClock`] they move forward by hand. Nothing else in
+//! the crate asks the system for the time.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::Dur;
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that stands still until told to move. Millisecond precision, as
+/// the store keeps times.
+#[derive(Debug)]
+pub struct VirtualClock {
+    now: Mutex<DateTime<Utc>>,
+}
+
+impl VirtualClock {
+    pub fn new(start: DateTime<Utc>) -> VirtualClock {
+        let start = DateTime::from_timestamp_millis(start.timestamp_millis()).unwrap_or(start);
+        VirtualClock {
+            now: Mutex::new(start),
+        }
+    }
+
+    /// Starting at the real time now.
+    pub fn starting_now() -> VirtualClock {
+        VirtualClock::new(SystemClock.now())
+    }
+
+    pub fn advance(&self, by: Dur) -> DateTime<Utc> {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        *now += by.to_chrono();
+        *now
+    }
+
+    pub fn set(&self, to: DateTime<Utc>) {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = to;
+    }
+}
+
+impl Clock for VirtualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_clock_moves_only_when_told() {
+        let start: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let clock = VirtualClock::new(start);
+        assert_eq!(clock.now(), start);
+        assert_eq!(
+            clock.advance(Dur::from_mins(30)),
+            start + chrono::Duration::minutes(30)
+        );
+        assert_eq!(clock.now(), start + chrono::Duration::minutes(30));
+    }
+}

@@ -1,0 +1,287 @@
+//! What the engine shows: a run's root message, its phase cards, notices in
+//! its thread. Platform-neutral ([`Card`]); adapters draw them.
+
+use chrono::{DateTime, Utc};
+
+use crate::chat::buttons::encode;
+use crate::chat::{Button, ButtonStyle, Card};
+use crate::domain::{Action, Directory, ItemState, Phase, Run, RunStatus, Runbook};
+
+/// The message keys of a run's messages, for editing them in place.
+pub fn root_key(run: &Run) -> String {
+    format!("run:{}:root", run.id)
+}
+
+pub fn phase_key(run: &Run, phase: &str) -> String {
+    format!("run:{}:phase:{phase}", run.id)
+}
+
+pub fn hhmm(t: DateTime<Utc>) -> String {
+    t.format("%H:%M UTC").to_string()
+}
+
+/// "payments-api v2.4.0 #42"
+pub fn run_label(run: &Run) -> String {
+    format!("{} {} #{}", run.service, run.version, run.number)
+}
+
+const MAX_LABEL_TEXT: usize = 40;
+
+fn short(text: &str) -> String {
+    if text.chars().count() <= MAX_LABEL_TEXT {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(MAX_LABEL_TEXT - 1).collect();
+        format!("{}…", cut.trim_end())
+    }
+}
+
+fn button(run: &Run, action: Action, label: String, style: ButtonStyle) -> Button {
+    Button {
+        id: encode(run.id, &action),
+        needs_reason: crate::chat::buttons::needs_reason(&action),
+        label,
+        style,
+    }
+}
+
+/// The message in the deployments channel that the run's thread hangs from.
+pub fn root_card(run: &Run, runbook: &Runbook, dir: &Directory) -> Card {
+    let mut card = Card::new(format!(
+        "{} {} — deployment #{}, started by {}, runbook {}",
+        run.service,
+        run.version,
+        run.number,
+        dir.name(&run.started_by),
+        runbook.id
+    ));
+    let mut lines = vec![format!("Environment: {}", run.env)];
+    let state = match run.status {
+        RunStatus::Active | RunStatus::RollingBack => {
+            let title = runbook
+                .phase(&run.phase)
+                .map_or(run.phase.as_str(), |p| p.title.as_str());
+            format!("Status: {} — {}", run.status.label(), title)
+        }
+        _ => match &run.end_reason {
+            Some(reason) => format!("Status: {} — {reason}", run.status.label()),
+            None => format!("Status: {}", run.status.label()),
+        },
+    };
+    lines.push(state);
+    card.mentions.push(run.started_by.clone());
+    card.section(None, lines)
+}
+
+/// The card of one phase, with buttons if it is the run's current phase.
+pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) -> Card {
+    let current = run.status.is_open() && run.phase == phase.id;
+    let title = match runbook.position(&phase.id) {
+        Some(n) => format!(
+            "{} · Phase {n} of {}: {}",
+            run_label(run),
+            runbook.phases.len(),
+            phase.title
+        ),
+        None => format!("{} · Rollback: {}", run_label(run), phase.title),
+    };
+    let mut card = Card::new(title);
+    let mut buttons = Vec::new();
+
+    let mut lines = Vec::new();
+    for item in &phase.items {
+        let optional = if item.optional { " (optional)" } else { "" };
+        let line = match run.item_state(&phase.id, &item.id) {
+            ItemState::Pending => format!("⬜ {}{optional}", item.text),
+            ItemState::Done { by, at } => format!(
+                "✅ {}{optional} — {}, {}",
+                item.text,
+                dir.name(by),
+                hhmm(*at)
+            ),
+            ItemState::NotApplicable { by, at, reason } => format!(
+                "➖ {}{optional} — not applicable: {reason} ({}, {})",
+                item.text,
+                dir.name(by),
+                hhmm(*at)
+            ),
+        };
+        lines.push(line);
+        if let Some(check) = &item.check {
+            lines.push(format!(
+                "    automated check: GET {} expects {}",
+                check.url, check.expect_status
+            ));
+        }
+        if current {
+            let (phase_id, item_id) = (phase.id.clone(), item.id.clone());
+            match run.item_state(&phase.id, &item.id) {
+                ItemState::Pending => {
+                    buttons.push(button(
+                        run,
+                        Action::ItemDone {
+                            phase: phase_id.clone(),
+                            item: item_id.clone(),
+                        },
+                        format!("Done: {}", short(&item.text)),
+                        ButtonStyle::Primary,
+                    ));
+                    if item.optional {
+                        buttons.push(button(
+                            run,
+                            Action::ItemNotApplicable {
+                                phase: phase_id,
+                                item: item_id,
+                                reason: None,
+                            },
+                            format!("N/A: {}", short(&item.text)),
+                            ButtonStyle::Default,
+                        ));
+                    }
+                }
+                _ => buttons.push(button(
+                    run,
+                    Action::ItemUndo {
+                        phase: phase_id,
+                        item: item_id,
+                    },
+                    format!("Undo: {}", short(&item.text)),
+                    ButtonStyle::Default,
+                )),
+            }
+        }
+    }
+    card = card.section(Some("Checklist"), lines);
+
+    if !phase.gate.is_empty() {
+        let mut lines = Vec::new();
+        for p in run.gate_progress(phase) {
+            let role = dir.role_name(&p.role);
+            let mut line = format!("{role}: {} of {}", p.approved.len(), p.quorum);
+            let mut who: Vec<String> = p
+                .approved
+                .iter()
+                .map(|a| format!("✅ {}", dir.name(a)))
+                .collect();
+            who.extend(
+                p.rejected
+                    .iter()
+                    .map(|(r, why)| format!("❌ {} ({why})", dir.name(r))),
+            );
+            if !who.is_empty() {
+                line.push_str(" — ");
+                line.push_str(&who.join(", "));
+            }
+            lines.push(line);
+            if current {
+                buttons.push(button(
+                    run,
+                    Action::SignOff {
+                        phase: phase.id.clone(),
+                        role: p.role.clone(),
+                    },
+                    format!("Sign off as {}", short(role)),
+                    ButtonStyle::Primary,
+                ));
+                buttons.push(button(
+                    run,
+                    Action::Reject {
+                        phase: phase.id.clone(),
+                        role: p.role.clone(),
+                        reason: None,
+                    },
+                    format!("Reject as {}", short(role)),
+                    ButtonStyle::Danger,
+                ));
+            }
+        }
+        if phase.gate.four_eyes {
+            lines.push(format!(
+                "Four-eyes rule: {} cannot be the only approver",
+                dir.name(&run.started_by)
+            ));
+        }
+        card = card.section(Some("Sign-offs"), lines);
+    }
+
+    if current {
+        let next = if run.status == RunStatus::RollingBack {
+            "Finish rollback".to_string()
+        } else {
+            match runbook.next_phase(&phase.id) {
+                Some(next) => format!("Advance to {}", short(&next.title)),
+                None => "Complete deployment".to_string(),
+            }
+        };
+        buttons.push(button(
+            run,
+            Action::Advance {
+                phase: phase.id.clone(),
+            },
+            next,
+            ButtonStyle::Primary,
+        ));
+        if run.status == RunStatus::Active && run.t0.is_some() && runbook.rollback.is_some() {
+            buttons.push(button(
+                run,
+                Action::Rollback { reason: None },
+                "Roll back".into(),
+                ButtonStyle::Danger,
+            ));
+        }
+        buttons.push(button(
+            run,
+            Action::Abort { reason: None },
+            "Abort".into(),
+            ButtonStyle::Danger,
+        ));
+        card.footer = Some(format!(
+            "Started by {} · runbook {}",
+            dir.name(&run.started_by),
+            runbook.id
+        ));
+    } else {
+        card.footer = Some(match run.status {
+            RunStatus::Active | RunStatus::RollingBack => "Phase finished".to_string(),
+            status => format!("Deployment {}", status.label()),
+        });
+    }
+    card.buttons = buttons;
+    card
+}
+
+/// A one-line message in the run's thread.
+pub fn notice(text: impl Into<String>) -> Card {
+    Card::new(text)
+}
+
+/// What a sign-off reminder says: the roles still missing and whom to ask.
+pub fn reminder_card(
+    run: &Run,
+    phase: &Phase,
+    dir: &Directory,
+    waited: crate::domain::Dur,
+) -> Card {
+    let mut card = Card::new(format!(
+        "⏰ {} has waited {waited} for sign-off",
+        phase.title
+    ));
+    let mut lines = Vec::new();
+    for p in run.gate_progress(phase).iter().filter(|p| !p.is_met()) {
+        let role = dir.role_name(&p.role);
+        let mut line = format!("{role}: {} of {}", p.approved.len(), p.quorum);
+        for (who, why) in &p.rejected {
+            line.push_str(&format!(" — rejected by {}: {why}", dir.name(who)));
+        }
+        line.push_str(&format!(" — ask {}", dir.member_names(&p.role).join(", ")));
+        lines.push(line);
+        if let Some(role) = dir.role(&p.role) {
+            for m in &role.members {
+                if !p.approved.contains(m) && !card.mentions.contains(m) {
+                    card.mentions.push(m.clone());
+                }
+            }
+        }
+    }
+    card.section(None, lines)
+}

@@ -1,0 +1,315 @@
+//! The text commands people type — `/deploy start payments-api v2.4.0` —
+//! as a closed enum, parsed in one place without I/O. The help text is
+//! generated from the same table, so it cannot drift from the parser.
+
+/// A parsed `/deploy` command. Run numbers are per deployments channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Start {
+        service: String,
+        version: String,
+        runbook: Option<String>,
+        env: Option<String>,
+    },
+    Status {
+        run: Option<i64>,
+    },
+    List,
+    Abort {
+        run: i64,
+        reason: String,
+    },
+    Rollback {
+        run: Option<i64>,
+        reason: String,
+    },
+    Report {
+        run: Option<i64>,
+    },
+    Help,
+}
+
+/// One line of help per subcommand; the parser below accepts exactly these.
+pub const USAGE: &[(&str, &str)] = &[
+    (
+        "start <service> <version> [--runbook NAME] [--env NAME]",
+        "start a deployment: a root message, a thread and the first phase",
+    ),
+    (
+        "status [N]",
+        "show the current phase of deployment N (default: the latest)",
+    ),
+    ("list", "list the recent deployments in this channel"),
+    ("abort <N> <reason>", "abort deployment N"),
+    (
+        "rollback [N] <reason>",
+        "roll deployment N back (default: the latest open one)",
+    ),
+    (
+        "report [N]",
+        "the deployment log of N as Markdown (default: the latest)",
+    ),
+    ("help", "this help"),
+];
+
+/// The help text for `/deploy help`.
+pub fn help() -> String {
+    let mut out = String::from("tminus runs your deployment runbook in this channel.\n");
+    for (usage, what) in USAGE {
+        out.push_str(&format!("  /deploy {usage}\n      {what}\n"));
+    }
+    out.push_str("Buttons on each phase card mark items done, sign off, and advance.");
+    out
+}
+
+/// Why a command did not parse; the message is for the person who typed it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}\nusage: /deploy {usage}")]
+pub struct UsageError {
+    pub message: String,
+    pub usage: &'static str,
+}
+
+const MAX_NAME: usize = 80;
+
+fn usage_of(name: &str) -> &'static str {
+    USAGE
+        .iter()
+        .find(|(u, _)| u.split_whitespace().next() == Some(name))
+        .map_or("help", |(u, _)| *u)
+}
+
+fn fail(sub: &str, message: impl Into<String>) -> UsageError {
+    UsageError {
+        message: message.into(),
+        usage: usage_of(sub),
+    }
+}
+
+/// A run number: `42` or `#42`.
+fn run_number(word: &str) -> Option<i64> {
+    word.strip_prefix('#')
+        .unwrap_or(word)
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
+/// Parse the text after `/deploy` (a leading `/deploy` is accepted too).
+pub fn parse(text: &str) -> Result<Command, UsageError> {
+    let text = text.trim();
+    let text = text.strip_prefix("/deploy").unwrap_or(text).trim();
+    let mut words = text.split_whitespace();
+    let sub = words.next().unwrap_or("help");
+    let rest: Vec<&str> = words.collect();
+    match sub {
+        "start" => parse_start(&rest),
+        "status" => match rest.as_slice() {
+            [] => Ok(Command::Status { run: None }),
+            [n] => run_number(n)
+                .map(|n| Command::Status { run: Some(n) })
+                .ok_or_else(|| fail(sub, format!("`{n}` is not a deployment number"))),
+            _ => Err(fail(sub, "too many words")),
+        },
+        "list" if rest.is_empty() => Ok(Command::List),
+        "list" => Err(fail(sub, "list takes no arguments")),
+        "report" => match rest.as_slice() {
+            [] => Ok(Command::Report { run: None }),
+            [n] => run_number(n)
+                .map(|n| Command::Report { run: Some(n) })
+                .ok_or_else(|| fail(sub, format!("`{n}` is not a deployment number"))),
+            _ => Err(fail(sub, "too many words")),
+        },
+        "abort" => {
+            let Some(first) = rest.first() else {
+                return Err(fail(sub, "say which deployment and why"));
+            };
+            let run = run_number(first)
+                .ok_or_else(|| fail(sub, format!("`{first}` is not a deployment number")))?;
+            let reason = rest[1..].join(" ");
+            if reason.is_empty() {
+                return Err(fail(sub, "aborting needs a reason"));
+            }
+            Ok(Command::Abort { run, reason })
+        }
+        "rollback" => {
+            let (run, reason_words) = match rest.first().and_then(|w| run_number(w)) {
+                Some(n) => (Some(n), &rest[1..]),
+                None => (None, &rest[..]),
+            };
+            let reason = reason_words.join(" ");
+            if reason.is_empty() {
+                return Err(fail(sub, "a rollback needs a reason"));
+            }
+            Ok(Command::Rollback { run, reason })
+        }
+        "help" => Ok(Command::Help),
+        other => Err(fail(
+            "help",
+            format!("unknown command `{other}`; try /deploy help"),
+        )),
+    }
+}
+
+fn parse_start(words: &[&str]) -> Result<Command, UsageError> {
+    let mut positional = Vec::new();
+    let mut runbook = None;
+    let mut env = None;
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        let (flag, inline) = match w.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v)),
+            _ => (w, None),
+        };
+        let slot = match flag {
+            "--runbook" => &mut runbook,
+            "--env" => &mut env,
+            f if f.starts_with("--") => return Err(fail("start", format!("unknown option `{f}`"))),
+            _ => {
+                positional.push(w);
+                i += 1;
+                continue;
+            }
+        };
+        let value = match inline {
+            Some(v) => v.to_string(),
+            None => {
+                i += 1;
+                words
+                    .get(i)
+                    .ok_or_else(|| fail("start", format!("`{flag}` needs a value")))?
+                    .to_string()
+            }
+        };
+        if value.is_empty() || value.starts_with("--") {
+            return Err(fail("start", format!("`{flag}` needs a value")));
+        }
+        *slot = Some(value);
+        i += 1;
+    }
+    match positional.as_slice() {
+        [service, version] => {
+            for (what, v) in [("service", service), ("version", version)] {
+                if v.chars().count() > MAX_NAME {
+                    return Err(fail(
+                        "start",
+                        format!("the {what} name is longer than {MAX_NAME} characters"),
+                    ));
+                }
+            }
+            Ok(Command::Start {
+                service: service.to_string(),
+                version: version.to_string(),
+                runbook,
+                env,
+            })
+        }
+        [] | [_] => Err(fail("start", "say which service and version")),
+        _ => Err(fail("start", "too many words: service and version only")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(service: &str, version: &str, runbook: Option<&str>, env: Option<&str>) -> Command {
+        Command::Start {
+            service: service.into(),
+            version: version.into(),
+            runbook: runbook.map(Into::into),
+            env: env.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn parses_every_subcommand() {
+        assert_eq!(
+            parse("start payments-api v2.4.0"),
+            Ok(start("payments-api", "v2.4.0", None, None))
+        );
+        assert_eq!(
+            parse("/deploy start api 1.2 --runbook web-service --env=staging"),
+            Ok(start("api", "1.2", Some("web-service"), Some("staging")))
+        );
+        assert_eq!(
+            parse("start --env prod api 1.2"),
+            Ok(start("api", "1.2", None, Some("prod")))
+        );
+        assert_eq!(parse("status"), Ok(Command::Status { run: None }));
+        assert_eq!(parse("status #3"), Ok(Command::Status { run: Some(3) }));
+        assert_eq!(parse("list"), Ok(Command::List));
+        assert_eq!(
+            parse("abort 2 wrong version"),
+            Ok(Command::Abort {
+                run: 2,
+                reason: "wrong version".into()
+            })
+        );
+        assert_eq!(
+            parse("rollback errors up"),
+            Ok(Command::Rollback {
+                run: None,
+                reason: "errors up".into()
+            })
+        );
+        assert_eq!(
+            parse("rollback #4 errors"),
+            Ok(Command::Rollback {
+                run: Some(4),
+                reason: "errors".into()
+            })
+        );
+        assert_eq!(parse("report 7"), Ok(Command::Report { run: Some(7) }));
+        assert_eq!(parse("report"), Ok(Command::Report { run: None }));
+        assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(parse(""), Ok(Command::Help));
+        assert_eq!(parse("/deploy"), Ok(Command::Help));
+    }
+
+    #[test]
+    fn explains_what_is_wrong() {
+        let cases = [
+            ("start", "say which service and version"),
+            ("start api", "say which service and version"),
+            ("start api 1 2", "too many words"),
+            ("start api 1 --runbook", "needs a value"),
+            ("start api 1 --runbook --env x", "needs a value"),
+            ("start api 1 --colour red", "unknown option"),
+            ("abort", "say which deployment"),
+            ("abort x reason", "not a deployment number"),
+            ("abort 2", "needs a reason"),
+            ("rollback", "needs a reason"),
+            ("rollback 3", "needs a reason"),
+            ("status x", "not a deployment number"),
+            ("status 0", "not a deployment number"),
+            ("list all", "no arguments"),
+            ("launch", "unknown command"),
+        ];
+        for (input, expected) in cases {
+            let err = parse(input).unwrap_err();
+            assert!(err.to_string().contains(expected), "{input}: {err}");
+            assert!(err.to_string().contains("usage: /deploy"), "{input}: {err}");
+        }
+        let long = format!("start {} 1", "a".repeat(81));
+        assert!(parse(&long).unwrap_err().message.contains("longer than"));
+    }
+
+    #[test]
+    fn help_lists_every_subcommand() {
+        let text = help();
+        for (usage, _) in USAGE {
+            assert!(text.contains(usage));
+            let name = usage.split_whitespace().next().unwrap();
+            // Every documented subcommand is accepted by the parser.
+            let probe = match name {
+                "start" => "start a b".to_string(),
+                "abort" => "abort 1 why".to_string(),
+                "rollback" => "rollback why".to_string(),
+                other => other.to_string(),
+            };
+            assert!(parse(&probe).is_ok(), "{probe}");
+        }
+    }
+}

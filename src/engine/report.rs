@@ -1,0 +1,135 @@
+//! The deployment log of a run as Markdown: what seed 004 asks a team to
+//! fill in by hand — date, who deployed, version, every item with who and
+//! when, sign-offs, aborts and rollbacks — plus the audit timeline.
+
+use std::fmt::Write;
+
+use crate::domain::{Directory, ItemState, Run, RunStatus, Runbook, Verdict};
+use crate::store::AuditEntry;
+
+fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Escape what would break a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+pub fn markdown(run: &Run, runbook: &Runbook, dir: &Directory, audit: &[AuditEntry]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Deployment report: {} {} (#{})",
+        run.service, run.version, run.number
+    );
+    let _ = writeln!(md);
+    let _ = writeln!(md, "- **Date:** {}", when(run.started_at));
+    let _ = writeln!(md, "- **Deployed by:** {}", dir.name(&run.started_by));
+    let _ = writeln!(md, "- **Service:** {}", run.service);
+    let _ = writeln!(md, "- **Version:** {}", run.version);
+    let _ = writeln!(md, "- **Environment:** {}", run.env);
+    let _ = writeln!(md, "- **Runbook:** {} ({})", runbook.name, runbook.id);
+    let status = match (&run.status, &run.end_reason) {
+        (RunStatus::Aborted, Some(r)) => format!("aborted — {r}"),
+        (RunStatus::RolledBack | RunStatus::RollingBack, Some(r)) => {
+            format!("{} — {r}", run.status.label())
+        }
+        (s, _) => s.label().to_string(),
+    };
+    let _ = writeln!(md, "- **Status:** {status}");
+    let _ = writeln!(
+        md,
+        "- **Production deploy (T0):** {}",
+        run.t0.map_or("not reached".to_string(), when)
+    );
+    let rolled_back = matches!(run.status, RunStatus::RollingBack | RunStatus::RolledBack);
+    let _ = writeln!(
+        md,
+        "- **Rollback:** {}",
+        if rolled_back { "yes" } else { "no" }
+    );
+    if let Some(end) = run.ended_at {
+        let minutes = (end - run.started_at).num_minutes();
+        let _ = writeln!(md, "- **Finished:** {} ({minutes} min)", when(end));
+    }
+
+    let reached: Vec<_> = runbook
+        .all_phases()
+        .filter(|p| {
+            run.phase == p.id
+                || run.items.keys().any(|(ph, _)| *ph == p.id)
+                || run.signoffs.iter().any(|s| s.phase == p.id)
+                || runbook.position(&p.id) < runbook.position(&run.phase)
+        })
+        .collect();
+    for phase in reached {
+        let _ = writeln!(md);
+        let _ = writeln!(md, "## {}", phase.title);
+        let _ = writeln!(md);
+        let _ = writeln!(md, "| Item | State | By | When |");
+        let _ = writeln!(md, "| --- | --- | --- | --- |");
+        for item in &phase.items {
+            let (state, by, at) = match run.item_state(&phase.id, &item.id) {
+                ItemState::Pending if item.optional => {
+                    ("skipped (optional)".to_string(), "", String::new())
+                }
+                ItemState::Pending => ("not done".to_string(), "", String::new()),
+                ItemState::Done { by, at } => ("done".to_string(), dir.name(by), when(*at)),
+                ItemState::NotApplicable { by, at, reason } => {
+                    (format!("not applicable: {reason}"), dir.name(by), when(*at))
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                cell(&item.text),
+                cell(&state),
+                cell(by),
+                at
+            );
+        }
+        let signoffs: Vec<_> = run
+            .signoffs
+            .iter()
+            .filter(|s| s.phase == phase.id)
+            .collect();
+        if !signoffs.is_empty() {
+            let _ = writeln!(md);
+            let _ = writeln!(md, "Sign-offs:");
+            for s in signoffs {
+                let verdict = match &s.verdict {
+                    Verdict::Approved => "approved".to_string(),
+                    Verdict::Rejected { reason } => format!("rejected: {reason}"),
+                };
+                let _ = writeln!(
+                    md,
+                    "- {} for {}: {verdict} ({})",
+                    dir.name(&s.person),
+                    dir.role_name(&s.role),
+                    when(s.at)
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(md);
+    let _ = writeln!(md, "## Timeline");
+    let _ = writeln!(md);
+    for e in audit {
+        let who = if e.actor == "tminus" {
+            "tminus".to_string()
+        } else {
+            dir.name(&crate::domain::PersonId::new(e.actor.as_str()))
+                .to_string()
+        };
+        let _ = writeln!(
+            md,
+            "- {} — {who} ({}): {}",
+            when(e.at),
+            e.platform,
+            e.detail
+        );
+    }
+    md
+}

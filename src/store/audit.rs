@@ -1,0 +1,82 @@
+//! The audit log: who did what, when and where. Append-only — the database
+//! itself refuses updates and deletes (a trigger on each backend).
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::AnyConnection;
+
+use super::{col, from_ms, ms, Store, Tx};
+use crate::domain::RunId;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub run: Option<RunId>,
+    pub at: DateTime<Utc>,
+    /// A person's key, or `tminus` for what the bot did on its own.
+    pub actor: String,
+    pub platform: String,
+    /// The channel (or "timer") where it happened.
+    pub location: String,
+    /// A stable name such as `signoff.approved`.
+    pub action: String,
+    /// A sentence for people.
+    pub detail: String,
+}
+
+impl Tx {
+    pub async fn audit(&mut self, e: &AuditEntry) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (run_id, at, actor, platform, location, action, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.run.map(|r| r.0))
+        .bind(ms(e.at))
+        .bind(&e.actor)
+        .bind(&e.platform)
+        .bind(&e.location)
+        .bind(&e.action)
+        .bind(&e.detail)
+        .execute(&mut *self.tx)
+        .await
+        .context("writing the audit log")?;
+        Ok(())
+    }
+}
+
+impl Tx {
+    /// A run's audit entries as this transaction sees them, its own included.
+    pub async fn audit_for_run(&mut self, run: RunId) -> Result<Vec<AuditEntry>> {
+        entries(&mut self.tx, run).await
+    }
+}
+
+impl Store {
+    /// A run's audit entries in the order they were written.
+    pub async fn audit_for_run(&self, run: RunId) -> Result<Vec<AuditEntry>> {
+        let mut conn = self.pool.acquire().await?;
+        entries(&mut conn, run).await
+    }
+}
+
+async fn entries(conn: &mut AnyConnection, run: RunId) -> Result<Vec<AuditEntry>> {
+    let rows = sqlx::query(
+        "SELECT run_id, at, actor, platform, location, action, detail FROM audit_log \
+         WHERE run_id = $1 ORDER BY id",
+    )
+    .bind(run.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                run: col::<Option<i64>>(row, "run_id")?.map(RunId),
+                at: from_ms(col(row, "at")?),
+                actor: col(row, "actor")?,
+                platform: col(row, "platform")?,
+                location: col(row, "location")?,
+                action: col(row, "action")?,
+                detail: col(row, "detail")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! The durable store: runs, items, sign-offs, the audit log, the outbox of
+//! outgoing messages and timers, on SQLite or PostgreSQL through one code
+//! path (sqlx's `Any` driver, times as epoch milliseconds).
+//!
+//! Every change goes through a [`Tx`]: the engine loads a run with a write
+//! lock, applies a domain decision, and writes the run, its audit entries,
+//! its outgoing messages and its timers before one commit. On PostgreSQL the
+//! lock is `SELECT … FOR UPDATE`; on SQLite every write transaction starts
+//! with `BEGIN IMMEDIATE`, which takes the database's single write lock.
+
+mod audit;
+mod queue;
+mod runs;
+
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+pub use audit::AuditEntry;
+pub use queue::{ClaimedMessage, Timer, TimerKind};
+
+/// Which SQL dialect the database speaks, for the few statements that differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_URL: &str = "sqlite://tminus.db";
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dialect", &self.dialect)
+            .finish()
+    }
+}
+
+/// A write transaction.
+pub struct Tx {
+    tx: Transaction<'static, Any>,
+    dialect: Dialect,
+}
+
+static DRIVERS: Once = Once::new();
+
+impl Store {
+    /// Connect to `url` (`sqlite://…` or `postgres://…`), creating a SQLite
+    /// file if missing, and apply the migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let (dialect, url) = if url.starts_with("sqlite:") {
+            let url = if url.contains('?') {
+                url.to_string()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Dialect::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_string())
+        } else {
+            anyhow::bail!(
+                "DATABASE_URL must start with sqlite:// or postgres:// (got another scheme)"
+            );
+        };
+        let options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(match dialect {
+                Dialect::Sqlite => 4,
+                Dialect::Postgres => 10,
+            })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options
+            .connect(&url)
+            .await
+            .context("cannot open the database (check DATABASE_URL)")?;
+        let store = Store { pool, dialect };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .context("cannot apply database migrations")
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Start a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+        .context("cannot start a transaction")?;
+        Ok(Tx {
+            tx,
+            dialect: self.dialect,
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await.context("cannot commit")
+    }
+
+    /// Record that a request with this key was handled; false if it already was.
+    /// Keys come from the platforms (a Slack event id, a Discord interaction id).
+    pub async fn first_time(&mut self, key: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2) \
+             ON CONFLICT (request_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(ms(now))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub(crate) fn opt_from_ms(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.map(from_ms)
+}
+
+/// Read a column, naming it in the error.
+pub(crate) fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    use sqlx::Row;
+    row.try_get(name).with_context(|| format!("column {name}"))
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

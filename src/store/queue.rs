@@ -1,0 +1,320 @@
+//! The two durable queues: the outbox of messages to deliver and the timers
+//! to fire. Both are claimed with leases (`lease_owner`, `lease_until`) so a
+//! worker that dies mid-way loses its claim when the lease runs out; on
+//! PostgreSQL claims use `FOR UPDATE SKIP LOCKED` so several processes can
+//! share the work. Exactly-once firing of a timer does not rest on the lease:
+//! [`Tx::mark_fired`] flips `fired_at` in the same transaction as the
+//! timer's effects, and only one transaction can flip it.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
+
+use super::{col, from_ms, ms, Dialect, Store, Tx};
+use crate::chat::Outgoing;
+use crate::domain::{Platform, RunId};
+
+/// What a timer is for, with what it needs to know.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Remind the thread that a phase is still waiting on sign-offs.
+    SignoffReminder { run: RunId, phase: String, seq: u32 },
+}
+
+impl TimerKind {
+    fn name(&self) -> &'static str {
+        match self {
+            TimerKind::SignoffReminder { .. } => "signoff_reminder",
+        }
+    }
+
+    fn run(&self) -> Option<RunId> {
+        match self {
+            TimerKind::SignoffReminder { run, .. } => Some(*run),
+        }
+    }
+
+    /// A key unique to this firing, so scheduling the same thing twice is harmless.
+    pub fn key(&self) -> String {
+        match self {
+            TimerKind::SignoffReminder { run, phase, seq } => {
+                format!("reminder:{run}:{phase}:{seq}")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timer {
+    pub id: i64,
+    pub due_at: DateTime<Utc>,
+    pub kind: TimerKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedMessage {
+    pub id: i64,
+    pub attempts: i64,
+    pub created_at: DateTime<Utc>,
+    pub message: Outgoing,
+}
+
+impl Tx {
+    /// Queue a message for delivery when the transaction commits.
+    pub async fn enqueue(
+        &mut self,
+        run: Option<RunId>,
+        msg: &Outgoing,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(msg.platform.as_str())
+        .bind(msg.lane())
+        .bind(run.map(|r| r.0))
+        .bind(msg.key.as_deref())
+        .bind(serde_json::to_string(msg)?)
+        .bind(ms(now))
+        .execute(&mut *self.tx)
+        .await
+        .context("queueing a message")?;
+        Ok(())
+    }
+
+    /// Schedule a timer; a timer with the same key already scheduled wins.
+    pub async fn schedule(&mut self, kind: &TimerKind, due: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO timers (timer_key, kind, run_id, due_at, payload) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (timer_key) DO NOTHING",
+        )
+        .bind(kind.key())
+        .bind(kind.name())
+        .bind(kind.run().map(|r| r.0))
+        .bind(ms(due))
+        .bind(serde_json::to_string(kind)?)
+        .execute(&mut *self.tx)
+        .await
+        .context("scheduling a timer")?;
+        Ok(())
+    }
+
+    /// Mark a timer fired; false if another transaction already did, in
+    /// which case the caller must do nothing.
+    pub async fn mark_fired(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE timers SET fired_at = $2 WHERE id = $1 AND fired_at IS NULL")
+                .bind(id)
+                .bind(ms(now))
+                .execute(&mut *self.tx)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Claim up to `limit` timers due at `now` for `lease`.
+    pub async fn claim_timers(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: i64,
+    ) -> Result<Vec<Timer>> {
+        let skip_locked = self.skip_locked();
+        let sql = format!(
+            "UPDATE timers SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+               SELECT id FROM timers WHERE fired_at IS NULL AND due_at <= $3 \
+               AND (lease_until IS NULL OR lease_until < $3) \
+               ORDER BY due_at, id LIMIT $4{skip_locked}) \
+             RETURNING id, due_at, payload"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(ms(now + lease))
+            .bind(ms(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .context("claiming timers")?;
+        let mut timers = rows
+            .iter()
+            .map(|row| {
+                Ok(Timer {
+                    id: col(row, "id")?,
+                    due_at: from_ms(col(row, "due_at")?),
+                    kind: serde_json::from_str(&col::<String>(row, "payload")?)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        timers.sort_by_key(|t| (t.due_at, t.id));
+        Ok(timers)
+    }
+
+    /// Timers not yet fired, soonest first (for status and tests).
+    pub async fn pending_timers(&self) -> Result<Vec<Timer>> {
+        let rows = sqlx::query(
+            "SELECT id, due_at, payload FROM timers WHERE fired_at IS NULL ORDER BY due_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Timer {
+                    id: col(row, "id")?,
+                    due_at: from_ms(col(row, "due_at")?),
+                    kind: serde_json::from_str(&col::<String>(row, "payload")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// When the next unfired timer is due, if any.
+    pub async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(due.map(from_ms))
+    }
+
+    /// Claim the next message of each lane of `platform` whose turn it is:
+    /// the oldest undelivered message of the lane, when no other message of
+    /// the lane is claimed by a live lease. This keeps each lane in order
+    /// while lanes proceed independently.
+    pub async fn claim_messages(
+        &self,
+        platform: Platform,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>> {
+        let skip_locked = self.skip_locked();
+        let sql = format!(
+            "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+               SELECT o.id FROM outbox o WHERE o.platform = $3 \
+               AND o.delivered_at IS NULL AND o.failed_at IS NULL AND o.next_attempt_at <= $4 \
+               AND (o.lease_until IS NULL OR o.lease_until < $4) \
+               AND o.id = (SELECT MIN(p.id) FROM outbox p WHERE p.platform = o.platform \
+                           AND p.channel = o.channel AND p.delivered_at IS NULL AND p.failed_at IS NULL) \
+               ORDER BY o.id LIMIT $5{skip_locked}) \
+             RETURNING id, attempts, created_at, payload"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(ms(now + lease))
+            .bind(platform.as_str())
+            .bind(ms(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .context("claiming outgoing messages")?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedMessage {
+                    id: col(row, "id")?,
+                    attempts: col(row, "attempts")?,
+                    created_at: from_ms(col(row, "created_at")?),
+                    message: serde_json::from_str(&col::<String>(row, "payload")?)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|m| m.id);
+        Ok(claimed)
+    }
+
+    pub async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE outbox SET delivered_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1")
+            .bind(id)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Put a message back for another attempt at `retry_at`.
+    pub async fn retry_later(&self, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3, \
+             lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(ms(retry_at))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Give up on a message: it stays in the outbox, marked failed, with why.
+    pub async fn mark_failed(&self, id: i64, now: DateTime<Utc>, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, failed_at = $2, last_error = $3, \
+             lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(ms(now))
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Undelivered messages, all platforms.
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Remember the platform's id for a posted message with a key.
+    pub async fn remember_message(
+        &self,
+        key: &str,
+        platform: Platform,
+        channel: &str,
+        platform_ref: &str,
+        thread_ref: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO messages (message_key, platform, channel, platform_ref, thread_ref, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_key) DO UPDATE SET \
+             platform_ref = excluded.platform_ref, thread_ref = excluded.thread_ref, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(platform.as_str())
+        .bind(channel)
+        .bind(platform_ref)
+        .bind(thread_ref)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The platform's ids (message, thread) for a keyed message, once posted.
+    pub async fn message_ref(&self, key: &str) -> Result<Option<(String, Option<String>)>> {
+        let row =
+            sqlx::query("SELECT platform_ref, thread_ref FROM messages WHERE message_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| Ok((col(&r, "platform_ref")?, col(&r, "thread_ref")?)))
+            .transpose()
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Runs with their items and sign-offs: insert, load (with a write lock
+//! inside a transaction), save the difference, and the listings commands need.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+
+use super::{col, from_ms, ms, opt_from_ms, Dialect, Store, Tx};
+use crate::domain::{
+    ItemState, PersonId, Platform, RoleId, Run, RunId, RunStatus, SignOff, Verdict,
+};
+
+const RUN_COLUMNS: &str = "id, platform, channel, number, service, version, env, runbook, \
+    started_by, started_at, status, phase, phase_entered_at, t0, ended_at, end_reason";
+
+impl Tx {
+    /// Insert a new run, giving it the next number in its channel.
+    pub async fn insert_run(&mut self, run: &mut Run) -> Result<()> {
+        let channel_key = format!("{}:{}", run.platform, run.channel);
+        let number: i64 = sqlx::query_scalar(
+            "INSERT INTO run_counters (channel_key, last) VALUES ($1, 1) \
+             ON CONFLICT (channel_key) DO UPDATE SET last = run_counters.last + 1 \
+             RETURNING last",
+        )
+        .bind(&channel_key)
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("allocating the run number")?;
+        run.number = number;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (platform, channel, number, service, version, env, runbook, \
+             started_by, started_at, status, phase, phase_entered_at, t0, ended_at, end_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+        )
+        .bind(run.platform.as_str())
+        .bind(&run.channel)
+        .bind(run.number)
+        .bind(&run.service)
+        .bind(&run.version)
+        .bind(&run.env)
+        .bind(&run.runbook)
+        .bind(run.started_by.as_str())
+        .bind(ms(run.started_at))
+        .bind(run.status.as_str())
+        .bind(&run.phase)
+        .bind(ms(run.phase_entered_at))
+        .bind(run.t0.map(ms))
+        .bind(run.ended_at.map(ms))
+        .bind(run.end_reason.as_deref())
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("inserting the run")?;
+        run.id = RunId(id);
+        let empty = Run {
+            items: BTreeMap::new(),
+            signoffs: Vec::new(),
+            ..run.clone()
+        };
+        self.write_children(&empty, run).await
+    }
+
+    /// Load a run and hold its write lock until the transaction ends, so
+    /// concurrent commands on one run apply one after the other.
+    pub async fn lock_run(&mut self, id: RunId) -> Result<Option<Run>> {
+        load_run(&mut self.tx, self.dialect, id, true).await
+    }
+
+    /// Write what changed between `before` and `after` (the same run).
+    pub async fn save_run(&mut self, before: &Run, after: &Run) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = $2, phase = $3, phase_entered_at = $4, t0 = $5, \
+             ended_at = $6, end_reason = $7 WHERE id = $1",
+        )
+        .bind(after.id.0)
+        .bind(after.status.as_str())
+        .bind(&after.phase)
+        .bind(ms(after.phase_entered_at))
+        .bind(after.t0.map(ms))
+        .bind(after.ended_at.map(ms))
+        .bind(after.end_reason.as_deref())
+        .execute(&mut *self.tx)
+        .await
+        .context("updating the run")?;
+        self.write_children(before, after).await
+    }
+
+    async fn write_children(&mut self, before: &Run, after: &Run) -> Result<()> {
+        let id = after.id.0;
+        for (key, _) in before
+            .items
+            .iter()
+            .filter(|(k, _)| !after.items.contains_key(*k))
+        {
+            sqlx::query("DELETE FROM run_items WHERE run_id = $1 AND phase = $2 AND item = $3")
+                .bind(id)
+                .bind(&key.0)
+                .bind(&key.1)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        for ((phase, item), state) in &after.items {
+            if before.items.get(&(phase.clone(), item.clone())) == Some(state) {
+                continue;
+            }
+            let (name, by, at, reason) = match state {
+                ItemState::Pending => continue,
+                ItemState::Done { by, at } => ("done", by, at, None),
+                ItemState::NotApplicable { by, at, reason } => {
+                    ("not_applicable", by, at, Some(reason))
+                }
+            };
+            sqlx::query(
+                "INSERT INTO run_items (run_id, phase, item, state, by_person, at, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (run_id, phase, item) DO UPDATE SET state = excluded.state, \
+                 by_person = excluded.by_person, at = excluded.at, reason = excluded.reason",
+            )
+            .bind(id)
+            .bind(phase)
+            .bind(item)
+            .bind(name)
+            .bind(by.as_str())
+            .bind(ms(*at))
+            .bind(reason.map(String::as_str))
+            .execute(&mut *self.tx)
+            .await
+            .context("saving an item")?;
+        }
+        for s in after
+            .signoffs
+            .iter()
+            .filter(|s| !before.signoffs.contains(s))
+        {
+            let (verdict, reason) = match &s.verdict {
+                Verdict::Approved => ("approved", None),
+                Verdict::Rejected { reason } => ("rejected", Some(reason.as_str())),
+            };
+            sqlx::query(
+                "INSERT INTO signoffs (run_id, phase, role, person, verdict, reason, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (run_id, phase, role, person) DO UPDATE SET \
+                 verdict = excluded.verdict, reason = excluded.reason, at = excluded.at",
+            )
+            .bind(id)
+            .bind(&s.phase)
+            .bind(s.role.as_str())
+            .bind(s.person.as_str())
+            .bind(verdict)
+            .bind(reason)
+            .bind(ms(s.at))
+            .execute(&mut *self.tx)
+            .await
+            .context("saving a sign-off")?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    pub async fn run(&self, id: RunId) -> Result<Option<Run>> {
+        let mut conn = self.pool.acquire().await?;
+        load_run(&mut conn, self.dialect, id, false).await
+    }
+
+    /// The run numbered `number` in a channel.
+    pub async fn run_by_number(
+        &self,
+        platform: Platform,
+        channel: &str,
+        number: i64,
+    ) -> Result<Option<Run>> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE platform = $1 AND channel = $2 AND number = $3",
+        )
+        .bind(platform.as_str())
+        .bind(channel)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        match id {
+            Some(id) => self.run(RunId(id)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The most recent runs of a channel, newest first, without their items.
+    pub async fn recent_runs(
+        &self,
+        platform: Platform,
+        channel: &str,
+        limit: i64,
+    ) -> Result<Vec<Run>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE platform = $1 AND channel = $2 \
+             ORDER BY number DESC LIMIT $3"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(platform.as_str())
+            .bind(channel)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Ids of every run not yet finished, oldest first.
+    pub async fn open_run_ids(&self) -> Result<Vec<RunId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE status IN ('active', 'rolling_back') ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(RunId).collect())
+    }
+}
+
+async fn load_run(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    id: RunId,
+    lock: bool,
+) -> Result<Option<Run>> {
+    let lock = if lock && dialect == Dialect::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{lock}"
+    ));
+    let Some(row) = sqlx::query(sql)
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut run = run_from_row(&row)?;
+    let items = sqlx::query(
+        "SELECT phase, item, state, by_person, at, reason FROM run_items WHERE run_id = $1",
+    )
+    .bind(id.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &items {
+        let by = PersonId::new(col::<String>(row, "by_person")?);
+        let at = from_ms(col(row, "at")?);
+        let state = match col::<String>(row, "state")?.as_str() {
+            "done" => ItemState::Done { by, at },
+            "not_applicable" => ItemState::NotApplicable {
+                by,
+                at,
+                reason: col::<Option<String>>(row, "reason")?.unwrap_or_default(),
+            },
+            other => anyhow::bail!("run {id} has an item in unknown state {other:?}"),
+        };
+        run.items
+            .insert((col(row, "phase")?, col(row, "item")?), state);
+    }
+    let signoffs = sqlx::query(
+        "SELECT phase, role, person, verdict, reason, at FROM signoffs WHERE run_id = $1 \
+         ORDER BY at, person",
+    )
+    .bind(id.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &signoffs {
+        let verdict = match col::<String>(row, "verdict")?.as_str() {
+            "approved" => Verdict::Approved,
+            _ => Verdict::Rejected {
+                reason: col::<Option<String>>(row, "reason")?.unwrap_or_default(),
+            },
+        };
+        run.signoffs.push(SignOff {
+            phase: col(row, "phase")?,
+            role: RoleId::new(col::<String>(row, "role")?),
+            person: PersonId::new(col::<String>(row, "person")?),
+            verdict,
+            at: from_ms(col(row, "at")?),
+        });
+    }
+    Ok(Some(run))
+}
+
+fn run_from_row(row: &AnyRow) -> Result<Run> {
+    let platform: String = col(row, "platform")?;
+    let status: String = col(row, "status")?;
+    Ok(Run {
+        id: RunId(col(row, "id")?),
+        platform: Platform::parse(&platform)
+            .with_context(|| format!("unknown platform {platform:?}"))?,
+        channel: col(row, "channel")?,
+        number: col(row, "number")?,
+        service: col(row, "service")?,
+        version: col(row, "version")?,
+        env: col(row, "env")?,
+        runbook: col(row, "runbook")?,
+        started_by: PersonId::new(col::<String>(row, "started_by")?),
+        started_at: from_ms(col(row, "started_at")?),
+        status: RunStatus::parse(&status).with_context(|| format!("unknown status {status:?}"))?,
+        phase: col(row, "phase")?,
+        phase_entered_at: from_ms(col(row, "phase_entered_at")?),
+        t0: opt_from_ms(col(row, "t0")?),
+        ended_at: opt_from_ms(col(row, "ended_at")?),
+        end_reason: col(row, "end_reason")?,
+        items: BTreeMap::new(),
+        signoffs: Vec::new(),
+    })
+}
