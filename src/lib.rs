@@ -9,4 +9,6 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod scheduler;
+pub mod shell;
 pub mod store;

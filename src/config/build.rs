@@ -628,6 +628,13 @@ fn build_runbook(
             "only one item may be marked production_deploy",
         );
     }
+    if production.iter().any(|i| i.optional) {
+        check.at(
+            &(0..0),
+            "production_deploy",
+            "the production deploy item cannot be optional",
+        );
+    }
     let has_production = !production.is_empty();
 
     let rollback = file.rollback.and_then(|r| {
@@ -648,6 +655,13 @@ fn build_runbook(
             })
             .collect();
         let phase = build_phase(check, dir, "rollback", phase_raw, &mut phase_ids, resolve)?;
+        if phase.items.iter().any(|i| i.production_deploy) {
+            check.at(
+                &(0..0),
+                "rollback.items",
+                "the rollback phase cannot hold the production deploy item",
+            );
+        }
         Some(Rollback { roles, phase })
     });
 

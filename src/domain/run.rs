@@ -426,6 +426,18 @@ impl Run {
         now: DateTime<Utc>,
     ) -> Result<Vec<Event>, Refusal> {
         if !self.status.is_open() {
+            // A second click on the button that closed the run counts once.
+            let repeat = match &action {
+                Action::Advance { phase } => {
+                    *phase == self.phase
+                        && matches!(self.status, RunStatus::Completed | RunStatus::RolledBack)
+                }
+                Action::Abort { .. } => self.status == RunStatus::Aborted,
+                _ => false,
+            };
+            if repeat {
+                return Ok(vec![]);
+            }
             return Err(Refusal::Closed {
                 number: self.number,
                 status: self.status.label(),
@@ -470,6 +482,7 @@ impl Run {
                 if !item_def.optional {
                     return Err(Refusal::RequiredItem(item_def.text.clone()));
                 }
+                let production = item_def.production_deploy;
                 let reason = require_reason(reason, "marking an item not applicable")?;
                 if let ItemState::NotApplicable { reason: had, .. } = self.item_state(&phase, &item)
                 {
@@ -483,6 +496,9 @@ impl Run {
                     reason: reason.clone(),
                 };
                 self.items.insert((phase.clone(), item.clone()), na);
+                if production {
+                    self.t0 = None;
+                }
                 Ok(vec![Event::ItemNotApplicable {
                     phase,
                     item,

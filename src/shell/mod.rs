@@ -1,0 +1,291 @@
+//! `tminus shell`: the bot in a terminal. The same engine and store as the
+//! chat platforms, with cards drawn as text, buttons numbered `[N]`, and a
+//! virtual clock that `wait` moves forward so timers can be tried at once.
+//! When standard input is not a terminal it reads commands line by line, so
+//! a session can be scripted (the integration tests do).
+
+mod render;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Result;
+use chrono::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use crate::chat::Button;
+use crate::clock::{Clock, VirtualClock};
+use crate::domain::{Dur, PersonId, Platform};
+use crate::engine::{command, Actor, Engine, Request};
+use crate::scheduler::Scheduler;
+
+const HELP: &str = "\
+Commands:
+  /deploy ...          a deploy command, as in chat (/deploy help lists them)
+  click N [reason]     press button [N] of the latest cards; reject, n/a, abort and roll back need a reason
+  as PERSON            act as someone else (`who` lists people)
+  who                  list people and their roles
+  wait DURATION        move the clock forward (e.g. 30m, 2h) and run what falls due
+  help                 this help
+  quit                 leave";
+
+/// A shell session.
+pub struct Shell<W: Write> {
+    engine: Engine,
+    scheduler: Scheduler,
+    clock: Arc<VirtualClock>,
+    me: PersonId,
+    channel: String,
+    buttons: Vec<Button>,
+    owner: String,
+    out: W,
+}
+
+impl<W: Write> Shell<W> {
+    pub fn new(engine: Engine, clock: Arc<VirtualClock>, me: PersonId, out: W) -> Shell<W> {
+        let channel = engine
+            .config()
+            .channels_for(Platform::Shell)
+            .map_or_else(|| "#deployments".to_string(), |c| c.deployments.clone());
+        let scheduler = Scheduler::new(engine.clone());
+        Shell {
+            owner: format!("shell-{}", std::process::id()),
+            engine,
+            scheduler,
+            clock,
+            me,
+            channel,
+            buttons: Vec::new(),
+            out,
+        }
+    }
+
+    /// Read commands until `quit` or the end of input.
+    pub async fn run<R: AsyncBufRead + Unpin>(
+        &mut self,
+        input: R,
+        interactive: bool,
+    ) -> Result<()> {
+        writeln!(
+            self.out,
+            "tminus shell — you are {} ({}). Type help for commands.",
+            self.engine.config().directory.name(&self.me),
+            self.me
+        )?;
+        // Deliver whatever an earlier session left queued, then anything due.
+        self.drain().await?;
+        self.wait(Dur::ZERO).await?;
+        let mut lines = input.lines();
+        loop {
+            if interactive {
+                write!(self.out, "{}> ", self.me)?;
+                self.out.flush()?;
+            }
+            let Some(line) = lines.next_line().await? else {
+                break;
+            };
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if !interactive {
+                writeln!(self.out, "{}> {line}", self.me)?;
+            }
+            if !self.line(line).await? {
+                break;
+            }
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Handle one line; false to stop.
+    pub async fn line(&mut self, line: &str) -> Result<bool> {
+        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        match word {
+            "quit" | "exit" => return Ok(false),
+            "help" => writeln!(self.out, "{HELP}")?,
+            "who" => self.who()?,
+            "as" => self.switch(rest)?,
+            "wait" => match rest.parse::<Dur>() {
+                Ok(d) => self.wait(d).await?,
+                Err(e) => writeln!(self.out, "{e}")?,
+            },
+            "click" => self.click(rest).await?,
+            "/deploy" => match command::parse(line) {
+                Ok(cmd) => self.request(Request::Command(cmd)).await?,
+                Err(e) => writeln!(self.out, "{e}")?,
+            },
+            other => writeln!(
+                self.out,
+                "Unknown command `{other}`. Type help for commands."
+            )?,
+        }
+        Ok(true)
+    }
+
+    fn who(&mut self) -> Result<()> {
+        let dir = &self.engine.config().directory;
+        for p in dir.people.values() {
+            let roles: Vec<&str> = dir
+                .roles
+                .values()
+                .filter(|r| r.members.contains(&p.id))
+                .map(|r| r.name.as_str())
+                .collect();
+            let me = if p.id == self.me { " (you)" } else { "" };
+            writeln!(
+                self.out,
+                "  {:<10} {}{me} — {}",
+                p.id,
+                p.name,
+                roles.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+
+    fn switch(&mut self, who: &str) -> Result<()> {
+        let dir = &self.engine.config().directory;
+        let id = PersonId::new(who);
+        match dir.person(&id) {
+            Some(p) => {
+                writeln!(self.out, "You are now {} ({}).", p.name, p.id)?;
+                self.me = id;
+            }
+            None => {
+                let known: Vec<&str> = dir.people.keys().map(|k| k.as_str()).collect();
+                writeln!(self.out, "No person `{who}`. People: {}.", known.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn click(&mut self, rest: &str) -> Result<()> {
+        let (n, reason) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        let reason = Some(reason.trim().to_string()).filter(|r| !r.is_empty());
+        let Some(button) = n
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| self.buttons.get(i))
+            .cloned()
+        else {
+            writeln!(
+                self.out,
+                "No button [{n}]. The latest cards show the buttons you can press."
+            )?;
+            return Ok(());
+        };
+        if button.needs_reason && reason.is_none() {
+            writeln!(
+                self.out,
+                "\"{}\" needs a reason: click {n} <reason>",
+                button.label
+            )?;
+            return Ok(());
+        }
+        self.request(Request::Click {
+            id: button.id,
+            reason,
+        })
+        .await
+    }
+
+    async fn request(&mut self, request: Request) -> Result<()> {
+        let actor = Actor {
+            platform: Platform::Shell,
+            user: self.me.to_string(),
+            channel: self.channel.clone(),
+        };
+        let reply = self.engine.handle(&actor, request, None).await;
+        let prefix = if reply.private { "(only you) " } else { "" };
+        writeln!(self.out, "{prefix}{}", reply.text)?;
+        if let Some(card) = &reply.card {
+            let mut buttons = Vec::new();
+            render::card(&mut self.out, card, self.engine.config(), &mut buttons)?;
+            self.buttons = buttons;
+        }
+        self.drain().await
+    }
+
+    /// Move the clock forward by `by`, firing each timer at the moment it
+    /// falls due, in order, and showing what it posted.
+    async fn wait(&mut self, by: Dur) -> Result<()> {
+        let target = self.clock.now() + by.to_chrono();
+        let mut fired = 0;
+        loop {
+            match self.engine.store().next_timer_due().await? {
+                Some(due) if due <= target => {
+                    if due > self.clock.now() {
+                        self.clock.set(due);
+                    }
+                    fired += self.scheduler.run_due(self.clock.now()).await?;
+                    self.drain().await?;
+                }
+                _ => break,
+            }
+        }
+        self.clock.set(target.max(self.clock.now()));
+        if by > Dur::ZERO {
+            writeln!(
+                self.out,
+                "It is now {}. {fired} timer(s) fired.",
+                self.clock.now().format("%Y-%m-%d %H:%M UTC")
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Print every queued shell message, in order, and mark it delivered.
+    async fn drain(&mut self) -> Result<()> {
+        let store = self.engine.store().clone();
+        let mut buttons = Vec::new();
+        loop {
+            let now = self.clock.now();
+            let batch = store
+                .claim_messages(
+                    Platform::Shell,
+                    &self.owner,
+                    now,
+                    Duration::seconds(60),
+                    100,
+                )
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for claimed in batch {
+                let msg = &claimed.message;
+                let edited = match &msg.key {
+                    Some(key) => store.message_ref(key).await?.is_some(),
+                    None => false,
+                };
+                render::header(&mut self.out, msg, edited)?;
+                let mut card_buttons = Vec::new();
+                render::card(
+                    &mut self.out,
+                    &msg.card,
+                    self.engine.config(),
+                    &mut card_buttons,
+                )?;
+                // Only the newest card of a message key keeps live buttons.
+                if let Some(key) = &msg.key {
+                    let r = format!("shell:{}", claimed.id);
+                    store
+                        .remember_message(key, Platform::Shell, &msg.lane(), &r, None, now)
+                        .await?;
+                }
+                if !card_buttons.is_empty() {
+                    buttons = card_buttons;
+                }
+                store.mark_delivered(claimed.id, now).await?;
+            }
+        }
+        if !buttons.is_empty() {
+            self.buttons = buttons;
+        }
+        Ok(())
+    }
+}
