@@ -1,9 +1,17 @@
 //! tminus: a chat-ops bot that runs a team's deployment playbook in Slack,
 //! Discord or a terminal.
 //!
-//! - [`chat`]: platform-neutral cards, buttons and outgoing messages.
-//! - [`config`]: loads and checks `bot-config/` (bot file and runbooks).
-//! - [`domain`]: runbooks, people, roles and the run state machine; pure.
+//! - [`app`]: wires configuration, store, engine, scheduler and adapters into `serve` and `shell`.
+//! - [`chat`]: platform-neutral cards, buttons (ids and their parsing) and outgoing messages.
+//! - [`clock`]: the injected clock: system time in production, virtual in tests and the shell.
+//! - [`config`]: loads and checks `bot-config/` (bot file and runbooks), errors by file:line:key.
+//! - [`domain`]: runbooks, people, roles, rotations and the run state machine; pure.
+//! - [`engine`]: the one service every adapter calls: command in, committed state and effects out.
+//! - [`scheduler`]: durable timers claimed from the database and fired exactly once.
+//! - [`shell`]: the terminal adapter behind `tminus shell`.
+//! - [`store`]: SQLite and PostgreSQL: runs, audit log, outbox, timers.
+//! - [`web`]: the axum router: health and readiness (platform endpoints join it).
+pub mod app;
 pub mod chat;
 pub mod clock;
 pub mod config;
@@ -12,3 +20,4 @@ pub mod engine;
 pub mod scheduler;
 pub mod shell;
 pub mod store;
+pub mod web;

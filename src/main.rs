@@ -12,12 +12,34 @@ use clap::{Parser, Subcommand};
     about = "Runs your deployment playbook in Slack, Discord or a terminal"
 )]
 struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the bot: HTTP endpoints and the scheduler.
+    Serve {
+        #[arg(long, default_value = "bot-config")]
+        config: PathBuf,
+        /// Database URL; defaults to DATABASE_URL, then sqlite://tminus.db.
+        #[arg(long)]
+        db: Option<String>,
+    },
+    /// Try the bot in this terminal, on the embedded database.
+    Shell {
+        #[arg(long, default_value = "bot-config")]
+        config: PathBuf,
+        /// Who you are (a person's key in the bot file); defaults to the first person.
+        #[arg(long = "as")]
+        as_person: Option<String>,
+        /// Database URL; defaults to DATABASE_URL, then sqlite://tminus.db.
+        #[arg(long)]
+        db: Option<String>,
+    },
     /// Check bot-config/ and list every problem with file, line and key.
     CheckConfig {
         #[arg(long, default_value = "bot-config")]
@@ -25,10 +47,24 @@ enum Cmd {
     },
 }
 
+fn init_tracing(json: bool, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet { "warn" } else { "info" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Cmd::CheckConfig { config } => match tminus::config::Config::load(&config) {
+    if let Cmd::CheckConfig { config } = &cli.command {
+        return match tminus::config::Config::load(config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());
                 ExitCode::SUCCESS
@@ -38,6 +74,32 @@ fn main() -> ExitCode {
                 eprintln!("{} problem(s) in {}", errors.0.len(), config.display());
                 ExitCode::FAILURE
             }
-        },
+        };
+    }
+    init_tracing(cli.log_json, matches!(cli.command, Cmd::Shell { .. }));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tminus: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Cmd::Serve { config, db } => tminus::app::serve(&config, db).await,
+            Cmd::Shell {
+                config,
+                as_person,
+                db,
+            } => tminus::app::shell(&config, db, as_person).await,
+            Cmd::CheckConfig { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tminus: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

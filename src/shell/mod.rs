@@ -36,7 +36,10 @@ pub struct Shell<W: Write> {
     clock: Arc<VirtualClock>,
     me: PersonId,
     channel: String,
+    /// The buttons `click` presses: those drawn by the latest line that drew any.
     buttons: Vec<Button>,
+    /// Buttons drawn while handling the current line.
+    shown: Vec<Button>,
     owner: String,
     out: W,
 }
@@ -56,6 +59,7 @@ impl<W: Write> Shell<W> {
             me,
             channel,
             buttons: Vec::new(),
+            shown: Vec::new(),
             out,
         }
     }
@@ -75,6 +79,7 @@ impl<W: Write> Shell<W> {
         // Deliver whatever an earlier session left queued, then anything due.
         self.drain().await?;
         self.wait(Dur::ZERO).await?;
+        self.buttons = std::mem::take(&mut self.shown);
         let mut lines = input.lines();
         loop {
             if interactive {
@@ -85,22 +90,35 @@ impl<W: Write> Shell<W> {
                 break;
             };
             let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.is_empty() {
                 continue;
             }
             if !interactive {
+                // Echo the script so the transcript reads like a session;
+                // comments too, which lets a driving program mark its steps.
                 writeln!(self.out, "{}> {line}", self.me)?;
             }
-            if !self.line(line).await? {
+            let more = line.starts_with('#') || self.line(line).await?;
+            self.out.flush()?;
+            if !more {
                 break;
             }
-            self.out.flush()?;
         }
         Ok(())
     }
 
-    /// Handle one line; false to stop.
+    /// Handle one line; false to stop. The buttons drawn while handling it,
+    /// numbered from 1 in the order shown, become the ones `click` presses.
     pub async fn line(&mut self, line: &str) -> Result<bool> {
+        self.shown.clear();
+        let more = self.dispatch(line).await?;
+        if !self.shown.is_empty() {
+            self.buttons = std::mem::take(&mut self.shown);
+        }
+        Ok(more)
+    }
+
+    async fn dispatch(&mut self, line: &str) -> Result<bool> {
         let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let rest = rest.trim();
         match word {
@@ -203,9 +221,7 @@ impl<W: Write> Shell<W> {
         let prefix = if reply.private { "(only you) " } else { "" };
         writeln!(self.out, "{prefix}{}", reply.text)?;
         if let Some(card) = &reply.card {
-            let mut buttons = Vec::new();
-            render::card(&mut self.out, card, self.engine.config(), &mut buttons)?;
-            self.buttons = buttons;
+            render::card(&mut self.out, card, self.engine.config(), &mut self.shown)?;
         }
         self.drain().await
     }
@@ -241,7 +257,6 @@ impl<W: Write> Shell<W> {
     /// Print every queued shell message, in order, and mark it delivered.
     async fn drain(&mut self) -> Result<()> {
         let store = self.engine.store().clone();
-        let mut buttons = Vec::new();
         loop {
             let now = self.clock.now();
             let batch = store
@@ -254,7 +269,7 @@ impl<W: Write> Shell<W> {
                 )
                 .await?;
             if batch.is_empty() {
-                break;
+                return Ok(());
             }
             for claimed in batch {
                 let msg = &claimed.message;
@@ -263,29 +278,20 @@ impl<W: Write> Shell<W> {
                     None => false,
                 };
                 render::header(&mut self.out, msg, edited)?;
-                let mut card_buttons = Vec::new();
                 render::card(
                     &mut self.out,
                     &msg.card,
                     self.engine.config(),
-                    &mut card_buttons,
+                    &mut self.shown,
                 )?;
-                // Only the newest card of a message key keeps live buttons.
                 if let Some(key) = &msg.key {
-                    let r = format!("shell:{}", claimed.id);
+                    let shell_ref = format!("shell:{}", claimed.id);
                     store
-                        .remember_message(key, Platform::Shell, &msg.lane(), &r, None, now)
+                        .remember_message(key, Platform::Shell, &msg.lane(), &shell_ref, None, now)
                         .await?;
-                }
-                if !card_buttons.is_empty() {
-                    buttons = card_buttons;
                 }
                 store.mark_delivered(claimed.id, now).await?;
             }
         }
-        if !buttons.is_empty() {
-            self.buttons = buttons;
-        }
-        Ok(())
     }
 }

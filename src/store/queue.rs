@@ -172,6 +172,18 @@ impl Store {
             .collect()
     }
 
+    /// The latest moment anything was recorded (a timer's due time or an
+    /// audit entry), for a virtual clock that must not run backwards.
+    pub async fn latest_recorded_time(&self) -> Result<Option<DateTime<Utc>>> {
+        let latest: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(t) FROM (SELECT MAX(fired_at) AS t FROM timers \
+             UNION ALL SELECT MAX(at) AS t FROM audit_log) AS times",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(latest.map(from_ms))
+    }
+
     /// When the next unfired timer is due, if any.
     pub async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>> {
         let due: Option<i64> =

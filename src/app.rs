@@ -1,0 +1,154 @@
+//! Building and running the whole bot: configuration, store, engine,
+//! scheduler, HTTP server, or the shell. `main.rs` only parses arguments
+//! and calls in here.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::clock::{Clock, SystemClock, VirtualClock};
+use crate::config::Config;
+use crate::domain::PersonId;
+use crate::engine::Engine;
+use crate::scheduler::Scheduler;
+use crate::shell::Shell;
+use crate::store::{Store, DEFAULT_URL};
+use crate::web::{self, AppState};
+
+/// The database URL: the flag, else `DATABASE_URL`, else the SQLite default.
+pub fn database_url(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| DEFAULT_URL.to_string())
+}
+
+fn load_config(dir: &Path) -> Result<Arc<Config>> {
+    Config::load(dir)
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("{e}\n{} problem(s) in {}", e.0.len(), dir.display()))
+}
+
+/// `tminus serve`: the HTTP server and the scheduler until SIGINT or SIGTERM.
+pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
+    let config = load_config(config_dir)?;
+    let store = Store::connect(&database_url(db)).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Engine::new(store.clone(), config.clone(), clock);
+    let listen = std::env::var("TMINUS_LISTEN")
+        .ok()
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| config.listen.clone());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let alive = Arc::new(AtomicBool::new(true));
+    let scheduler = {
+        let alive = alive.clone();
+        let scheduler = Scheduler::new(engine.clone());
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            scheduler.run(stop).await;
+            alive.store(false, Ordering::Relaxed);
+        })
+    };
+    info!(%addr, runbooks = config.runbooks.len(), "tminus listening");
+    for (platform, secrets) in [
+        ("slack", ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"]),
+        ("discord", ["DISCORD_TOKEN", "DISCORD_PUBLIC_KEY"]),
+    ] {
+        let set: Vec<&str> = secrets
+            .iter()
+            .copied()
+            .filter(|s| std::env::var_os(s).is_some())
+            .collect();
+        info!(platform, secrets_set = ?set, "platform adapter not in this build: off");
+    }
+    // Printed for scripts and tests that start the server on port 0.
+    println!("tminus listening on http://{addr}");
+
+    let router = web::router(AppState {
+        engine,
+        scheduler_alive: alive,
+    });
+    let mut shutdown_rx = stop_rx;
+    let shutdown = async move {
+        let _ = shutdown_rx.wait_for(|stop| *stop).await;
+    };
+    let server = tokio::spawn(web::serve(listener, router, shutdown));
+    wait_for_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    server.await??;
+    let _ = scheduler.await;
+    store.close().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// `tminus shell`: the bot in this terminal, or reading a script from stdin.
+pub async fn shell(config_dir: &Path, db: Option<String>, as_person: Option<String>) -> Result<()> {
+    let config = load_config(config_dir)?;
+    let me = match as_person {
+        Some(p) => {
+            let id = PersonId::new(p.as_str());
+            if config.directory.person(&id).is_none() {
+                let known: Vec<&str> = config.directory.people.keys().map(|k| k.as_str()).collect();
+                anyhow::bail!(
+                    "no person `{p}` in the bot file; people: {}",
+                    known.join(", ")
+                );
+            }
+            id
+        }
+        None => config
+            .directory
+            .people
+            .keys()
+            .next()
+            .cloned()
+            .context("the bot file lists no people")?,
+    };
+    let store = Store::connect(&database_url(db)).await?;
+    let clock = Arc::new(VirtualClock::starting_now());
+    // The shell's clock may have been moved past the real time by an earlier
+    // session; start no earlier than the last thing recorded.
+    if let Some(due) = store.latest_recorded_time().await? {
+        if due > clock.now() {
+            clock.set(due);
+        }
+    }
+    let engine = Engine::new(store.clone(), config, clock.clone());
+    let interactive = std::io::stdin().is_terminal();
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut shell = Shell::new(engine, clock, me, std::io::stdout());
+    shell.run(stdin, interactive).await?;
+    store.close().await;
+    Ok(())
+}

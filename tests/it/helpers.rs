@@ -1,0 +1,220 @@
+//! Helpers for the integration tests: fresh databases, the bundled
+//! configuration, and a driver for a real `tminus shell` process.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tminus::clock::{Clock, VirtualClock};
+use tminus::config::Config;
+use tminus::engine::Engine;
+use tminus::store::Store;
+
+/// The repository's bundled configuration directory.
+pub fn bot_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bot-config")
+}
+
+pub fn config() -> Arc<Config> {
+    Arc::new(Config::load(&bot_config()).expect("the bundled configuration loads"))
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh database of one kind, removed (SQLite) or left for inspection
+/// (PostgreSQL databases are dropped at the start of the next run).
+pub struct TestDb {
+    pub kind: &'static str,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A new empty SQLite database file.
+pub fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("tminus.db").display());
+    TestDb {
+        kind: "sqlite",
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// A new empty PostgreSQL database, or `None` when `TEST_DATABASE_URL` is
+/// not set. When it is set, an unreachable server fails the test.
+pub async fn postgres_db() -> Option<TestDb> {
+    let admin_url = match std::env::var("TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => u,
+        _ => {
+            eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL half of this test");
+            return None;
+        }
+    };
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("TEST_DATABASE_URL is set but PostgreSQL is unreachable");
+    let name = format!(
+        "tminus_it_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_millis()
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (admin_url.clone(), String::new()),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => base[..i].to_string(),
+        _ => base,
+    };
+    Some(TestDb {
+        kind: "postgres",
+        url: format!("{base}/{name}{query}"),
+        _dir: None,
+    })
+}
+
+/// SQLite always, PostgreSQL when configured.
+pub async fn all_dbs() -> Vec<TestDb> {
+    let mut dbs = vec![sqlite_db()];
+    dbs.extend(postgres_db().await);
+    dbs
+}
+
+/// An engine on a fresh store with the bundled configuration and a virtual clock.
+pub async fn engine(db: &TestDb) -> (Engine, Arc<VirtualClock>) {
+    let store = Store::connect(&db.url).await.expect("connect");
+    let clock = Arc::new(VirtualClock::new("2026-11-23T09:00:00Z".parse().unwrap()));
+    let dyn_clock: Arc<dyn Clock> = clock.clone();
+    (Engine::new(store, config(), dyn_clock), clock)
+}
+
+/// A `tminus shell` process driven line by line, as a person would type.
+pub struct ShellSession {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    step: u32,
+    /// Everything the shell printed so far.
+    pub transcript: String,
+    /// The buttons of the latest output that drew any: (number, label).
+    pub buttons: Vec<(usize, String)>,
+}
+
+impl ShellSession {
+    pub fn start(db_url: &str, as_person: &str) -> ShellSession {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tminus"))
+            .args(["shell", "--config"])
+            .arg(bot_config())
+            .args(["--db", db_url, "--as", as_person])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tminus shell");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = ShellSession {
+            child,
+            stdin,
+            lines,
+            step: 0,
+            transcript: String::new(),
+            buttons: Vec::new(),
+        };
+        s.send("# ready");
+        s
+    }
+
+    /// Type one line and return what the shell printed in answer.
+    pub fn send(&mut self, line: &str) -> String {
+        self.step += 1;
+        let marker = format!("# step {}", self.step);
+        writeln!(self.stdin, "{line}\n{marker}").expect("write to the shell");
+        self.stdin.flush().unwrap();
+        let mut out = String::new();
+        loop {
+            let got = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("the shell stopped answering after {line:?}:\n{out}"));
+            if got.ends_with(&marker) {
+                break;
+            }
+            out.push_str(&got);
+            out.push('\n');
+        }
+        self.transcript.push_str(&out);
+        let buttons: Vec<(usize, String)> = out
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim_start();
+                let rest = l.strip_prefix('[')?;
+                let (n, label) = rest.split_once("] ")?;
+                Some((n.parse().ok()?, label.to_string()))
+            })
+            .collect();
+        if !buttons.is_empty() {
+            self.buttons = buttons;
+        }
+        out
+    }
+
+    /// The number of the first live button whose label starts with `prefix`.
+    pub fn button(&self, prefix: &str) -> Option<usize> {
+        self.buttons
+            .iter()
+            .find(|(_, label)| label.starts_with(prefix))
+            .map(|(n, _)| *n)
+    }
+
+    /// Press the first button whose label starts with `prefix`.
+    pub fn press(&mut self, prefix: &str, reason: Option<&str>) -> String {
+        let n = self.button(prefix).unwrap_or_else(|| {
+            panic!("no button starting {prefix:?}; buttons: {:?}", self.buttons)
+        });
+        let line = match reason {
+            Some(r) => format!("click {n} {r}"),
+            None => format!("click {n}"),
+        };
+        self.send(&line)
+    }
+
+    pub fn as_person(&mut self, who: &str) -> String {
+        self.send(&format!("as {who}"))
+    }
+
+    /// End with `quit` and wait for a clean exit.
+    pub fn quit(mut self) -> String {
+        writeln!(self.stdin, "quit").unwrap();
+        let status = self.child.wait().expect("wait for the shell");
+        assert!(status.success(), "the shell exited with {status}");
+        self.transcript
+    }
+
+    /// SIGKILL the process, as a crash or an OOM kill would.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill the shell");
+        let _ = self.child.wait();
+    }
+}

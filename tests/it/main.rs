@@ -1,0 +1,10 @@
+//! The integration tests: one binary, one file per area, helpers shared.
+//! They run the real `tminus` binary and the real databases: a fresh SQLite
+//! file per test, and a fresh PostgreSQL database per test when
+//! `TEST_DATABASE_URL` is set (CI sets it and fails if it is unreachable).
+
+mod check_config;
+mod helpers;
+mod restart;
+mod shell;
+mod store;
