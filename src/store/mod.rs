@@ -12,7 +12,6 @@ mod audit;
 mod queue;
 mod runs;
 
-use std::sync::Once;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -53,13 +52,11 @@ pub struct Tx {
     dialect: Dialect,
 }
 
-static DRIVERS: Once = Once::new();
-
 impl Store {
     /// Connect to `url` (`sqlite://…` or `postgres://…`), creating a SQLite
     /// file if missing, and apply the migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        sqlx::any::install_default_drivers();
         let (dialect, url) = if url.starts_with("sqlite:") {
             let url = if url.contains('?') {
                 url.to_string()
