@@ -225,17 +225,19 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         }
     };
     files.sort();
+    let mut runbook_files = BTreeSet::new();
     for path in files {
+        let id = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        runbook_files.insert(id.clone());
         let Some(src) = read(&path, &mut errors) else {
             continue;
         };
         let Some(file) = parse::<raw::RunbookFile>(&src, &mut errors) else {
             continue;
         };
-        let id = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let mut check = Check {
             src: &src,
             errors: &mut errors,
@@ -265,7 +267,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
             });
         }
         match default_runbook {
-            Some(name) if !config.runbooks.contains_key(name.get_ref()) => {
+            Some(name) if !runbook_files.contains(name.get_ref()) => {
                 if let Some(src) = &bot {
                     Check {
                         src,
@@ -393,6 +395,8 @@ fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) {
     }
     dir.roles = roles;
 
+    let declared_rotations: BTreeSet<String> =
+        bot.rotations.keys().map(|k| k.get_ref().clone()).collect();
     for (key, r) in bot.rotations {
         let path = format!("rotations.{}", key.get_ref());
         check.key(&key, &path);
@@ -403,7 +407,9 @@ fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) {
     for (key, p) in bot.policies {
         let path = format!("policies.{}", key.get_ref());
         check.key(&key, &path);
-        if let Some(policy) = build_policy(check, config, &path, key.get_ref(), p) {
+        if let Some(policy) =
+            build_policy(check, config, &declared_rotations, &path, key.get_ref(), p)
+        {
             config.policies.insert(key.into_inner(), policy);
         }
     }
@@ -484,6 +490,7 @@ fn build_rotation(
 fn build_policy(
     check: &mut Check<'_>,
     config: &Config,
+    declared_rotations: &BTreeSet<String>,
     path: &str,
     id: &str,
     p: raw::PolicyRaw,
@@ -520,7 +527,7 @@ fn build_policy(
                         &tkey,
                     )
                     .map(Target::Role),
-                Some(("rotation", r)) if config.rotations.contains_key(r) => {
+                Some(("rotation", r)) if declared_rotations.contains(r) => {
                     Some(Target::Rotation(r.to_string()))
                 }
                 Some(("rotation", r)) => {
@@ -604,6 +611,47 @@ fn build_runbook(
             "a runbook needs at least one phase",
         );
     }
+    // Where the production deploy item is, read from the file as written so a
+    // problem elsewhere in its phase does not hide it.
+    let mut production = Vec::new();
+    for (i, p) in file.phases.get_ref().iter().enumerate() {
+        for (j, item) in p.items.get_ref().iter().enumerate() {
+            if item.production_deploy {
+                production.push((
+                    format!("phases[{i}].items[{j}]"),
+                    item.id.span(),
+                    item.optional,
+                ));
+            }
+        }
+    }
+    for (key, span, _) in production.iter().skip(1) {
+        check.at(
+            span,
+            format!("{key}.production_deploy"),
+            "only one item may be marked production_deploy",
+        );
+    }
+    for (key, span, _) in production.iter().filter(|(_, _, optional)| *optional) {
+        check.at(
+            span,
+            format!("{key}.optional"),
+            "the production deploy item cannot be optional",
+        );
+    }
+    let has_production = !production.is_empty();
+    if let Some(r) = &file.rollback {
+        for (j, item) in r.items.get_ref().iter().enumerate() {
+            if item.production_deploy {
+                check.at(
+                    &item.id.span(),
+                    format!("rollback.items[{j}].production_deploy"),
+                    "the rollback phase cannot hold the production deploy item",
+                );
+            }
+        }
+    }
+
     let mut phase_ids = BTreeSet::new();
     let mut phases = Vec::new();
     for (i, p) in file.phases.into_inner().into_iter().enumerate() {
@@ -616,26 +664,6 @@ fn build_runbook(
             resolve,
         ));
     }
-    let production: Vec<&Item> = phases
-        .iter()
-        .flat_map(|p: &Phase| &p.items)
-        .filter(|i| i.production_deploy)
-        .collect();
-    if production.len() > 1 {
-        check.at(
-            &(0..0),
-            "production_deploy",
-            "only one item may be marked production_deploy",
-        );
-    }
-    if production.iter().any(|i| i.optional) {
-        check.at(
-            &(0..0),
-            "production_deploy",
-            "the production deploy item cannot be optional",
-        );
-    }
-    let has_production = !production.is_empty();
 
     let rollback = file.rollback.and_then(|r| {
         let (roles_raw, phase_raw) = r.into_parts();
@@ -655,13 +683,6 @@ fn build_runbook(
             })
             .collect();
         let phase = build_phase(check, dir, "rollback", phase_raw, &mut phase_ids, resolve)?;
-        if phase.items.iter().any(|i| i.production_deploy) {
-            check.at(
-                &(0..0),
-                "rollback.items",
-                "the rollback phase cannot hold the production deploy item",
-            );
-        }
         Some(Rollback { roles, phase })
     });
 
