@@ -6,5 +6,6 @@
 mod check_config;
 mod helpers;
 mod restart;
+mod serve;
 mod shell;
 mod store;
