@@ -59,7 +59,11 @@ fn write(bot: &str, runbooks: &[(&str, &str)]) -> tempfile::TempDir {
     std::fs::write(dir.path().join(BOT_FILE), bot).unwrap();
     std::fs::create_dir(dir.path().join("runbooks")).unwrap();
     for (name, text) in runbooks {
-        std::fs::write(dir.path().join("runbooks").join(format!("{name}.toml")), text).unwrap();
+        std::fs::write(
+            dir.path().join("runbooks").join(format!("{name}.toml")),
+            text,
+        )
+        .unwrap();
     }
     dir
 }
@@ -68,14 +72,14 @@ fn errors(bot: &str, runbooks: &[(&str, &str)]) -> Vec<String> {
     let dir = write(bot, runbooks);
     match Config::load(dir.path()) {
         Ok(_) => Vec::new(),
-        Err(e) => e
-            .0
-            .iter()
-            .map(|e| {
-                let file = e.file.file_name().unwrap().to_string_lossy();
-                format!("{file}:{}: {}: {}", e.line, e.key, e.message)
-            })
-            .collect(),
+        Err(e) => {
+            e.0.iter()
+                .map(|e| {
+                    let file = e.file.file_name().unwrap().to_string_lossy();
+                    format!("{file}:{}: {}: {}", e.line, e.key, e.message)
+                })
+                .collect()
+        }
     }
 }
 
@@ -91,7 +95,9 @@ fn a_small_configuration_loads_with_everything_resolved() {
     assert_eq!(rb.signoff_reminder, Some(crate::domain::Dur::from_mins(30)));
     assert_eq!(config.policies["basic"].steps.len(), 2);
     assert_eq!(config.rotations["primary"].members.len(), 2);
-    assert!(config.summary().starts_with("2 people, 1 roles, 1 runbooks (rb)"));
+    assert!(config
+        .summary()
+        .starts_with("2 people, 1 roles, 1 runbooks (rb)"));
 }
 
 #[test]
@@ -111,7 +117,12 @@ fn a_broken_phase_does_not_hide_its_production_item_or_the_runbook() {
     let errs = errors(BOT, &[("rb", &runbook)]);
     // Only the real problem: no follow-on complaint about monitoring or the
     // default runbook, whose file exists.
-    assert_eq!(errs, vec!["rb.toml:8: phases[0].signoffs[0].role: unknown role `nobody` (known: qa)".to_string()]);
+    assert_eq!(
+        errs,
+        vec![
+            "rb.toml:8: phases[0].signoffs[0].role: unknown role `nobody` (known: qa)".to_string()
+        ]
+    );
 }
 
 #[test]
@@ -127,7 +138,10 @@ fn a_rotation_with_a_bad_time_zone_is_the_only_complaint() {
 #[test]
 fn bot_file_mistakes_are_each_reported() {
     let bot = BOT
-        .replace("page = [\"role:qa\", \"person:bob\"]", "page = [\"role:qa\", \"person:carol\", \"team:x\"]")
+        .replace(
+            "page = [\"role:qa\", \"person:bob\"]",
+            "page = [\"role:qa\", \"person:carol\", \"team:x\"]",
+        )
         .replace("handoff = \"09:00\"", "handoff = \"9am\"")
         .replace("discord = \"42\"", "discord = \"42\"\nslack = \"U1\"");
     let errs = errors(&bot, &[("rb", RUNBOOK)]);
@@ -138,7 +152,10 @@ fn bot_file_mistakes_are_each_reported() {
         "policies.basic.steps[1].page[2]: `team:x` must name whom to page",
     ];
     for w in want {
-        assert!(errs.iter().any(|e| e.contains(w)), "missing {w:?} in {errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.contains(w)),
+            "missing {w:?} in {errs:#?}"
+        );
     }
 }
 
@@ -147,7 +164,10 @@ fn a_parse_error_names_the_line_and_the_key() {
     let runbook = RUNBOOK.replace("title = \"Pre\"", "title = \"Pre\"\ncolour = \"red\"");
     let errs = errors(BOT, &[("rb", &runbook)]);
     assert_eq!(errs.len(), 1, "{errs:#?}");
-    assert!(errs[0].starts_with("rb.toml:8: phases.colour: unknown field `colour`"), "{errs:#?}");
+    assert!(
+        errs[0].starts_with("rb.toml:8: phases.colour: unknown field `colour`"),
+        "{errs:#?}"
+    );
 }
 
 #[test]
@@ -155,7 +175,10 @@ fn durations_quorums_and_schedules_are_checked() {
     let runbook = RUNBOOK
         .replace("quorum = 2", "quorum = 3")
         .replace("signoff_reminder = \"30m\"", "signoff_reminder = \"0s\"")
-        .replace("{ every = \"5m\", until = \"1h\" }", "{ every = \"2h\", until = \"1h\" }");
+        .replace(
+            "{ every = \"5m\", until = \"1h\" }",
+            "{ every = \"2h\", until = \"1h\" }",
+        );
     let errs = errors(BOT, &[("rb", &runbook)]);
     for w in [
         "rb.toml:3: signoff_reminder: must be longer than zero",

@@ -172,8 +172,8 @@ impl Store {
             .collect()
     }
 
-    /// The latest moment anything was recorded (a timer's due time or an
-    /// audit entry), for a virtual clock that must not run backwards.
+    /// The latest moment anything was recorded (a timer firing or an audit
+    /// entry), for a virtual clock that must not run backwards.
     pub async fn latest_recorded_time(&self) -> Result<Option<DateTime<Utc>>> {
         let latest: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(t) FROM (SELECT MAX(fired_at) AS t FROM timers \

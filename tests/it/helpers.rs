@@ -27,8 +27,9 @@ pub fn config() -> Arc<Config> {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A fresh database of one kind, removed (SQLite) or left for inspection
-/// (PostgreSQL databases are dropped at the start of the next run).
+/// A fresh database of one kind. SQLite files go with their temporary
+/// directory; PostgreSQL databases (`tminus_it_*`) are left for inspection
+/// and dropped by `.ci/run` before the next CI run.
 pub struct TestDb {
     pub kind: &'static str,
     pub url: String,

@@ -10,7 +10,9 @@ use crate::helpers::{all_dbs, config, ShellSession};
 /// Everything durable, as rows of text, in a stable order.
 async fn snapshot(url: &str) -> Vec<String> {
     sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url).await.expect("connect for a snapshot");
+    let pool = sqlx::AnyPool::connect(url)
+        .await
+        .expect("connect for a snapshot");
     let mut rows = Vec::new();
     for (table, sql) in [
         ("runs", "SELECT id, number, status, phase, t0, CAST(ended_at AS TEXT) AS e FROM runs ORDER BY id"),
@@ -39,8 +41,13 @@ async fn snapshot(url: &str) -> Vec<String> {
 #[tokio::test]
 async fn sigkill_between_commands_loses_nothing_and_overdue_timers_fire_once() {
     let config = config();
-    let runbook = config.runbooks.get("quickstart").expect("quickstart runbook");
-    let reminder = runbook.signoff_reminder.expect("quickstart reminds about sign-offs");
+    let runbook = config
+        .runbooks
+        .get("quickstart")
+        .expect("quickstart runbook");
+    let reminder = runbook
+        .signoff_reminder
+        .expect("quickstart reminds about sign-offs");
     // Quickstart: a first phase without a gate, then a gated one.
     assert!(runbook.phases[0].gate.is_empty() && !runbook.phases[1].gate.is_empty());
     let role = runbook.phases[1]
@@ -50,7 +57,12 @@ async fn sigkill_between_commands_loses_nothing_and_overdue_timers_fire_once() {
         .filter_map(|need| config.directory.role(&need.role))
         .find(|r| r.members.iter().any(|m| m.as_str() != "alice"))
         .expect("a role with a member other than alice");
-    let signer = role.members.iter().find(|m| m.as_str() != "alice").unwrap().clone();
+    let signer = role
+        .members
+        .iter()
+        .find(|m| m.as_str() != "alice")
+        .unwrap()
+        .clone();
 
     for db in all_dbs().await {
         let mut s = ShellSession::start(&db.url, "alice");
@@ -70,8 +82,19 @@ async fn sigkill_between_commands_loses_nothing_and_overdue_timers_fire_once() {
         s.as_person("alice");
         s.send("/deploy start billing v3.1.1 --runbook quickstart");
         let before = snapshot(&db.url).await;
-        for table in ["runs:", "items:", "signoffs:", "audit:", "outbox:", "timers:"] {
-            assert!(before.iter().any(|r| r.starts_with(table)), "{}: no {table} rows: {before:#?}", db.kind);
+        for table in [
+            "runs:",
+            "items:",
+            "signoffs:",
+            "audit:",
+            "outbox:",
+            "timers:",
+        ] {
+            assert!(
+                before.iter().any(|r| r.starts_with(table)),
+                "{}: no {table} rows: {before:#?}",
+                db.kind
+            );
         }
         s.kill();
 
@@ -83,16 +106,31 @@ async fn sigkill_between_commands_loses_nothing_and_overdue_timers_fire_once() {
         let mut s = ShellSession::start(&db.url, "alice");
         let status = s.send("/deploy status 1");
         assert!(status.contains("✅"), "{}: {status}", db.kind);
-        assert!(status.contains(&format!("✅ {}", config.directory.name(&signer))), "{}: {status}", db.kind);
-        let waited = s.send(&format!("wait {}", tminus::domain::Dur::from_millis(reminder.millis() * 3 / 2)));
+        assert!(
+            status.contains(&format!("✅ {}", config.directory.name(&signer))),
+            "{}: {status}",
+            db.kind
+        );
+        let waited = s.send(&format!(
+            "wait {}",
+            tminus::domain::Dur::from_millis(reminder.millis() * 3 / 2)
+        ));
         // Run 1 waits on its gate; run 2 is in a phase without one.
-        assert_eq!(waited.matches("has waited").count(), 1, "{}: one reminder:\n{waited}", db.kind);
+        assert_eq!(
+            waited.matches("has waited").count(),
+            1,
+            "{}: one reminder:\n{waited}",
+            db.kind
+        );
         s.quit();
 
         // Nothing was lost or doubled by the restart: the rows from before
         // are all still there, unchanged.
         let last = snapshot(&db.url).await;
-        for row in before.iter().filter(|r| !r.starts_with("outbox:") && !r.starts_with("timers:")) {
+        for row in before
+            .iter()
+            .filter(|r| !r.starts_with("outbox:") && !r.starts_with("timers:"))
+        {
             assert!(last.contains(row), "{}: lost {row}", db.kind);
         }
     }
