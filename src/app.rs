@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock, VirtualClock};
@@ -17,6 +17,7 @@ use crate::domain::PersonId;
 use crate::engine::Engine;
 use crate::scheduler::Scheduler;
 use crate::shell::Shell;
+use crate::slack::{self, socket::SocketMode, Slack, SlackSettings};
 use crate::store::{Store, DEFAULT_URL};
 use crate::web::{self, AppState};
 
@@ -59,24 +60,38 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
         })
     };
     info!(%addr, runbooks = config.runbooks.len(), "tminus listening");
-    for (platform, secrets) in [
-        ("slack", ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"]),
-        ("discord", ["DISCORD_TOKEN", "DISCORD_PUBLIC_KEY"]),
-    ] {
-        let set: Vec<&str> = secrets
-            .iter()
-            .copied()
-            .filter(|s| std::env::var_os(s).is_some())
-            .collect();
-        info!(platform, secrets_set = ?set, "platform adapter not in this build: off");
+    let mut router = web::router(AppState {
+        engine: engine.clone(),
+        scheduler_alive: alive,
+    });
+
+    let mut workers = vec![scheduler];
+    let mut socket_mode = None;
+    match SlackSettings::from_env() {
+        None => info!(
+            platform = "slack",
+            "off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN (Socket Mode)"
+        ),
+        Some(settings) => {
+            let wake = Arc::new(Notify::new());
+            let http = settings.signing_secret.is_some();
+            let socket = settings.app_token.is_some();
+            let slack = Slack::new(engine.clone(), settings, wake.clone())?;
+            if http {
+                router = router.merge(slack::inbound::routes(slack.clone()));
+            }
+            if socket {
+                socket_mode = Some(SocketMode::start(slack.clone()).await?);
+            }
+            let delivery = slack::deliver::Delivery::new(slack);
+            workers.push(tokio::spawn(delivery.run(wake, stop_rx.clone())));
+            info!(platform = "slack", http, socket_mode = socket, "on");
+        }
     }
+    info!(platform = "discord", "off: not in this build");
     // Printed for scripts and tests that start the server on port 0.
     println!("tminus listening on http://{addr}");
 
-    let router = web::router(AppState {
-        engine,
-        scheduler_alive: alive,
-    });
     let mut shutdown_rx = stop_rx;
     let shutdown = async move {
         let _ = shutdown_rx.wait_for(|stop| *stop).await;
@@ -85,8 +100,13 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     wait_for_signal().await;
     info!("shutting down");
     let _ = stop_tx.send(true);
+    if let Some(socket) = socket_mode {
+        socket.shutdown().await;
+    }
     server.await??;
-    let _ = scheduler.await;
+    for worker in workers {
+        let _ = worker.await;
+    }
     store.close().await;
     Ok(())
 }

@@ -19,5 +19,6 @@ pub mod domain;
 pub mod engine;
 pub mod scheduler;
 pub mod shell;
+pub mod slack;
 pub mod store;
 pub mod web;

@@ -77,6 +77,8 @@ fn main() -> ExitCode {
         };
     }
     init_tracing(cli.log_json, matches!(cli.command, Cmd::Shell { .. }));
+    // One process-wide TLS provider (ring), before any client is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -99,6 +99,16 @@ pub enum Destination {
     Thread { channel: String, root: String },
     /// A direct message to a person.
     Direct { person: PersonId },
+    /// A reply under a platform message tminus did not post (e.g. a mention),
+    /// named by the platform's own id for it.
+    ThreadRef { channel: String, thread_ref: String },
+    /// Seen only by one platform user, in a channel (and thread, if given).
+    Ephemeral {
+        channel: String,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_ref: Option<String>,
+    },
 }
 
 /// One message for the outbox: where, which card, and under what key. A
@@ -118,9 +128,10 @@ impl Outgoing {
     /// delivered in the order they were written.
     pub fn lane(&self) -> String {
         match &self.to {
-            Destination::Channel { channel } | Destination::Thread { channel, .. } => {
-                channel.clone()
-            }
+            Destination::Channel { channel }
+            | Destination::Thread { channel, .. }
+            | Destination::ThreadRef { channel, .. }
+            | Destination::Ephemeral { channel, .. } => channel.clone(),
             Destination::Direct { person } => format!("@{person}"),
         }
     }

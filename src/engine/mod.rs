@@ -302,6 +302,22 @@ impl Engine {
         }
     }
 
+    /// Queue one message that belongs to no run: a help answer, a private
+    /// refusal. With a `request_key` it is queued once however often the
+    /// platform retries; returns whether it was queued.
+    pub async fn post_message(&self, msg: &Outgoing, request_key: Option<&str>) -> Result<bool> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if let Some(key) = request_key {
+            if !tx.first_time(key, now).await? {
+                return Ok(false);
+            }
+        }
+        tx.enqueue(None, msg, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The Markdown deployment log of a run.
     pub async fn report(&self, run: &Run) -> Result<String> {
         let audit = self.store.audit_for_run(run.id).await?;

@@ -13,6 +13,10 @@ pub fn header(out: &mut impl Write, msg: &Outgoing, edited: bool) -> std::io::Re
             format!("{channel} › thread of run {run}")
         }
         Destination::Direct { person } => format!("direct message to {person}"),
+        Destination::ThreadRef { channel, .. } => format!("{channel} › thread"),
+        Destination::Ephemeral { channel, user, .. } => {
+            format!("{channel} (only {user} sees this)")
+        }
     };
     let edited = if edited { " (edited)" } else { "" };
     writeln!(out, "── {place}{edited} ──")

@@ -219,3 +219,58 @@ impl ShellSession {
         let _ = self.child.wait();
     }
 }
+
+/// A running `tminus serve`, stopped (SIGKILL) when dropped.
+pub struct ServeProcess {
+    child: Child,
+    pub addr: String,
+}
+
+impl ServeProcess {
+    /// Start `tminus serve` on port 0 with the bundled configuration, the
+    /// given database and extra environment.
+    pub fn start(db_url: &str, env: &[(&str, String)]) -> ServeProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tminus"));
+        cmd.args(["serve", "--config"])
+            .arg(bot_config())
+            .env("DATABASE_URL", db_url)
+            .env("TMINUS_LISTEN", "127.0.0.1:0")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .env_remove("SLACK_BOT_TOKEN")
+            .env_remove("SLACK_SIGNING_SECRET")
+            .env_remove("SLACK_APP_TOKEN")
+            .stdout(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start tminus serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("tminus listening on http://")
+            .unwrap_or_else(|| panic!("tminus serve did not start: {line:?}"))
+            .to_string();
+        ServeProcess { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

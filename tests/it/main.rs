@@ -4,8 +4,10 @@
 //! `TEST_DATABASE_URL` is set (CI sets it and fails if it is unreachable).
 
 mod check_config;
+mod fake_slack;
 mod helpers;
 mod restart;
 mod serve;
 mod shell;
+mod slack;
 mod store;

@@ -1,0 +1,356 @@
+//! Delivering the outbox's Slack messages through the Web API.
+//!
+//! Each step claims the head message of every Slack lane (a channel with its
+//! threads, or a person's DMs) and delivers them side by side; a lane's next
+//! message waits until its head is through, so every channel keeps its
+//! order. A keyed message is posted once and edited in place afterwards
+//! (`chat.update` on the stored `ts`); every part of a split card gets a key
+//! of its own, so a retry after a partial success edits rather than posts
+//! again. 429 waits out `Retry-After`; 5xx, time-outs and connection errors
+//! back off; after [`give_up_after`] a message is marked failed and logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tracing::{error, info, instrument, warn};
+
+use super::{blocks, Slack, CALL_TIMEOUT};
+use crate::chat::Destination;
+use crate::domain::Platform;
+use crate::store::ClaimedMessage;
+
+/// How long a message is retried before it is recorded as failed.
+pub fn give_up_after() -> chrono::Duration {
+    std::env::var("TMINUS_DELIVERY_GIVE_UP")
+        .ok()
+        .and_then(|v| v.parse::<crate::domain::Dur>().ok())
+        .map_or(chrono::Duration::minutes(30), |d| d.to_chrono())
+}
+
+const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+const BATCH: i64 = 32;
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Why a delivery did not go through.
+#[derive(Debug)]
+enum Failure {
+    /// Try again, after `after` if the platform said so.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Retrying would not help.
+    Permanent(String),
+}
+
+impl From<SlackClientError> for Failure {
+    fn from(e: SlackClientError) -> Failure {
+        match &e {
+            SlackClientError::RateLimitError(r) => Failure::Retry {
+                after: Some(r.retry_after.unwrap_or(Duration::from_secs(1))),
+                reason: "rate limited (429)".into(),
+            },
+            SlackClientError::HttpError(h)
+                if h.status_code.is_server_error() || h.status_code.as_u16() == 408 =>
+            {
+                Failure::Retry {
+                    after: None,
+                    reason: format!("HTTP {}", h.status_code),
+                }
+            }
+            SlackClientError::ApiError(a)
+                if matches!(
+                    a.code.as_str(),
+                    "internal_error"
+                        | "fatal_error"
+                        | "ratelimited"
+                        | "service_unavailable"
+                        | "request_timeout"
+                ) =>
+            {
+                Failure::Retry {
+                    after: None,
+                    reason: format!("Slack error {}", a.code),
+                }
+            }
+            SlackClientError::HttpProtocolError(_)
+            | SlackClientError::EndOfStream(_)
+            | SlackClientError::SystemError(_) => Failure::Retry {
+                after: None,
+                reason: e.to_string(),
+            },
+            _ => Failure::Permanent(e.to_string()),
+        }
+    }
+}
+
+/// Run a Web API call with a time-out.
+async fn call<T>(
+    fut: impl std::future::Future<Output = Result<T, SlackClientError>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(result) => result.map_err(Failure::from),
+        Err(_) => Err(Failure::Retry {
+            after: None,
+            reason: format!("no answer within {CALL_TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// The outbox worker for Slack.
+#[derive(Clone)]
+pub struct Delivery {
+    slack: Arc<Slack>,
+    owner: String,
+    give_up: chrono::Duration,
+}
+
+impl Delivery {
+    pub fn new(slack: Arc<Slack>) -> Delivery {
+        let owner = format!(
+            "slack-{}-{}",
+            std::process::id(),
+            slack.engine.now().timestamp_millis()
+        );
+        Delivery {
+            slack,
+            owner,
+            give_up: give_up_after(),
+        }
+    }
+
+    /// Deliver the head of every lane that is due; returns how many were claimed.
+    pub async fn step(&self) -> Result<usize> {
+        let store = self.slack.engine.store();
+        let now = self.slack.engine.now();
+        let claimed = store
+            .claim_messages(Platform::Slack, &self.owner, now, LEASE, BATCH)
+            .await?;
+        let count = claimed.len();
+        let mut tasks = JoinSet::new();
+        for message in claimed {
+            let this = self.clone();
+            tasks.spawn(async move { this.settle(message).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                error!(
+                    error = format!("{e:#}"),
+                    "recording a Slack delivery failed"
+                );
+            }
+        }
+        Ok(count)
+    }
+
+    /// Deliver until `shutdown` turns true; `wake` cuts the idle wait short.
+    pub async fn run(self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        info!("Slack delivery started");
+        loop {
+            let busy = match self.step().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    error!(error = format!("{e:#}"), "Slack delivery step failed");
+                    false
+                }
+            };
+            if *shutdown.borrow() {
+                return;
+            }
+            if !busy {
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = wake.notified() => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(outbox_id = claimed.id, attempts = claimed.attempts))]
+    async fn settle(&self, claimed: ClaimedMessage) -> Result<()> {
+        let store = self.slack.engine.store();
+        let result = self.deliver(&claimed).await;
+        let now = self.slack.engine.now();
+        match result {
+            Ok(()) => store.mark_delivered(claimed.id, now).await,
+            Err(Failure::Permanent(reason)) => {
+                error!(reason = %reason, lane = %claimed.message.lane(), "Slack rejected a message; giving up on it");
+                store.mark_failed(claimed.id, now, &reason).await
+            }
+            Err(Failure::Retry { after, reason }) => {
+                if now - claimed.created_at > self.give_up {
+                    error!(reason = %reason, lane = %claimed.message.lane(), "Slack delivery kept failing; giving up");
+                    return store
+                        .mark_failed(claimed.id, now, &format!("gave up: {reason}"))
+                        .await;
+                }
+                let wait = after.unwrap_or_else(|| backoff(claimed.attempts));
+                warn!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "Slack delivery will be retried");
+                let at =
+                    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
+                store.retry_later(claimed.id, at, &reason).await
+            }
+        }
+    }
+
+    async fn deliver(&self, claimed: &ClaimedMessage) -> Result<(), Failure> {
+        let msg = &claimed.message;
+        let parts = blocks::render(&msg.card, &self.slack.engine.config().directory);
+        let key = msg
+            .key
+            .clone()
+            .unwrap_or_else(|| format!("out:{}", claimed.id));
+        match &msg.to {
+            Destination::Channel { channel } => {
+                self.post_or_update(channel, None, &key, parts).await
+            }
+            Destination::Thread { channel, root } => {
+                let Some((thread_ts, _)) = self.lookup(root).await? else {
+                    return Err(Failure::Permanent(format!(
+                        "the thread's first message ({root}) was never posted"
+                    )));
+                };
+                self.post_or_update(channel, Some(thread_ts), &key, parts)
+                    .await
+            }
+            Destination::ThreadRef {
+                channel,
+                thread_ref,
+            } => {
+                self.post_or_update(channel, Some(thread_ref.clone()), &key, parts)
+                    .await
+            }
+            Destination::Direct { person } => {
+                let dir = &self.slack.engine.config().directory;
+                let Some(user) = dir.person(person).and_then(|p| p.slack.clone()) else {
+                    return Err(Failure::Permanent(format!("{person} has no Slack user id")));
+                };
+                let channel = self.dm_channel(&user).await?;
+                self.post_or_update(&channel, None, &key, parts).await
+            }
+            Destination::Ephemeral {
+                channel,
+                user,
+                thread_ref,
+            } => {
+                let session = self.slack.session();
+                for part in parts {
+                    let mut req = SlackApiChatPostEphemeralRequest::new(
+                        SlackChannelId(channel.clone()),
+                        SlackUserId(user.clone()),
+                        part,
+                    );
+                    if let Some(ts) = thread_ref {
+                        req = req.with_thread_ts(SlackTs(ts.clone()));
+                    }
+                    call(session.chat_post_ephemeral(&req)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn lookup(&self, key: &str) -> Result<Option<(String, Option<String>)>, Failure> {
+        self.slack
+            .engine
+            .store()
+            .message_ref(key)
+            .await
+            .map_err(|e| Failure::Retry {
+                after: None,
+                reason: format!("database: {e:#}"),
+            })
+    }
+
+    async fn remember(
+        &self,
+        key: &str,
+        channel: &str,
+        ts: &str,
+        thread: Option<&str>,
+    ) -> Result<(), Failure> {
+        let now: DateTime<Utc> = self.slack.engine.now();
+        self.slack
+            .engine
+            .store()
+            .remember_message(key, Platform::Slack, channel, ts, thread, now)
+            .await
+            .map_err(|e| Failure::Retry {
+                after: None,
+                reason: format!("database: {e:#}"),
+            })
+    }
+
+    /// The DM channel with a user, opened once and remembered.
+    async fn dm_channel(&self, user: &str) -> Result<String, Failure> {
+        let key = format!("dm:slack:{user}");
+        if let Some((channel, _)) = self.lookup(&key).await? {
+            return Ok(channel);
+        }
+        let session = self.slack.session();
+        let req =
+            SlackApiConversationsOpenRequest::new().with_users(vec![SlackUserId(user.to_string())]);
+        let opened = call(session.conversations_open(&req)).await?;
+        let channel = opened.channel.id.0;
+        self.remember(&key, &channel, &channel, None).await?;
+        Ok(channel)
+    }
+
+    async fn post_or_update(
+        &self,
+        channel: &str,
+        thread_ts: Option<String>,
+        key: &str,
+        parts: Vec<SlackMessageContent>,
+    ) -> Result<(), Failure> {
+        let session = self.slack.session();
+        for (i, content) in parts.into_iter().enumerate() {
+            let part_key = if i == 0 {
+                key.to_string()
+            } else {
+                format!("{key}#{i}")
+            };
+            match self.lookup(&part_key).await? {
+                Some((ts, _)) => {
+                    let req = SlackApiChatUpdateRequest::new(
+                        SlackChannelId(channel.to_string()),
+                        content,
+                        SlackTs(ts),
+                    );
+                    call(session.chat_update(&req)).await?;
+                }
+                None => {
+                    let mut req = SlackApiChatPostMessageRequest::new(
+                        SlackChannelId(channel.to_string()),
+                        content,
+                    );
+                    if let Some(ts) = &thread_ts {
+                        req = req.with_thread_ts(SlackTs(ts.clone()));
+                    }
+                    let posted = call(session.chat_post_message(&req)).await?;
+                    self.remember(
+                        &part_key,
+                        &posted.channel.0,
+                        &posted.ts.0,
+                        thread_ts.as_deref(),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 250 ms, doubling per attempt, at most 30 s.
+fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(0, 7) as u32;
+    Duration::from_millis(250 * 2u64.pow(exp)).min(Duration::from_secs(30))
+}

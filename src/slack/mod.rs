@@ -1,0 +1,123 @@
+//! The Slack adapter — the only module that knows slack-morphism. It turns
+//! slash commands, button clicks, modal submissions and events (over HTTP
+//! or Socket Mode) into engine requests, and delivers the outbox's Slack
+//! messages through the Web API at `SLACK_API_URL`.
+
+pub mod blocks;
+pub mod deliver;
+pub mod inbound;
+pub mod socket;
+pub mod verify;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use slack_morphism::hyper_tokio::SlackClientHyperHttpsConnector;
+use slack_morphism::prelude::*;
+use tokio::sync::Notify;
+
+use crate::engine::Engine;
+
+/// Slack's Web API unless `SLACK_API_URL` says otherwise.
+pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+
+/// A secret from the environment: usable, never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// What the environment says about Slack.
+#[derive(Clone, Debug)]
+pub struct SlackSettings {
+    pub bot_token: Secret,
+    /// HTTP mode: verify requests with it. Without it the endpoints are off.
+    pub signing_secret: Option<Secret>,
+    /// Socket Mode: an app-level token (`xapp-…`).
+    pub app_token: Option<Secret>,
+    pub api_url: String,
+}
+
+impl SlackSettings {
+    /// Slack is on when a bot token and a way in (signing secret or app token) are set.
+    pub fn from_env() -> Option<SlackSettings> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let bot_token = Secret::new(var("SLACK_BOT_TOKEN")?);
+        let signing_secret = var("SLACK_SIGNING_SECRET").map(Secret::new);
+        let app_token = var("SLACK_APP_TOKEN").map(Secret::new);
+        if signing_secret.is_none() && app_token.is_none() {
+            return None;
+        }
+        Some(SlackSettings {
+            bot_token,
+            signing_secret,
+            app_token,
+            api_url: var("SLACK_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),
+        })
+    }
+}
+
+pub type Connector = SlackClientHyperHttpsConnector;
+pub type Client = SlackClient<Connector>;
+
+/// A Web API client for `api_url`, over HTTPS or plain HTTP (tests, proxies).
+pub fn client(api_url: &str) -> Result<Client> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider)
+        .context("loading the system's CA certificates for Slack")?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let base = api_url.trim_end_matches('/');
+    Ok(SlackClient::new(
+        SlackClientHyperConnector::with_connector(https).with_slack_api_url(base),
+    ))
+}
+
+/// How long one Web API call may take before it counts as failed.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the Slack handlers share.
+pub struct Slack {
+    pub engine: Engine,
+    pub settings: SlackSettings,
+    pub client: Arc<Client>,
+    token: SlackApiToken,
+    /// Wakes the delivery worker when something was queued.
+    pub wake: Arc<Notify>,
+}
+
+impl Slack {
+    pub fn new(engine: Engine, settings: SlackSettings, wake: Arc<Notify>) -> Result<Arc<Slack>> {
+        let client = Arc::new(client(&settings.api_url)?);
+        let token = SlackApiToken::new(SlackApiTokenValue(settings.bot_token.expose().to_string()));
+        Ok(Arc::new(Slack {
+            token,
+            engine,
+            settings,
+            client,
+            wake,
+        }))
+    }
+
+    pub fn session(&self) -> SlackClientSession<'_, Connector> {
+        self.client.open_session(&self.token)
+    }
+}

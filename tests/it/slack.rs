@@ -1,0 +1,970 @@
+//! Slack, end to end: the real `tminus serve` on port 0, a fake Slack Web
+//! API on 127.0.0.1, and signed HTTP requests from several Slack users —
+//! on SQLite and on PostgreSQL.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tminus::config::Config;
+use tminus::domain::Platform;
+use tminus::slack::verify::sign;
+use tminus::store::Store;
+
+use crate::fake_slack::{Call, FakeSlack, Fault, BOT_TOKEN};
+use crate::helpers::{all_dbs, config, sqlite_db, ServeProcess, TestDb};
+
+const SECRET: &str = "test-signing-secret";
+
+struct SlackEnv {
+    fake: FakeSlack,
+    serve: ServeProcess,
+    http: reqwest::Client,
+    config: Arc<Config>,
+    db: TestDb,
+    channel: String,
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn slack_id(config: &Config, person: &str) -> String {
+    config.directory.people[&tminus::domain::PersonId::new(person)]
+        .slack
+        .clone()
+        .unwrap()
+}
+
+impl SlackEnv {
+    async fn start(db: TestDb) -> SlackEnv {
+        let fake = FakeSlack::start().await;
+        let serve = ServeProcess::start(
+            &db.url,
+            &[
+                ("SLACK_BOT_TOKEN", BOT_TOKEN.to_string()),
+                ("SLACK_SIGNING_SECRET", SECRET.to_string()),
+                ("SLACK_API_URL", fake.api_url()),
+                ("TMINUS_DELIVERY_GIVE_UP", "5m".to_string()),
+            ],
+        );
+        let config = config();
+        let channel = config.channels["slack"].deployments.clone();
+        SlackEnv {
+            fake,
+            serve,
+            http: reqwest::Client::new(),
+            config,
+            db,
+            channel,
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: &str,
+        content_type: &str,
+        headers: &[(&str, String)],
+    ) -> (u16, String) {
+        let mut req = self
+            .http
+            .post(self.serve.url(path))
+            .header("content-type", content_type)
+            .body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = req.send().await.expect("request to tminus");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
+    async fn signed(&self, path: &str, body: &str, content_type: &str) -> (u16, String) {
+        let ts = now_secs().to_string();
+        let sig = sign(SECRET.as_bytes(), &ts, body.as_bytes());
+        self.post(
+            path,
+            body,
+            content_type,
+            &[
+                ("x-slack-request-timestamp", ts),
+                ("x-slack-signature", sig),
+            ],
+        )
+        .await
+    }
+
+    fn command_body(&self, person: &str, text: &str, trigger: &str) -> String {
+        serde_urlencoded::to_string([
+            ("token", "legacy-unused"),
+            ("team_id", "T0TEAM"),
+            ("channel_id", self.channel.as_str()),
+            ("user_id", &slack_id(&self.config, person)),
+            ("command", "/deploy"),
+            ("text", text),
+            ("response_url", "https://hooks.slack.invalid/commands/1"),
+            ("trigger_id", trigger),
+        ])
+        .unwrap()
+    }
+
+    async fn command(&self, person: &str, text: &str, trigger: &str) -> Value {
+        let body = self.command_body(person, text, trigger);
+        let (status, text) = self
+            .signed(
+                "/slack/commands",
+                &body,
+                "application/x-www-form-urlencoded",
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn interaction_body(payload: &Value) -> String {
+        serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+    }
+
+    /// Click a button on the message `ts`, as `person`.
+    async fn click(
+        &self,
+        person: &str,
+        message_ts: &str,
+        root_ts: &str,
+        action_id: &str,
+        trigger: &str,
+    ) {
+        let payload = json!({
+            "type": "block_actions",
+            "user": {"id": slack_id(&self.config, person), "username": person, "team_id": "T0TEAM"},
+            "api_app_id": "A0APP",
+            "team": {"id": "T0TEAM"},
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": self.channel, "is_ephemeral": false},
+            "trigger_id": trigger,
+            "channel": {"id": self.channel, "name": "deployments"},
+            "message": {"type": "message", "ts": message_ts, "thread_ts": root_ts, "text": "card"},
+            "response_url": "https://hooks.slack.invalid/actions/1",
+            "actions": [{"action_id": action_id, "block_id": "b1", "type": "button", "action_ts": "1700000001.000001",
+                         "text": {"type": "plain_text", "text": "x"}}]
+        });
+        let (status, text) = self
+            .signed(
+                "/slack/interactions",
+                &Self::interaction_body(&payload),
+                "application/x-www-form-urlencoded",
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+    }
+
+    /// Submit the reason dialog the latest views.open showed.
+    /// Submit the reason dialog that the `nth` views.open (counting from 1) showed.
+    async fn submit_reason(&self, person: &str, reason: &str, nth: usize) {
+        let dialogs = |c: &[Call]| {
+            c.iter()
+                .filter(|c| c.method == "views.open" && c.ok())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let opened = self
+            .fake
+            .wait_for("a reason dialog", |c| dialogs(c).len() >= nth)
+            .await;
+        let view = &dialogs(&opened)[nth - 1].body["view"];
+        let view: Value = if view.is_string() {
+            serde_json::from_str(view.as_str().unwrap()).unwrap()
+        } else {
+            view.clone()
+        };
+        let payload = json!({
+            "type": "view_submission",
+            "user": {"id": slack_id(&self.config, person), "username": person, "team_id": "T0TEAM"},
+            "api_app_id": "A0APP",
+            "team": {"id": "T0TEAM"},
+            "trigger_id": format!("trigger-view-{reason}"),
+            "view": {
+                "id": format!("V-{reason}"), "team_id": "T0TEAM", "type": "modal", "hash": "h",
+                "callback_id": view["callback_id"], "private_metadata": view["private_metadata"],
+                "title": view["title"], "blocks": view["blocks"],
+                "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}
+            }
+        });
+        let (status, text) = self
+            .signed(
+                "/slack/interactions",
+                &Self::interaction_body(&payload),
+                "application/x-www-form-urlencoded",
+            )
+            .await;
+        assert_eq!(status, 200, "{text}");
+    }
+
+    async fn store(&self) -> Store {
+        Store::connect(&self.db.url).await.unwrap()
+    }
+}
+
+/// The run's root message and the phase cards posted in its thread.
+fn root(calls: &[Call], channel: &str) -> Option<Call> {
+    calls
+        .iter()
+        .find(|c| {
+            c.method == "chat.postMessage"
+                && c.ok()
+                && c.str("channel") == Some(channel)
+                && c.str("thread_ts").is_none()
+        })
+        .cloned()
+}
+
+fn thread_posts(calls: &[Call], root_ts: &str) -> Vec<Call> {
+    calls
+        .iter()
+        .filter(|c| c.method == "chat.postMessage" && c.ok() && c.str("thread_ts") == Some(root_ts))
+        .cloned()
+        .collect()
+}
+
+/// The newest phase card posted in the thread, at its latest content.
+fn current_card(env: &SlackEnv, root_ts: &str) -> Call {
+    let posts = thread_posts(&env.fake.calls(), root_ts);
+    let card = posts
+        .iter()
+        .rev()
+        .find(|c| c.all_text().contains(" · Phase ") || c.all_text().contains(" · Rollback: "))
+        .expect("a phase card");
+    env.fake.latest(card.ts.as_deref().unwrap()).unwrap()
+}
+
+fn action(card: &Call, label_prefix: &str) -> String {
+    card.buttons()
+        .into_iter()
+        .find(|(label, _)| label.starts_with(label_prefix))
+        .map(|(_, id)| id)
+        .unwrap_or_else(|| panic!("no button {label_prefix:?} on {:?}", card.buttons()))
+}
+
+static TRIGGER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn trigger() -> String {
+    format!(
+        "trigger-{}",
+        TRIGGER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Press a button on the current card and wait until that card changes.
+async fn press(env: &SlackEnv, root_ts: &str, person: &str, label: &str, expect: &str) -> Call {
+    let card = current_card(env, root_ts);
+    let ts = card.ts.clone().unwrap();
+    let id = action(&card, label);
+    let before = env.fake.calls().len();
+    env.click(person, &ts, root_ts, &id, &trigger()).await;
+    let calls = env
+        .fake
+        .wait_for(&format!("{expect:?} after {label:?}"), |calls| {
+            calls[before..]
+                .iter()
+                .any(|c| c.ok() && c.all_text().contains(expect))
+        })
+        .await;
+    calls[before..]
+        .iter()
+        .find(|c| c.ok() && c.all_text().contains(expect))
+        .unwrap()
+        .clone()
+}
+
+async fn whole_run(db: TestDb) {
+    let kind = db.kind;
+    let env = SlackEnv::start(db).await;
+    let cfg = env.config.clone();
+
+    // Start: the slash command is answered at once, privately.
+    let answer = env
+        .command(
+            "alice",
+            "start checkout-api v1.2.3 --runbook quickstart",
+            &trigger(),
+        )
+        .await;
+    assert_eq!(answer["response_type"], "ephemeral");
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("Started deployment #1 of checkout-api v1.2.3"),
+        "{answer}"
+    );
+
+    // Root message in the deployments channel, then the first card in its thread.
+    let calls = env
+        .fake
+        .wait_for("root and first card", |c| {
+            root(c, &env.channel)
+                .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
+        })
+        .await;
+    let root_msg = root(&calls, &env.channel).unwrap();
+    let root_ts = root_msg.ts.clone().unwrap();
+    assert!(root_msg.all_text().contains(
+        "checkout-api v1.2.3 — deployment #1, started by Alice Moreau, runbook quickstart"
+    ));
+    assert!(
+        root_msg
+            .all_text()
+            .contains(&format!("<@{}>", slack_id(&cfg, "alice"))),
+        "the starter is mentioned"
+    );
+    let first = current_card(&env, &root_ts);
+    assert!(
+        first.all_text().contains("Phase 1 of 3: Prepare"),
+        "{}",
+        first.all_text()
+    );
+    assert!(first.buttons().iter().all(|(_, id)| [
+        "checklist.",
+        "phase.",
+        "signoff.",
+        "deploy.",
+        "incident."
+    ]
+    .iter()
+    .any(|p| id.starts_with(p))));
+
+    // Items: done, and not applicable through the reason dialog.
+    let updated = press(
+        &env,
+        &root_ts,
+        "alice",
+        "Done: Tests pass",
+        "✅ Tests pass on the release commit — Alice Moreau",
+    )
+    .await;
+    assert_eq!(updated.method, "chat.update", "the card is edited in place");
+    assert_eq!(updated.str("ts"), first.ts.as_deref());
+    let card = current_card(&env, &root_ts);
+    let na = action(&card, "N/A: New feature");
+    env.click(
+        "alice",
+        card.ts.as_deref().unwrap(),
+        &root_ts,
+        &na,
+        &trigger(),
+    )
+    .await;
+    env.submit_reason("alice", "no flag this time", 1).await;
+    env.fake
+        .wait_for("not applicable", |c| {
+            c.iter()
+                .any(|c| c.ok() && c.all_text().contains("not applicable: no flag this time"))
+        })
+        .await;
+
+    // Advancing too early is refused, privately, with the reason.
+    let card = current_card(&env, &root_ts);
+    env.click(
+        "alice",
+        card.ts.as_deref().unwrap(),
+        &root_ts,
+        &action(&card, "Advance to"),
+        &trigger(),
+    )
+    .await;
+    let calls = env
+        .fake
+        .wait_for("a refusal", |c| {
+            c.iter().any(|c| {
+                c.method == "chat.postEphemeral" && c.all_text().contains("Cannot advance yet")
+            })
+        })
+        .await;
+    let refusal = calls
+        .iter()
+        .find(|c| c.method == "chat.postEphemeral")
+        .unwrap();
+    assert_eq!(refusal.str("user"), Some(slack_id(&cfg, "alice").as_str()));
+    assert!(
+        refusal
+            .all_text()
+            .contains("not done: Release notes written"),
+        "{}",
+        refusal.all_text()
+    );
+
+    press(
+        &env,
+        &root_ts,
+        "alice",
+        "Done: Release notes",
+        "✅ Release notes written",
+    )
+    .await;
+    press(
+        &env,
+        &root_ts,
+        "alice",
+        "Advance to",
+        "Phase 2 of 3: Ship it",
+    )
+    .await;
+    let second = current_card(&env, &root_ts);
+    assert_ne!(second.ts, first.ts, "a new card for the new phase");
+    let old = env.fake.latest(first.ts.as_deref().unwrap()).unwrap();
+    assert!(
+        old.buttons().is_empty(),
+        "the finished phase keeps no buttons"
+    );
+
+    // Someone outside QA is refused, told whom to ask, and nothing changes.
+    let card = current_card(&env, &root_ts);
+    let card_before = card.all_text();
+    env.click(
+        "zoe",
+        card.ts.as_deref().unwrap(),
+        &root_ts,
+        &action(&card, "Sign off as QA"),
+        &trigger(),
+    )
+    .await;
+    let calls = env
+        .fake
+        .wait_for("refusal for zoe", |c| {
+            c.iter()
+                .any(|c| c.method == "chat.postEphemeral" && c.str("user") == Some("U0ZOE"))
+        })
+        .await;
+    let refusal = calls
+        .iter()
+        .find(|c| c.method == "chat.postEphemeral" && c.str("user") == Some("U0ZOE"))
+        .unwrap();
+    assert!(
+        refusal
+            .all_text()
+            .contains("Only members of QA can sign off for it; ask Chen Wei or Priya Raman"),
+        "{}",
+        refusal.all_text()
+    );
+    assert_eq!(
+        refusal.str("thread_ts"),
+        Some(root_ts.as_str()),
+        "the refusal stays in the thread"
+    );
+    let card_after = env
+        .fake
+        .latest(card.ts.as_deref().unwrap())
+        .unwrap()
+        .all_text();
+    assert_eq!(
+        card_after, card_before,
+        "a refused sign-off leaves the card as it was"
+    );
+
+    // A rejection (through the dialog) is announced in the thread.
+    let card = current_card(&env, &root_ts);
+    env.click(
+        "chen",
+        card.ts.as_deref().unwrap(),
+        &root_ts,
+        &action(&card, "Reject as QA"),
+        &trigger(),
+    )
+    .await;
+    env.submit_reason("chen", "smoke test flaky", 2).await;
+    env.fake
+        .wait_for("rejection notice", |c| {
+            c.iter().any(|c| {
+                c.method == "chat.postMessage"
+                    && c.all_text()
+                        .contains("Chen Wei rejected the QA sign-off for Ship it: smoke test flaky")
+            })
+        })
+        .await;
+
+    press(
+        &env,
+        &root_ts,
+        "alice",
+        "Done: Tell #deployments",
+        "✅ Tell #deployments",
+    )
+    .await;
+    press(
+        &env,
+        &root_ts,
+        "alice",
+        "Done: Ship the release",
+        "Production deploy done — T0 is",
+    )
+    .await;
+    press(
+        &env,
+        &root_ts,
+        "alice",
+        "Done: Open the app",
+        "✅ Open the app",
+    )
+    .await;
+    press(
+        &env,
+        &root_ts,
+        "chen",
+        "Sign off as QA",
+        "QA: 1 of 1 — ✅ Chen Wei",
+    )
+    .await;
+    press(
+        &env,
+        &root_ts,
+        "emeka",
+        "Sign off as DevOps",
+        "DevOps: 1 of 1 — ✅ Emeka Eze",
+    )
+    .await;
+    press(
+        &env,
+        &root_ts,
+        "alice",
+        "Advance to",
+        "Phase 3 of 3: Watch and wrap up",
+    )
+    .await;
+    press(&env, &root_ts, "alice", "Done: Error rate", "✅ Error rate").await;
+    press(
+        &env,
+        &root_ts,
+        "alice",
+        "Done: Tell the team",
+        "✅ Tell the team",
+    )
+    .await;
+    press(
+        &env,
+        &root_ts,
+        "alice",
+        "Complete deployment",
+        "Deployment #1 completed",
+    )
+    .await;
+
+    // The report, in the thread; the root message says how it ended.
+    let calls = env
+        .fake
+        .wait_for("the report", |c| {
+            c.iter().any(|c| {
+                c.ok()
+                    && c.all_text()
+                        .contains("# Deployment report: checkout-api v1.2.3 (#1)")
+            })
+        })
+        .await;
+    let report = calls
+        .iter()
+        .find(|c| c.ok() && c.all_text().contains("# Deployment report"))
+        .unwrap();
+    assert_eq!(report.str("thread_ts"), Some(root_ts.as_str()));
+    let text = report.all_text();
+    for expected in [
+        "Chen Wei for QA: approved",
+        "Emeka Eze for DevOps: approved",
+        "not applicable: no flag this time",
+        "**Status:** completed",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{kind}: report lacks {expected:?}:\n{text}"
+        );
+    }
+    env.fake
+        .wait_for("root updated", |_| {
+            env.fake
+                .latest(&root_ts)
+                .is_some_and(|r| r.all_text().contains("Status: completed"))
+        })
+        .await;
+
+    // Message by message: every thread post hangs off the root, edits hit
+    // messages that were posted, nothing broke Block Kit's limits.
+    let calls = env.fake.calls();
+    let posted: Vec<String> = calls
+        .iter()
+        .filter(|c| c.method == "chat.postMessage" && c.ok())
+        .filter_map(|c| c.ts.clone())
+        .collect();
+    for c in calls.iter().filter(|c| c.ok()) {
+        match c.method.as_str() {
+            "chat.postMessage" if c.ts.as_deref() != Some(root_ts.as_str()) => {
+                assert_eq!(
+                    c.str("thread_ts"),
+                    Some(root_ts.as_str()),
+                    "{kind}: a post outside the thread: {}",
+                    c.all_text()
+                )
+            }
+            "chat.update" => assert!(
+                posted.contains(&c.str("ts").unwrap().to_string()),
+                "{kind}: update of an unknown message"
+            ),
+            _ => {}
+        }
+    }
+    assert_eq!(env.fake.violations(), Vec::<String>::new(), "{kind}");
+    assert!(!env.fake.saw_a_bad_token(), "{kind}");
+
+    // And the database agrees.
+    let store = env.store().await;
+    let run = store
+        .run_by_number(Platform::Slack, &env.channel, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status.as_str(), "completed", "{kind}");
+    assert_eq!(
+        store.outbox_depth().await.unwrap(),
+        0,
+        "{kind}: everything delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_run_through_slack() {
+    for db in all_dbs().await {
+        whole_run(db).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn badly_signed_requests_get_401_and_change_nothing() {
+    let env = SlackEnv::start(sqlite_db()).await;
+    let body = env.command_body("alice", "start api v1", "trigger-sig");
+    let form = "application/x-www-form-urlencoded";
+    let now = now_secs().to_string();
+    let stale = (now_secs() - 301).to_string();
+    // Slack's published worked example: a genuine signature, five years old.
+    let example_body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
+        (
+            "worked example replayed",
+            example_body.to_string(),
+            vec![
+                ("x-slack-request-timestamp", "1531420618".into()),
+                (
+                    "x-slack-signature",
+                    "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503".into(),
+                ),
+            ],
+        ),
+        (
+            "wrong secret",
+            body.clone(),
+            vec![
+                ("x-slack-request-timestamp", now.clone()),
+                (
+                    "x-slack-signature",
+                    sign(b"not-the-secret", &now, body.as_bytes()),
+                ),
+            ],
+        ),
+        (
+            "stale timestamp",
+            body.clone(),
+            vec![
+                ("x-slack-request-timestamp", stale.clone()),
+                (
+                    "x-slack-signature",
+                    sign(SECRET.as_bytes(), &stale, body.as_bytes()),
+                ),
+            ],
+        ),
+        ("no headers", body.clone(), vec![]),
+        (
+            "no signature",
+            body.clone(),
+            vec![("x-slack-request-timestamp", now.clone())],
+        ),
+        (
+            "body changed after signing",
+            body.replace("start+api", "start+evil"),
+            vec![
+                ("x-slack-request-timestamp", now.clone()),
+                (
+                    "x-slack-signature",
+                    sign(SECRET.as_bytes(), &now, body.as_bytes()),
+                ),
+            ],
+        ),
+    ];
+    for path in ["/slack/commands", "/slack/interactions", "/slack/events"] {
+        for (what, body, headers) in &cases {
+            let (status, _) = env.post(path, body, form, headers).await;
+            assert_eq!(status, 401, "{path}: {what}");
+        }
+    }
+    // Signed but malformed: 400 with a reason, never a panic.
+    let (status, text) = env.signed("/slack/commands", "user_id=U0ALICE", form).await;
+    assert_eq!(status, 400);
+    assert!(text.contains("not a slash command payload"), "{text}");
+    let (status, _) = env
+        .signed("/slack/interactions", "payload=%7Bnot+json", form)
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = env.signed("/slack/events", "{", "application/json").await;
+    assert_eq!(status, 400);
+    let huge = "x".repeat(2 << 20);
+    let (status, _) = env.signed("/slack/events", &huge, "application/json").await;
+    assert_eq!(status, 400);
+
+    // Nothing changed: no run, no call to Slack.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let store = env.store().await;
+    assert!(store
+        .recent_runs(Platform::Slack, &env.channel, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(env.fake.calls().len(), 0, "{:?}", env.fake.calls());
+
+    // The Events API handshake works when signed.
+    let challenge =
+        json!({"type": "url_verification", "token": "x", "challenge": "c-123"}).to_string();
+    let (status, text) = env
+        .signed("/slack/events", &challenge, "application/json")
+        .await;
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap()["challenge"].clone()
+        ),
+        (200, json!("c-123"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_trouble_delays_messages_but_loses_none() {
+    for db in all_dbs().await {
+        let kind = db.kind;
+        let env = SlackEnv::start(db).await;
+        env.fake.fail_next([
+            Fault::Status(500),
+            Fault::Status(502),
+            Fault::Status(503),
+            Fault::RateLimited {
+                retry_after_secs: 1,
+            },
+            Fault::RateLimited {
+                retry_after_secs: 1,
+            },
+        ]);
+        env.command(
+            "alice",
+            "start checkout-api v2.0.0 --runbook quickstart",
+            &trigger(),
+        )
+        .await;
+        let calls = env
+            .fake
+            .wait_for("root and card despite failures", |c| {
+                root(c, &env.channel)
+                    .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
+            })
+            .await;
+        let root_ts = root(&calls, &env.channel).unwrap().ts.unwrap();
+        // More trouble while people click.
+        env.fake.fail_next([
+            Fault::Status(500),
+            Fault::RateLimited {
+                retry_after_secs: 1,
+            },
+            Fault::Status(503),
+        ]);
+        let card = current_card(&env, &root_ts);
+        let card_ts = card.ts.clone().unwrap();
+        for label in ["Done: Tests pass", "Done: Release notes"] {
+            env.click(
+                "alice",
+                &card_ts,
+                &root_ts,
+                &action(&card, label),
+                &trigger(),
+            )
+            .await;
+        }
+        env.fake
+            .wait_for("both items on the card", |_| {
+                env.fake.latest(&card_ts).is_some_and(|c| {
+                    let t = c.all_text();
+                    t.contains("✅ Tests pass") && t.contains("✅ Release notes")
+                })
+            })
+            .await;
+        let calls = env.fake.calls();
+        let failures = calls.iter().filter(|c| c.status != 200).count();
+        assert_eq!(failures, 8, "{kind}: every fault was hit");
+        assert!(calls.iter().any(|c| c.status == 429), "{kind}");
+        // Each message was posted once: one root, one card, in that order.
+        let posts: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.method == "chat.postMessage" && c.ok())
+            .collect();
+        assert_eq!(
+            posts.len(),
+            2,
+            "{kind}: {:#?}",
+            posts.iter().map(|c| c.all_text()).collect::<Vec<_>>()
+        );
+        assert_eq!(posts[0].ts.as_deref(), Some(root_ts.as_str()));
+        assert_eq!(posts[1].str("thread_ts"), Some(root_ts.as_str()));
+        // The card's edits arrived in order: the last one shows both items.
+        let updates: Vec<String> = calls
+            .iter()
+            .filter(|c| {
+                c.method == "chat.update" && c.ok() && c.str("ts") == Some(card_ts.as_str())
+            })
+            .map(|c| c.all_text())
+            .collect();
+        assert!(updates.len() >= 2, "{kind}");
+        assert!(
+            updates[0].contains("✅ Tests pass") && !updates[0].contains("✅ Release notes"),
+            "{kind}: first edit first"
+        );
+        let store = env.store().await;
+        assert_eq!(store.outbox_depth().await.unwrap(), 0, "{kind}");
+        assert_eq!(env.fake.violations(), Vec::<String>::new());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_and_double_clicks_count_once() {
+    for db in all_dbs().await {
+        let kind = db.kind;
+        let env = SlackEnv::start(db).await;
+        // The same slash command twice, the second as Slack's retry.
+        let body = env.command_body(
+            "alice",
+            "start checkout-api v3.0.0 --runbook quickstart",
+            "trigger-once",
+        );
+        let ts = now_secs().to_string();
+        let sig = sign(SECRET.as_bytes(), &ts, body.as_bytes());
+        let form = "application/x-www-form-urlencoded";
+        let headers = vec![
+            ("x-slack-request-timestamp", ts.clone()),
+            ("x-slack-signature", sig.clone()),
+        ];
+        let (first, _) = env.post("/slack/commands", &body, form, &headers).await;
+        let mut retry = headers.clone();
+        retry.push(("x-slack-retry-num", "1".into()));
+        retry.push(("x-slack-retry-reason", "http_timeout".into()));
+        let (second, text) = env.post("/slack/commands", &body, form, &retry).await;
+        assert_eq!((first, second), (200, 200));
+        assert!(text.contains("handled before"), "{kind}: {text}");
+        let store = env.store().await;
+        assert_eq!(
+            store
+                .recent_runs(Platform::Slack, &env.channel, 10)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{kind}"
+        );
+
+        let calls = env
+            .fake
+            .wait_for("root and card", |c| {
+                root(c, &env.channel)
+                    .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
+            })
+            .await;
+        let root_ts = root(&calls, &env.channel).unwrap().ts.unwrap();
+        // Walk to the gated phase, then double-click a sign-off.
+        press(&env, &root_ts, "alice", "Done: Tests pass", "✅ Tests pass").await;
+        press(
+            &env,
+            &root_ts,
+            "alice",
+            "Done: Release notes",
+            "✅ Release notes",
+        )
+        .await;
+        press(&env, &root_ts, "alice", "Advance to", "Phase 2 of 3").await;
+        let card = current_card(&env, &root_ts);
+        let id = action(&card, "Sign off as QA");
+        let ts = card.ts.clone().unwrap();
+        let (a, b) = tokio::join!(
+            env.click("chen", &ts, &root_ts, &id, "trigger-dbl-1"),
+            env.click("chen", &ts, &root_ts, &id, "trigger-dbl-2")
+        );
+        let _ = (a, b);
+        // A replay of the very same interaction, too.
+        env.click("chen", &ts, &root_ts, &id, "trigger-dbl-1").await;
+        env.fake
+            .wait_for("sign-off shown", |_| {
+                env.fake
+                    .latest(&ts)
+                    .is_some_and(|c| c.all_text().contains("QA: 1 of 1 — ✅ Chen Wei"))
+            })
+            .await;
+        let run = store
+            .run_by_number(Platform::Slack, &env.channel, 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(run.signoffs.len(), 1, "{kind}");
+        let approvals = store
+            .audit_for_run(run.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "signoff.approved")
+            .count();
+        assert_eq!(approvals, 1, "{kind}");
+        assert_eq!(
+            root(&env.fake.calls(), &env.channel).map(|r| r.ts),
+            Some(Some(root_ts.clone()))
+        );
+        assert_eq!(
+            env.fake
+                .ok_calls("chat.postMessage")
+                .iter()
+                .filter(|c| c.str("thread_ts").is_none())
+                .count(),
+            1,
+            "{kind}: one root"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_is_answered_with_help_once() {
+    let env = SlackEnv::start(sqlite_db()).await;
+    let event = json!({
+        "type": "event_callback", "team_id": "T0TEAM", "api_app_id": "A0APP", "event_id": "Ev0MENTION",
+        "event_time": 1700000000,
+        "event": {"type": "app_mention", "user": "U0ALICE", "text": "<@U0BOT> help", "ts": "1700000000.000100", "channel": env.channel}
+    })
+    .to_string();
+    for _ in 0..2 {
+        let (status, _) = env
+            .signed("/slack/events", &event, "application/json")
+            .await;
+        assert_eq!(status, 200);
+    }
+    let calls = env
+        .fake
+        .wait_for("help", |c| {
+            c.iter()
+                .any(|c| c.ok() && c.all_text().contains("/deploy start"))
+        })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let help: Vec<Call> = env
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.ok() && c.all_text().contains("/deploy start"))
+        .collect();
+    assert_eq!(help.len(), 1, "{calls:?}");
+    assert_eq!(help[0].str("thread_ts"), Some("1700000000.000100"));
+}
