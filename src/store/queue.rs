@@ -286,6 +286,19 @@ impl Store {
         .await?)
     }
 
+    /// Messages given up on, with why: (outbox id, lane, last error).
+    pub async fn failed_messages(&self) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, channel, COALESCE(last_error, '') AS last_error FROM outbox \
+             WHERE failed_at IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((col(r, "id")?, col(r, "channel")?, col(r, "last_error")?)))
+            .collect()
+    }
+
     /// Remember the platform's id for a posted message with a key.
     pub async fn remember_message(
         &self,

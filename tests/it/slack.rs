@@ -968,3 +968,117 @@ async fn a_mention_is_answered_with_help_once() {
     assert_eq!(help.len(), 1, "{calls:?}");
     assert_eq!(help[0].str("thread_ts"), Some("1700000000.000100"));
 }
+
+/// Queue a message as the engine would, straight into the shared database.
+async fn enqueue(store: &Store, msg: &tminus::chat::Outgoing) {
+    let mut tx = store.begin().await.unwrap();
+    tx.enqueue(None, msg, chrono::Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn card(title: &str) -> tminus::chat::Card {
+    tminus::chat::Card::new(title)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_open_the_dm_once() {
+    let env = SlackEnv::start(sqlite_db()).await;
+    let store = env.store().await;
+    for n in 1..=2 {
+        let msg = tminus::chat::Outgoing {
+            platform: Platform::Slack,
+            to: tminus::chat::Destination::Direct {
+                person: tminus::domain::PersonId::new("chen"),
+            },
+            key: None,
+            card: card(&format!("Page {n} for Chen")),
+        };
+        enqueue(&store, &msg).await;
+    }
+    let calls = env
+        .fake
+        .wait_for("two DMs", |c| {
+            c.iter()
+                .filter(|c| c.method == "chat.postMessage" && c.ok())
+                .count()
+                == 2
+        })
+        .await;
+    let opens: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == "conversations.open")
+        .collect();
+    assert_eq!(
+        opens.len(),
+        1,
+        "the DM channel is opened once and remembered"
+    );
+    assert!(
+        opens[0].all_text().contains("U0CHEN"),
+        "{:?}",
+        opens[0].body
+    );
+    let posts: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == "chat.postMessage")
+        .collect();
+    assert!(
+        posts.iter().all(|c| c.str("channel") == Some("DU0CHEN")),
+        "posted to the D… channel"
+    );
+    assert!(
+        posts[0].all_text().contains("Page 1") && posts[1].all_text().contains("Page 2"),
+        "in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_slack_keeps_refusing_is_recorded_as_failed_and_the_lane_moves_on() {
+    let fake = FakeSlack::start().await;
+    let db = sqlite_db();
+    let _serve = ServeProcess::start(
+        &db.url,
+        &[
+            ("SLACK_BOT_TOKEN", BOT_TOKEN.to_string()),
+            ("SLACK_SIGNING_SECRET", SECRET.to_string()),
+            ("SLACK_API_URL", fake.api_url()),
+            ("TMINUS_DELIVERY_GIVE_UP", "2s".to_string()),
+        ],
+    );
+    fake.fail_next(std::iter::repeat_n(Fault::Status(503), 10_000));
+    let store = Store::connect(&db.url).await.unwrap();
+    let channel = config().channels["slack"].deployments.clone();
+    for title in ["first, doomed", "second, also doomed"] {
+        let msg = tminus::chat::Outgoing {
+            platform: Platform::Slack,
+            to: tminus::chat::Destination::Channel {
+                channel: channel.clone(),
+            },
+            key: None,
+            card: card(title),
+        };
+        enqueue(&store, &msg).await;
+    }
+    // Give up on the first after two seconds of 503s; the second follows.
+    let start = std::time::Instant::now();
+    loop {
+        let failed = store.failed_messages().await.unwrap();
+        if failed.len() == 2 {
+            assert!(
+                failed.iter().all(|(_, lane, err)| lane == &channel
+                    && err.contains("gave up")
+                    && err.contains("503")),
+                "{failed:?}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "not given up: {failed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+    assert!(fake.calls().len() > 2, "it retried before giving up");
+    assert!(fake.calls().iter().all(|c| c.status == 503));
+}
