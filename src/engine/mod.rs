@@ -52,6 +52,9 @@ pub struct Reply {
     pub private: bool,
     /// Whether state changed.
     pub changed: bool,
+    /// Whether the request was refused (not allowed, not possible, failed):
+    /// the person should be told. A repeated click is neither changed nor refused.
+    pub refused: bool,
 }
 
 impl Reply {
@@ -61,6 +64,14 @@ impl Reply {
             card: None,
             private: true,
             changed: false,
+            refused: false,
+        }
+    }
+
+    fn refuse(text: impl Into<String>) -> Reply {
+        Reply {
+            refused: true,
+            ..Reply::private(text)
         }
     }
 
@@ -119,7 +130,7 @@ impl Engine {
             Err(e) => {
                 let id = format!("E{:x}", self.clock.now().timestamp_millis());
                 error!(error_id = %id, error = format!("{e:#}"), "request failed");
-                Reply::private(format!(
+                Reply::refuse(format!(
                     "Sorry, something went wrong on my side (error {id}). Nothing was changed."
                 ))
             }
@@ -138,7 +149,7 @@ impl Engine {
             .resolve(actor.platform, &actor.user)
             .cloned()
         else {
-            return Ok(Reply::private(format!(
+            return Ok(Reply::refuse(format!(
                 "I don't know you yet: ask an administrator to add your {} user id `{}` to the people in bot-config/tminus.toml.",
                 actor.platform, actor.user
             )));
@@ -147,7 +158,7 @@ impl Engine {
             Request::Command(cmd) => self.command(actor, &person, cmd, request_key).await,
             Request::Click { id, reason } => match buttons::decode(&id, reason) {
                 Some((run, action)) => self.act(actor, &person, run, action, request_key).await,
-                None => Ok(Reply::private(
+                None => Ok(Reply::refuse(
                     "That button is not one of mine, or it is out of date.",
                 )),
             },
@@ -344,7 +355,7 @@ impl Engine {
         let name = runbook.unwrap_or_else(|| self.config.default_runbook.clone());
         let Some(runbook) = self.config.runbooks.get(&name) else {
             let known: Vec<&str> = self.config.runbooks.keys().map(String::as_str).collect();
-            return Ok(Reply::private(format!(
+            return Ok(Reply::refuse(format!(
                 "There is no runbook `{name}`. Runbooks: {}.",
                 known.join(", ")
             )));
@@ -426,13 +437,13 @@ impl Engine {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         let Some(mut run) = tx.lock_run(run_id).await? else {
-            return Ok(Reply::private("That deployment does not exist."));
+            return Ok(Reply::refuse("That deployment does not exist."));
         };
         let runbook = self.runbook(&run)?;
         let before = run.clone();
         let events = match run.decide(runbook, &self.config.directory, &person.id, action, now) {
             Ok(events) => events,
-            Err(refusal) => return Ok(Reply::private(capitalise(&refusal.to_string()))),
+            Err(refusal) => return Ok(Reply::refuse(capitalise(&refusal.to_string()))),
         };
         if events.is_empty() {
             return Ok(Reply::private("Nothing to change: that was already done."));
@@ -749,7 +760,7 @@ impl Engine {
 }
 
 fn no_run(which: String) -> Reply {
-    Reply::private(format!(
+    Reply::refuse(format!(
         "I can't find {which} in this channel. /deploy list shows the recent ones."
     ))
 }

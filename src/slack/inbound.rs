@@ -250,7 +250,8 @@ impl Slack {
         }
     }
 
-    /// Press a button for `user`; a refusal goes to them alone.
+    /// Press a button for `user`; a refusal goes to them alone. A repeated
+    /// click (a double click, a redelivered envelope) says nothing.
     async fn click(
         &self,
         user: &str,
@@ -269,7 +270,7 @@ impl Slack {
             .engine
             .handle(&actor, Request::Click { id, reason }, key.as_deref())
             .await;
-        if !reply.changed {
+        if reply.refused {
             let msg = Outgoing {
                 platform: Platform::Slack,
                 to: Destination::Ephemeral {

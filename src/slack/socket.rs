@@ -92,17 +92,21 @@ impl SocketMode {
                 .with_error_handler(on_error)
                 .with_user_state(slack.clone()),
         );
+        // One connection; when `apps.connections.open` fails (a wrong token,
+        // Slack down) the listener keeps trying, every few seconds.
         let config = SlackClientSocketModeConfig::new()
             .with_max_connections_count(1)
-            .with_initial_backoff_in_seconds(1);
+            .with_initial_backoff_in_seconds(1)
+            .with_reconnect_timeout_in_seconds(5);
         let listener = SlackClientSocketModeListener::new(&config, environment, callbacks);
         let token = SlackApiToken::new(SlackApiTokenValue(token_value));
         listener
             .listen_for(&token)
             .await
-            .context("apps.connections.open failed (check SLACK_APP_TOKEN)")?;
+            .context("cannot register the Socket Mode token")?;
+        // Connecting happens in the background; failures are logged and retried.
         listener.start().await;
-        info!("Slack Socket Mode connected");
+        info!("Slack Socket Mode started");
         Ok(SocketMode { listener })
     }
 

@@ -10,4 +10,5 @@ mod restart;
 mod serve;
 mod shell;
 mod slack;
+mod slack_socket;
 mod store;

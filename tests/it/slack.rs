@@ -906,6 +906,13 @@ async fn retries_and_double_clicks_count_once() {
                     .is_some_and(|c| c.all_text().contains("QA: 1 of 1 — ✅ Chen Wei"))
             })
             .await;
+        assert!(
+            !env.fake
+                .calls()
+                .iter()
+                .any(|c| c.method == "chat.postEphemeral" && c.str("user") == Some("U0CHEN")),
+            "{kind}: a repeated click tells the clicker nothing"
+        );
         let run = store
             .run_by_number(Platform::Slack, &env.channel, 1)
             .await
