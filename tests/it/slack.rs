@@ -906,6 +906,14 @@ async fn retries_and_double_clicks_count_once() {
                     .is_some_and(|c| c.all_text().contains("QA: 1 of 1 — ✅ Chen Wei"))
             })
             .await;
+        let drained = std::time::Instant::now();
+        while store.outbox_depth().await.unwrap() > 0 {
+            assert!(
+                drained.elapsed() < std::time::Duration::from_secs(15),
+                "{kind}: outbox never drained"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert!(
             !env.fake
                 .calls()
