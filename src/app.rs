@@ -13,6 +13,7 @@ use tracing::info;
 
 use crate::clock::{Clock, SystemClock, VirtualClock};
 use crate::config::Config;
+use crate::delivery::Worker;
 use crate::domain::PersonId;
 use crate::engine::Engine;
 use crate::scheduler::Scheduler;
@@ -83,7 +84,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
             if socket {
                 socket_mode = Some(SocketMode::start(slack.clone()).await?);
             }
-            let delivery = slack::deliver::Delivery::new(slack);
+            let delivery = Worker::new(engine.clone(), Arc::new(slack::deliver::SlackDelivery::new(slack)));
             workers.push(tokio::spawn(delivery.run(wake, stop_rx.clone())));
             info!(platform = "slack", http, socket_mode = socket, "on");
         }

@@ -5,6 +5,7 @@
 //! - [`chat`]: platform-neutral cards, buttons (ids and their parsing) and outgoing messages.
 //! - [`clock`]: the injected clock: system time in production, virtual in tests and the shell.
 //! - [`config`]: loads and checks `bot-config/` (bot file and runbooks), errors by file:line:key.
+//! - [`delivery`]: the outbox worker every platform shares: claim, deliver, retry, give up.
 //! - [`domain`]: runbooks, people, roles, rotations and the run state machine; pure.
 //! - [`engine`]: the one service every adapter calls: command in, committed state and effects out.
 //! - [`scheduler`]: durable timers claimed from the database and fired exactly once.
@@ -15,6 +16,7 @@ pub mod app;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod engine;
 pub mod scheduler;

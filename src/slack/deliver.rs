@@ -1,53 +1,24 @@
-//! Delivering the outbox's Slack messages through the Web API.
+//! Delivering the outbox's Slack messages through the Web API (the shared
+//! worker in [`crate::delivery`] claims them and records the outcome).
 //!
-//! Each step claims the head message of every Slack lane (a channel with its
-//! threads, or a person's DMs) and delivers them side by side; a lane's next
-//! message waits until its head is through, so every channel keeps its
-//! order. A keyed message is posted once and edited in place afterwards
+//! A keyed message is posted once and edited in place afterwards
 //! (`chat.update` on the stored `ts`); every part of a split card gets a key
 //! of its own, so a retry after a partial success edits rather than posts
 //! again. 429 waits out `Retry-After`; 5xx, time-outs and connection errors
-//! back off; after [`give_up_after`] a message is marked failed and logged.
+//! back off.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
 use chrono::{DateTime, Utc};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
-use tokio::sync::{watch, Notify};
-use tokio::task::JoinSet;
-use tracing::{error, info, instrument, warn};
 
 use super::{blocks, Slack, CALL_TIMEOUT};
 use crate::chat::Destination;
+use crate::delivery::{Deliver, Failure};
 use crate::domain::Platform;
 use crate::store::ClaimedMessage;
-
-/// How long a message is retried before it is recorded as failed.
-pub fn give_up_after() -> chrono::Duration {
-    std::env::var("TMINUS_DELIVERY_GIVE_UP")
-        .ok()
-        .and_then(|v| v.parse::<crate::domain::Dur>().ok())
-        .map_or(chrono::Duration::minutes(30), |d| d.to_chrono())
-}
-
-const LEASE: chrono::Duration = chrono::Duration::seconds(60);
-const BATCH: i64 = 32;
-const IDLE_POLL: Duration = Duration::from_millis(200);
-
-/// Why a delivery did not go through.
-#[derive(Debug)]
-enum Failure {
-    /// Try again, after `after` if the platform said so.
-    Retry {
-        after: Option<Duration>,
-        reason: String,
-    },
-    /// Retrying would not help.
-    Permanent(String),
-}
 
 impl From<SlackClientError> for Failure {
     fn from(e: SlackClientError) -> Failure {
@@ -103,104 +74,29 @@ async fn call<T>(
     }
 }
 
-/// The outbox worker for Slack.
-#[derive(Clone)]
-pub struct Delivery {
+/// Slack's side of the outbox worker.
+pub struct SlackDelivery {
     slack: Arc<Slack>,
-    owner: String,
-    give_up: chrono::Duration,
 }
 
-impl Delivery {
-    pub fn new(slack: Arc<Slack>) -> Delivery {
-        let owner = format!(
-            "slack-{}-{}",
-            std::process::id(),
-            slack.engine.now().timestamp_millis()
-        );
-        Delivery {
-            slack,
-            owner,
-            give_up: give_up_after(),
-        }
+impl SlackDelivery {
+    pub fn new(slack: Arc<Slack>) -> SlackDelivery {
+        SlackDelivery { slack }
     }
+}
 
-    /// Deliver the head of every lane that is due; returns how many were claimed.
-    pub async fn step(&self) -> Result<usize> {
-        let store = self.slack.engine.store();
-        let now = self.slack.engine.now();
-        let claimed = store
-            .claim_messages(Platform::Slack, &self.owner, now, LEASE, BATCH)
-            .await?;
-        let count = claimed.len();
-        let mut tasks = JoinSet::new();
-        for message in claimed {
-            let this = self.clone();
-            tasks.spawn(async move { this.settle(message).await });
-        }
-        while let Some(done) = tasks.join_next().await {
-            if let Ok(Err(e)) = done {
-                error!(
-                    error = format!("{e:#}"),
-                    "recording a Slack delivery failed"
-                );
-            }
-        }
-        Ok(count)
-    }
-
-    /// Deliver until `shutdown` turns true; `wake` cuts the idle wait short.
-    pub async fn run(self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-        info!("Slack delivery started");
-        loop {
-            let busy = match self.step().await {
-                Ok(n) => n > 0,
-                Err(e) => {
-                    error!(error = format!("{e:#}"), "Slack delivery step failed");
-                    false
-                }
-            };
-            if *shutdown.borrow() {
-                return;
-            }
-            if !busy {
-                tokio::select! {
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = wake.notified() => {}
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
-    }
-
-    #[instrument(skip_all, fields(outbox_id = claimed.id, attempts = claimed.attempts))]
-    async fn settle(&self, claimed: ClaimedMessage) -> Result<()> {
-        let store = self.slack.engine.store();
-        let result = self.deliver(&claimed).await;
-        let now = self.slack.engine.now();
-        match result {
-            Ok(()) => store.mark_delivered(claimed.id, now).await,
-            Err(Failure::Permanent(reason)) => {
-                error!(reason = %reason, lane = %claimed.message.lane(), "Slack rejected a message; giving up on it");
-                store.mark_failed(claimed.id, now, &reason).await
-            }
-            Err(Failure::Retry { after, reason }) => {
-                if now - claimed.created_at > self.give_up {
-                    error!(reason = %reason, lane = %claimed.message.lane(), "Slack delivery kept failing; giving up");
-                    return store
-                        .mark_failed(claimed.id, now, &format!("gave up: {reason}"))
-                        .await;
-                }
-                let wait = after.unwrap_or_else(|| backoff(claimed.attempts));
-                warn!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "Slack delivery will be retried");
-                let at =
-                    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
-                store.retry_later(claimed.id, at, &reason).await
-            }
-        }
+impl Deliver for SlackDelivery {
+    fn platform(&self) -> Platform {
+        Platform::Slack
     }
 
     async fn deliver(&self, claimed: &ClaimedMessage) -> Result<(), Failure> {
+        self.deliver_one(claimed).await
+    }
+}
+
+impl SlackDelivery {
+    async fn deliver_one(&self, claimed: &ClaimedMessage) -> Result<(), Failure> {
         let msg = &claimed.message;
         let parts = blocks::render(&msg.card, &self.slack.engine.config().directory);
         let key = msg
@@ -347,10 +243,4 @@ impl Delivery {
         }
         Ok(())
     }
-}
-
-/// 250 ms, doubling per attempt, at most 30 s.
-fn backoff(attempts: i64) -> Duration {
-    let exp = attempts.clamp(0, 7) as u32;
-    Duration::from_millis(250 * 2u64.pow(exp)).min(Duration::from_secs(30))
 }

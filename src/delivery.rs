@@ -1,0 +1,178 @@
+//! The outbox worker every platform shares: claim the head message of each
+//! lane that is due, hand it to the platform's [`Deliver`], and record what
+//! happened — delivered, retry later (after `Retry-After` or a growing
+//! backoff), or failed for good. A lane's next message waits until its head
+//! is through, so every channel keeps its order; lanes proceed side by side.
+//! After [`give_up_after`] a message that keeps failing is marked failed and
+//! logged, never retried forever and never dropped silently.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tracing::{error, info, instrument, warn};
+
+use crate::domain::Platform;
+use crate::engine::Engine;
+use crate::store::ClaimedMessage;
+
+/// Why a delivery did not go through.
+#[derive(Debug)]
+pub enum Failure {
+    /// Try again, after `after` if the platform said so.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Retrying would not help.
+    Permanent(String),
+}
+
+impl Failure {
+    pub fn retry(reason: impl Into<String>) -> Failure {
+        Failure::Retry {
+            after: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How one platform delivers one message.
+pub trait Deliver: Send + Sync + 'static {
+    fn platform(&self) -> Platform;
+    fn deliver(&self, message: &ClaimedMessage)
+        -> impl Future<Output = Result<(), Failure>> + Send;
+}
+
+/// How long a message is retried before it is recorded as failed:
+/// `TMINUS_DELIVERY_GIVE_UP` (a duration such as `30m`), 30 minutes by default.
+pub fn give_up_after() -> chrono::Duration {
+    std::env::var("TMINUS_DELIVERY_GIVE_UP")
+        .ok()
+        .and_then(|v| v.parse::<crate::domain::Dur>().ok())
+        .map_or(chrono::Duration::minutes(30), |d| d.to_chrono())
+}
+
+const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+const BATCH: i64 = 32;
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// 250 ms, doubling per attempt, at most 30 s.
+pub fn backoff(attempts: i64) -> Duration {
+    let exp = attempts.clamp(0, 7) as u32;
+    Duration::from_millis(250 * 2u64.pow(exp)).min(Duration::from_secs(30))
+}
+
+/// The outbox worker for one platform.
+pub struct Worker<D: Deliver> {
+    engine: Engine,
+    platform: Arc<D>,
+    owner: String,
+    give_up: chrono::Duration,
+}
+
+impl<D: Deliver> Clone for Worker<D> {
+    fn clone(&self) -> Self {
+        Worker {
+            engine: self.engine.clone(),
+            platform: self.platform.clone(),
+            owner: self.owner.clone(),
+            give_up: self.give_up,
+        }
+    }
+}
+
+impl<D: Deliver> Worker<D> {
+    pub fn new(engine: Engine, platform: Arc<D>) -> Worker<D> {
+        let owner = format!(
+            "{}-{}-{}",
+            platform.platform(),
+            std::process::id(),
+            engine.now().timestamp_millis()
+        );
+        Worker {
+            engine,
+            platform,
+            owner,
+            give_up: give_up_after(),
+        }
+    }
+
+    /// Deliver the head of every lane that is due; returns how many were claimed.
+    pub async fn step(&self) -> Result<usize> {
+        let now = self.engine.now();
+        let claimed = self
+            .engine
+            .store()
+            .claim_messages(self.platform.platform(), &self.owner, now, LEASE, BATCH)
+            .await?;
+        let count = claimed.len();
+        let mut tasks = JoinSet::new();
+        for message in claimed {
+            let this = self.clone();
+            tasks.spawn(async move { this.settle(message).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                error!(error = format!("{e:#}"), "recording a delivery failed");
+            }
+        }
+        Ok(count)
+    }
+
+    /// Deliver until `shutdown` turns true; `wake` cuts the idle wait short.
+    pub async fn run(self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let platform = self.platform.platform();
+        info!(%platform, "delivery started");
+        loop {
+            let busy = match self.step().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    error!(%platform, error = format!("{e:#}"), "delivery step failed");
+                    false
+                }
+            };
+            if *shutdown.borrow() {
+                return;
+            }
+            if !busy {
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = wake.notified() => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(platform = %self.platform.platform(), outbox_id = claimed.id, attempts = claimed.attempts))]
+    async fn settle(&self, claimed: ClaimedMessage) -> Result<()> {
+        let store = self.engine.store();
+        let result = self.platform.deliver(&claimed).await;
+        let now = self.engine.now();
+        let lane = claimed.message.lane();
+        match result {
+            Ok(()) => store.mark_delivered(claimed.id, now).await,
+            Err(Failure::Permanent(reason)) => {
+                error!(reason = %reason, %lane, "the platform refused a message; giving up on it");
+                store.mark_failed(claimed.id, now, &reason).await
+            }
+            Err(Failure::Retry { after, reason }) => {
+                if now - claimed.created_at > self.give_up {
+                    error!(reason = %reason, %lane, "delivery kept failing; giving up");
+                    return store
+                        .mark_failed(claimed.id, now, &format!("gave up: {reason}"))
+                        .await;
+                }
+                let wait = after.unwrap_or_else(|| backoff(claimed.attempts));
+                warn!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "delivery will be retried");
+                let at =
+                    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
+                store.retry_later(claimed.id, at, &reason).await
+            }
+        }
+    }
+}
