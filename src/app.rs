@@ -14,6 +14,7 @@ use tracing::info;
 use crate::clock::{Clock, SystemClock, VirtualClock};
 use crate::config::Config;
 use crate::delivery::Worker;
+use crate::discord::{self, Discord, DiscordSettings};
 use crate::domain::PersonId;
 use crate::engine::Engine;
 use crate::scheduler::Scheduler;
@@ -89,7 +90,25 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
             info!(platform = "slack", http, socket_mode = socket, "on");
         }
     }
-    info!(platform = "discord", "off: not in this build");
+    match DiscordSettings::from_env() {
+        None => info!(platform = "discord", "off: set DISCORD_TOKEN (and DISCORD_PUBLIC_KEY for the interactions endpoint)"),
+        Some(settings) => {
+            let wake = Arc::new(Notify::new());
+            let endpoint = settings.public_key.is_some();
+            let discord = Discord::new(engine.clone(), settings, wake.clone())?;
+            if endpoint {
+                router = router.merge(discord::inbound::routes(discord.clone()));
+            } else {
+                workers.push(discord::gateway::start(discord.clone()).await?);
+            }
+            if let Err(e) = discord::commands::register(&discord, config.discord_guild.as_deref()).await {
+                tracing::error!(error = ?e, "registering Discord commands failed; /deploy may be missing in Discord");
+            }
+            let delivery = Worker::new(engine.clone(), Arc::new(discord::deliver::DiscordDelivery::new(discord)));
+            workers.push(tokio::spawn(delivery.run(wake, stop_rx.clone())));
+            info!(platform = "discord", endpoint, gateway = !endpoint, "on");
+        }
+    }
     // Printed for scripts and tests that start the server on port 0.
     println!("tminus listening on http://{addr}");
 

@@ -6,8 +6,10 @@
 //! - [`clock`]: the injected clock: system time in production, virtual in tests and the shell.
 //! - [`config`]: loads and checks `bot-config/` (bot file and runbooks), errors by file:line:key.
 //! - [`delivery`]: the outbox worker every platform shares: claim, deliver, retry, give up.
+//! - [`discord`]: the Discord adapter (serenity): interactions endpoint, gateway, delivery.
 //! - [`domain`]: runbooks, people, roles, rotations and the run state machine; pure.
 //! - [`engine`]: the one service every adapter calls: command in, committed state and effects out.
+//! - [`hex`]: hex for signatures and keys.
 //! - [`scheduler`]: durable timers claimed from the database and fired exactly once.
 //! - [`shell`]: the terminal adapter behind `tminus shell`.
 //! - [`store`]: SQLite and PostgreSQL: runs, audit log, outbox, timers.
@@ -17,8 +19,10 @@ pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod discord;
 pub mod domain;
 pub mod engine;
+pub mod hex;
 pub mod scheduler;
 pub mod shell;
 pub mod slack;

@@ -196,6 +196,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         runbooks: BTreeMap::new(),
         default_runbook: String::new(),
         default_env: "production".to_string(),
+        discord_guild: None,
     };
     let mut default_runbook = None;
     if let Some((src, bot)) = bot_raw {
@@ -312,6 +313,7 @@ fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) {
         }
         config.listen = listen.get_ref().clone();
     }
+    config.discord_guild = bot.discord.guild;
     if let Some(env) = bot.deploy.default_env {
         config.default_env = env;
     }

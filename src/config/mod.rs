@@ -33,6 +33,8 @@ pub struct Config {
     pub runbooks: BTreeMap<String, Runbook>,
     pub default_runbook: String,
     pub default_env: String,
+    /// The Discord guild to register commands in; globally when absent.
+    pub discord_guild: Option<String>,
 }
 
 impl Config {

@@ -17,6 +17,8 @@ pub struct BotFile {
     #[serde(default)]
     pub deploy: Deploy,
     #[serde(default)]
+    pub discord: DiscordRaw,
+    #[serde(default)]
     pub channels: BTreeMap<S<String>, Channels>,
     #[serde(default)]
     pub people: BTreeMap<S<String>, PersonRaw>,
@@ -39,6 +41,14 @@ pub struct Server {
 pub struct Deploy {
     pub default_runbook: Option<S<String>>,
     pub default_env: Option<String>,
+}
+
+/// Discord settings that are not secrets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordRaw {
+    /// Register the commands in this guild (instant) instead of globally.
+    pub guild: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

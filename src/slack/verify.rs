@@ -41,7 +41,7 @@ pub fn verify(
     }
     let given = signature
         .strip_prefix("v0=")
-        .and_then(decode_hex)
+        .and_then(crate::hex::decode)
         .ok_or(BadSignature::Mismatch)?;
     let mac = mac(secret, timestamp, body);
     // `verify_slice` compares in constant time.
@@ -51,8 +51,7 @@ pub fn verify(
 /// The `X-Slack-Signature` value for a body, as Slack computes it.
 pub fn sign(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     let digest = mac(secret, timestamp, body).finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("v0={hex}")
+    format!("v0={}", crate::hex::encode(&digest))
 }
 
 fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
@@ -62,16 +61,6 @@ fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     mac.update(b":");
     mac.update(body);
     mac
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

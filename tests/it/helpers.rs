@@ -242,6 +242,9 @@ impl ServeProcess {
             .env_remove("SLACK_BOT_TOKEN")
             .env_remove("SLACK_SIGNING_SECRET")
             .env_remove("SLACK_APP_TOKEN")
+            .env_remove("DISCORD_TOKEN")
+            .env_remove("DISCORD_PUBLIC_KEY")
+            .env_remove("DISCORD_APPLICATION_ID")
             .stdout(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
