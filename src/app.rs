@@ -91,7 +91,10 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
         }
     }
     match DiscordSettings::from_env() {
-        None => info!(platform = "discord", "off: set DISCORD_TOKEN (and DISCORD_PUBLIC_KEY for the interactions endpoint)"),
+        None => info!(
+            platform = "discord",
+            "off: set DISCORD_TOKEN (and DISCORD_PUBLIC_KEY for the interactions endpoint)"
+        ),
         Some(settings) => {
             let wake = Arc::new(Notify::new());
             let endpoint = settings.public_key.is_some();
@@ -101,10 +104,15 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
             } else {
                 workers.push(discord::gateway::start(discord.clone()).await?);
             }
-            if let Err(e) = discord::commands::register(&discord, config.discord_guild.as_deref()).await {
+            if let Err(e) =
+                discord::commands::register(&discord, config.discord_guild.as_deref()).await
+            {
                 tracing::error!(error = ?e, "registering Discord commands failed; /deploy may be missing in Discord");
             }
-            let delivery = Worker::new(engine.clone(), Arc::new(discord::deliver::DiscordDelivery::new(discord)));
+            let delivery = Worker::new(
+                engine.clone(),
+                Arc::new(discord::deliver::DiscordDelivery::new(discord)),
+            );
             workers.push(tokio::spawn(delivery.run(wake, stop_rx.clone())));
             info!(platform = "discord", endpoint, gateway = !endpoint, "on");
         }

@@ -52,13 +52,24 @@ pub async fn register(discord: &Discord, guild: Option<&str>) -> Result<(), Fail
         warn!("DISCORD_APPLICATION_ID is not set: commands not registered");
         return Ok(());
     };
-    let app: u64 = app.parse().map_err(|_| Failure::Permanent("DISCORD_APPLICATION_ID is not an id".into()))?;
+    let app: u64 = app
+        .parse()
+        .map_err(|_| Failure::Permanent("DISCORD_APPLICATION_ID is not an id".into()))?;
     let application_id = ApplicationId::new(app.max(1));
     let route = match guild.and_then(|g| g.parse::<u64>().ok()).filter(|g| *g > 0) {
-        Some(g) => Route::GuildCommands { application_id, guild_id: GuildId::new(g) },
+        Some(g) => Route::GuildCommands {
+            application_id,
+            guild_id: GuildId::new(g),
+        },
         None => Route::Commands { application_id },
     };
-    discord.rest.send(route, LightMethod::Put, Some(&definitions())).await?;
-    info!(guild = guild.unwrap_or("global"), "Discord commands registered");
+    discord
+        .rest
+        .send(route, LightMethod::Put, Some(&definitions()))
+        .await?;
+    info!(
+        guild = guild.unwrap_or("global"),
+        "Discord commands registered"
+    );
     Ok(())
 }

@@ -49,18 +49,25 @@ impl Deliver for DiscordDelivery {
     async fn deliver(&self, claimed: &ClaimedMessage) -> Result<(), Failure> {
         let msg = &claimed.message;
         let parts = render::render(&msg.card, &self.discord.engine.config().directory);
-        let key = msg.key.clone().unwrap_or_else(|| format!("out:{}", claimed.id));
+        let key = msg
+            .key
+            .clone()
+            .unwrap_or_else(|| format!("out:{}", claimed.id));
         match &msg.to {
             Destination::Channel { channel } => self.post_or_edit(channel, &key, parts).await,
             Destination::Thread { channel, root } => {
                 let thread = self.thread_of(channel, root, &msg.card.title).await?;
                 self.post_or_edit(&thread, &key, parts).await
             }
-            Destination::ThreadRef { thread_ref, .. } => self.post_or_edit(thread_ref, &key, parts).await,
+            Destination::ThreadRef { thread_ref, .. } => {
+                self.post_or_edit(thread_ref, &key, parts).await
+            }
             Destination::Direct { person } => {
                 let dir = &self.discord.engine.config().directory;
                 let Some(user) = dir.person(person).and_then(|p| p.discord.clone()) else {
-                    return Err(Failure::Permanent(format!("{person} has no Discord user id")));
+                    return Err(Failure::Permanent(format!(
+                        "{person} has no Discord user id"
+                    )));
                 };
                 let channel = self.dm_channel(&user).await?;
                 self.post_or_edit(&channel, &key, parts).await
@@ -74,10 +81,21 @@ impl Deliver for DiscordDelivery {
 
 impl DiscordDelivery {
     async fn lookup(&self, key: &str) -> Result<Option<(String, Option<String>)>, Failure> {
-        self.discord.engine.store().message_ref(key).await.map_err(db)
+        self.discord
+            .engine
+            .store()
+            .message_ref(key)
+            .await
+            .map_err(db)
     }
 
-    async fn remember(&self, key: &str, channel: &str, id: &str, thread: Option<&str>) -> Result<(), Failure> {
+    async fn remember(
+        &self,
+        key: &str,
+        channel: &str,
+        id: &str,
+        thread: Option<&str>,
+    ) -> Result<(), Failure> {
         let now = self.discord.engine.now();
         self.discord
             .engine
@@ -90,7 +108,9 @@ impl DiscordDelivery {
     /// The thread under the run's root message, started on first use.
     async fn thread_of(&self, channel: &str, root: &str, title: &str) -> Result<String, Failure> {
         let Some((root_id, thread)) = self.lookup(root).await? else {
-            return Err(Failure::Permanent(format!("the thread's first message ({root}) was never posted")));
+            return Err(Failure::Permanent(format!(
+                "the thread's first message ({root}) was never posted"
+            )));
         };
         if let Some(thread) = thread {
             return Ok(thread);
@@ -102,12 +122,18 @@ impl DiscordDelivery {
             message_id: MessageId::new(snowflake(&root_id)?),
         };
         let body = json!({ "name": name, "auto_archive_duration": 1440 });
-        let thread = match self.discord.rest.send(route, LightMethod::Post, Some(&body)).await {
+        let thread = match self
+            .discord
+            .rest
+            .send(route, LightMethod::Post, Some(&body))
+            .await
+        {
             Ok(created) => created["id"].as_str().unwrap_or(&root_id).to_string(),
             Err(Failure::Permanent(why)) if why.contains(THREAD_EXISTS) => root_id.clone(),
             Err(e) => return Err(e),
         };
-        self.remember(root, channel, &root_id, Some(&thread)).await?;
+        self.remember(root, channel, &root_id, Some(&thread))
+            .await?;
         Ok(thread)
     }
 
@@ -118,31 +144,58 @@ impl DiscordDelivery {
             return Ok(channel);
         }
         let body = json!({ "recipient_id": user });
-        let opened = self.discord.rest.send(Route::UserMeDmChannels, LightMethod::Post, Some(&body)).await?;
+        let opened = self
+            .discord
+            .rest
+            .send(Route::UserMeDmChannels, LightMethod::Post, Some(&body))
+            .await?;
         let Some(channel) = opened["id"].as_str().map(str::to_string) else {
-            return Err(Failure::Permanent("Discord opened a DM without an id".into()));
+            return Err(Failure::Permanent(
+                "Discord opened a DM without an id".into(),
+            ));
         };
         self.remember(&key, &channel, &channel, None).await?;
         Ok(channel)
     }
 
-    async fn post_or_edit(&self, channel: &str, key: &str, parts: Vec<Value>) -> Result<(), Failure> {
+    async fn post_or_edit(
+        &self,
+        channel: &str,
+        key: &str,
+        parts: Vec<Value>,
+    ) -> Result<(), Failure> {
         let channel_id = ChannelId::new(snowflake(channel)?);
         for (i, body) in parts.iter().enumerate() {
-            let part_key = if i == 0 { key.to_string() } else { format!("{key}#{i}") };
+            let part_key = if i == 0 {
+                key.to_string()
+            } else {
+                format!("{key}#{i}")
+            };
             match self.lookup(&part_key).await? {
                 Some((id, _)) => {
-                    let route = Route::ChannelMessage { channel_id, message_id: MessageId::new(snowflake(&id)?) };
-                    self.discord.rest.send(route, LightMethod::Patch, Some(body)).await?;
+                    let route = Route::ChannelMessage {
+                        channel_id,
+                        message_id: MessageId::new(snowflake(&id)?),
+                    };
+                    self.discord
+                        .rest
+                        .send(route, LightMethod::Patch, Some(body))
+                        .await?;
                 }
                 None => {
                     let posted = self
                         .discord
                         .rest
-                        .send(Route::ChannelMessages { channel_id }, LightMethod::Post, Some(body))
+                        .send(
+                            Route::ChannelMessages { channel_id },
+                            LightMethod::Post,
+                            Some(body),
+                        )
                         .await?;
                     let Some(id) = posted["id"].as_str() else {
-                        return Err(Failure::Permanent("Discord answered a post without a message id".into()));
+                        return Err(Failure::Permanent(
+                            "Discord answered a post without a message id".into(),
+                        ));
                     };
                     self.remember(&part_key, channel, id, None).await?;
                 }

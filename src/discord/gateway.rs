@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use serenity::all::{Context, EventHandler, GatewayIntents, Interaction};
+use serenity::client::ClientBuilder;
 use serenity::http::{HttpBuilder, LightMethod, Route};
 use serenity::model::id::InteractionId;
-use serenity::client::ClientBuilder;
 use tracing::{error, info, warn};
 
 use super::Discord;
@@ -27,9 +27,8 @@ impl EventHandler for Handler {
             Interaction::Modal(m) => (m.id, m.token.clone()),
             _ => return,
         };
-        let value = match serde_json::to_value(&interaction) {
-            Ok(v) => v,
-            Err(e) => return warn!(error = %e, "cannot read a gateway interaction"),
+        let Some(value) = interaction_value(&interaction) else {
+            return warn!("cannot read a gateway interaction");
         };
         if let Some(answer) = self.discord.respond(value).await {
             answer_interaction(&self.discord, id, &token, &answer).await;
@@ -37,10 +36,38 @@ impl EventHandler for Handler {
     }
 }
 
+/// A gateway interaction as the JSON the HTTP endpoint receives, for
+/// [`Discord::respond`]. serenity leaves the type out when it serialises
+/// the enum, so it is put back from the variant.
+pub fn interaction_value(interaction: &Interaction) -> Option<serde_json::Value> {
+    let kind = match interaction {
+        Interaction::Ping(_) => 1,
+        Interaction::Command(_) => 2,
+        Interaction::Component(_) => 3,
+        Interaction::Modal(_) => 5,
+        _ => return None,
+    };
+    let mut value = serde_json::to_value(interaction).ok()?;
+    value["type"] = kind.into();
+    Some(value)
+}
+
 /// Send an interaction's answer to its callback.
-pub async fn answer_interaction(discord: &Discord, id: InteractionId, token: &str, answer: &serde_json::Value) {
-    let route = Route::InteractionResponse { interaction_id: id, token };
-    if let Err(e) = discord.rest.send(route, LightMethod::Post, Some(answer)).await {
+pub async fn answer_interaction(
+    discord: &Discord,
+    id: InteractionId,
+    token: &str,
+    answer: &serde_json::Value,
+) {
+    let route = Route::InteractionResponse {
+        interaction_id: id,
+        token,
+    };
+    if let Err(e) = discord
+        .rest
+        .send(route, LightMethod::Post, Some(answer))
+        .await
+    {
         warn!(error = ?e, "cannot answer a gateway interaction");
     }
 }

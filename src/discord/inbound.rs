@@ -34,7 +34,9 @@ const EPHEMERAL: u64 = 1 << 6;
 const MAX_CONTENT: usize = 2000;
 
 pub fn routes(discord: Arc<Discord>) -> Router {
-    Router::new().route("/discord/interactions", post(interactions)).with_state(discord)
+    Router::new()
+        .route("/discord/interactions", post(interactions))
+        .with_state(discord)
 }
 
 fn unauthorized(why: &str) -> Response {
@@ -42,15 +44,27 @@ fn unauthorized(why: &str) -> Response {
     (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response()
 }
 
-async fn interactions(State(discord): State<Arc<Discord>>, headers: HeaderMap, body: Body) -> Response {
+async fn interactions(
+    State(discord): State<Arc<Discord>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return (StatusCode::BAD_REQUEST, "request body too large or unreadable\n").into_response(),
+        Err(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "request body too large or unreadable\n",
+            )
+                .into_response()
+        }
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let (Some(verifier), Some(sig), Some(ts)) =
-        (&discord.verifier, header("x-signature-ed25519"), header("x-signature-timestamp"))
-    else {
+    let (Some(verifier), Some(sig), Some(ts)) = (
+        &discord.verifier,
+        header("x-signature-ed25519"),
+        header("x-signature-timestamp"),
+    ) else {
         return unauthorized("missing signature headers");
     };
     if verifier.verify(sig, ts, &bytes).is_err() {
@@ -62,7 +76,13 @@ async fn interactions(State(discord): State<Arc<Discord>>, headers: HeaderMap, b
     }
     let interaction: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("not an interaction: {e}\n")).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an interaction: {e}\n"),
+            )
+                .into_response()
+        }
     };
     match discord.respond(interaction).await {
         Some(answer) => Json(answer).into_response(),
@@ -71,14 +91,21 @@ async fn interactions(State(discord): State<Arc<Discord>>, headers: HeaderMap, b
 }
 
 fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_str).filter(|s| !s.is_empty())
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn option_value(options: &Value, name: &str) -> Option<String> {
-    options.as_array()?.iter().find(|o| o["name"] == name).map(|o| match &o["value"] {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
+    options
+        .as_array()?
+        .iter()
+        .find(|o| o["name"] == name)
+        .map(|o| match &o["value"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
 }
 
 /// A `/deploy` command's subcommand and options as the text `/deploy` takes.
@@ -114,7 +141,10 @@ fn message(content: &str, reply: Option<&Reply>, discord: &Discord) -> Value {
         "allowed_mentions": {"parse": []},
     });
     if let Some(card) = reply.and_then(|r| r.card.as_ref()) {
-        if let Some(first) = render::render(card, &discord.engine.config().directory).into_iter().next() {
+        if let Some(first) = render::render(card, &discord.engine.config().directory)
+            .into_iter()
+            .next()
+        {
             data["embeds"] = first["embeds"].clone();
             data["components"] = first["components"].clone();
         }
@@ -130,20 +160,36 @@ impl Discord {
         if kind == 1 {
             return Some(json!({ "type": 1 }));
         }
-        let user = text(&interaction, &["member", "user", "id"]).or_else(|| text(&interaction, &["user", "id"]))?;
-        let channel = text(&interaction, &["channel_id"]).or_else(|| text(&interaction, &["channel", "id"]))?;
-        let actor = Actor { platform: Platform::Discord, user: user.to_string(), channel: channel.to_string() };
+        let user = text(&interaction, &["member", "user", "id"])
+            .or_else(|| text(&interaction, &["user", "id"]))?;
+        let channel = text(&interaction, &["channel_id"])
+            .or_else(|| text(&interaction, &["channel", "id"]))?;
+        let actor = Actor {
+            platform: Platform::Discord,
+            user: user.to_string(),
+            channel: channel.to_string(),
+        };
         let key = text(&interaction, &["id"]).map(|id| format!("discord:{id}"));
         let data = &interaction["data"];
         let answer = match kind {
             2 => {
                 if data["name"] != "deploy" {
-                    return Some(message(&format!("tminus answers /deploy, not /{}.", data["name"].as_str().unwrap_or("?")), None, self));
+                    return Some(message(
+                        &format!(
+                            "tminus answers /deploy, not /{}.",
+                            data["name"].as_str().unwrap_or("?")
+                        ),
+                        None,
+                        self,
+                    ));
                 }
                 let text = command_text(data).unwrap_or_else(|| "help".into());
                 match command::parse(&text) {
                     Ok(cmd) => {
-                        let reply = self.engine.handle(&actor, Request::Command(cmd), key.as_deref()).await;
+                        let reply = self
+                            .engine
+                            .handle(&actor, Request::Command(cmd), key.as_deref())
+                            .await;
                         message(&reply.text, Some(&reply), self)
                     }
                     Err(e) => message(&e.to_string(), None, self),
@@ -151,7 +197,8 @@ impl Discord {
             }
             3 => {
                 let id = text(data, &["custom_id"])?.to_string();
-                let wants_reason = buttons::decode(&id, None).is_some_and(|(_, a)| buttons::needs_reason(&a));
+                let wants_reason =
+                    buttons::decode(&id, None).is_some_and(|(_, a)| buttons::needs_reason(&a));
                 if wants_reason {
                     return Some(reason_modal(&id));
                 }
@@ -174,8 +221,17 @@ impl Discord {
         Some(answer)
     }
 
-    async fn click(&self, actor: &Actor, id: String, reason: Option<String>, key: Option<String>) -> Value {
-        let reply = self.engine.handle(actor, Request::Click { id, reason }, key.as_deref()).await;
+    async fn click(
+        &self,
+        actor: &Actor,
+        id: String,
+        reason: Option<String>,
+        key: Option<String>,
+    ) -> Value {
+        let reply = self
+            .engine
+            .handle(actor, Request::Click { id, reason }, key.as_deref())
+            .await;
         if reply.refused {
             message(&reply.text, None, self)
         } else {
@@ -214,10 +270,19 @@ mod tests {
             {"type": 3, "name": "service", "value": "api"},
             {"type": 3, "name": "version", "value": "v1"},
             {"type": 3, "name": "runbook", "value": "quickstart"}]}]});
-        assert_eq!(command_text(&data).unwrap(), "start api v1 --runbook=quickstart");
+        assert_eq!(
+            command_text(&data).unwrap(),
+            "start api v1 --runbook=quickstart"
+        );
         let data = json!({"name": "deploy", "options": [{"type": 1, "name": "abort", "options": [
             {"type": 4, "name": "run", "value": 2}, {"type": 3, "name": "reason", "value": "bad build"}]}]});
-        assert_eq!(command::parse(&command_text(&data).unwrap()), Ok(command::Command::Abort { run: 2, reason: "bad build".into() }));
+        assert_eq!(
+            command::parse(&command_text(&data).unwrap()),
+            Ok(command::Command::Abort {
+                run: 2,
+                reason: "bad build".into()
+            })
+        );
         let data = json!({"name": "deploy", "options": [{"type": 1, "name": "list"}]});
         assert_eq!(command_text(&data).unwrap(), "list");
     }

@@ -52,7 +52,9 @@ impl DiscordSettings {
             return Ok(None);
         }
         match url.strip_suffix("/api/v10") {
-            Some(base) if base.starts_with("http://") || base.starts_with("https://") => Ok(Some(base.to_string())),
+            Some(base) if base.starts_with("http://") || base.starts_with("https://") => {
+                Ok(Some(base.to_string()))
+            }
             _ => bail!("DISCORD_API_URL must look like http(s)://HOST/api/v10 (got {url})"),
         }
     }
@@ -69,17 +71,30 @@ pub struct Discord {
 }
 
 impl Discord {
-    pub fn new(engine: Engine, settings: DiscordSettings, wake: Arc<Notify>) -> Result<Arc<Discord>> {
+    pub fn new(
+        engine: Engine,
+        settings: DiscordSettings,
+        wake: Arc<Notify>,
+    ) -> Result<Arc<Discord>> {
         let verifier = match &settings.public_key {
             Some(hex) => {
                 let bytes: [u8; 32] = crate::hex::decode(hex)
                     .and_then(|b| b.try_into().ok())
                     .context("DISCORD_PUBLIC_KEY must be 64 hex characters")?;
-                Some(Verifier::try_new(bytes).map_err(|_| anyhow::anyhow!("DISCORD_PUBLIC_KEY is not an Ed25519 key"))?)
+                Some(
+                    Verifier::try_new(bytes)
+                        .map_err(|_| anyhow::anyhow!("DISCORD_PUBLIC_KEY is not an Ed25519 key"))?,
+                )
             }
             None => None,
         };
         let rest = rest::Rest::new(&settings)?;
-        Ok(Arc::new(Discord { engine, settings, verifier, rest, wake }))
+        Ok(Arc::new(Discord {
+            engine,
+            settings,
+            verifier,
+            rest,
+            wake,
+        }))
     }
 }

@@ -81,11 +81,19 @@ pub fn render(card: &Card, dir: &Directory) -> Vec<Value> {
     let mentions: Vec<String> = card
         .mentions
         .iter()
-        .filter_map(|p| dir.person(p).and_then(|p| p.discord.as_deref()).map(|id| format!("<@{id}>")))
+        .filter_map(|p| {
+            dir.person(p)
+                .and_then(|p| p.discord.as_deref())
+                .map(|id| format!("<@{id}>"))
+        })
         .collect();
     (0..parts)
         .map(|i| {
-            let title = if i == 0 { card.title.clone() } else { format!("{} (continued)", card.title) };
+            let title = if i == 0 {
+                card.title.clone()
+            } else {
+                format!("{} (continued)", card.title)
+            };
             let mut embed = json!({ "title": clip(&title, MAX_TITLE) });
             if let Some(d) = descriptions.get(i) {
                 embed["description"] = json!(d);
@@ -97,9 +105,17 @@ pub fn render(card: &Card, dir: &Directory) -> Vec<Value> {
             }
             let rows: Vec<Value> = button_parts
                 .get(i)
-                .map(|b| b.chunks(BUTTONS_PER_ROW).map(|row| json!({"type": 1, "components": row})).collect())
+                .map(|b| {
+                    b.chunks(BUTTONS_PER_ROW)
+                        .map(|row| json!({"type": 1, "components": row}))
+                        .collect()
+                })
                 .unwrap_or_default();
-            let content = if i == 0 && !mentions.is_empty() { clip(&mentions.join(" "), MAX_CONTENT) } else { String::new() };
+            let content = if i == 0 && !mentions.is_empty() {
+                clip(&mentions.join(" "), MAX_CONTENT)
+            } else {
+                String::new()
+            };
             json!({
                 "content": content,
                 "embeds": [embed],
@@ -117,9 +133,19 @@ mod tests {
 
     #[test]
     fn a_huge_card_splits_within_every_limit() {
-        let mut card = Card::new("t".repeat(400)).section(Some("Checklist"), (0..300).map(|i| format!("item {i} {}", "y".repeat(100))).collect());
+        let mut card = Card::new("t".repeat(400)).section(
+            Some("Checklist"),
+            (0..300)
+                .map(|i| format!("item {i} {}", "y".repeat(100)))
+                .collect(),
+        );
         card.buttons = (0..60)
-            .map(|i| Button { id: format!("checklist.done:1:p:i{i}"), label: "z".repeat(120), style: ButtonStyle::Primary, needs_reason: false })
+            .map(|i| Button {
+                id: format!("checklist.done:1:p:i{i}"),
+                label: "z".repeat(120),
+                style: ButtonStyle::Primary,
+                needs_reason: false,
+            })
             .collect();
         card.footer = Some("f".repeat(3000));
         let parts = render(&card, &Directory::default());
@@ -127,10 +153,20 @@ mod tests {
         let mut buttons = 0;
         for p in &parts {
             let embed = &p["embeds"][0];
-            let total: usize = ["title", "description"].iter().map(|k| embed[k].as_str().map_or(0, |s| s.chars().count())).sum::<usize>()
-                + embed["footer"]["text"].as_str().map_or(0, |s| s.chars().count());
+            let total: usize = ["title", "description"]
+                .iter()
+                .map(|k| embed[k].as_str().map_or(0, |s| s.chars().count()))
+                .sum::<usize>()
+                + embed["footer"]["text"]
+                    .as_str()
+                    .map_or(0, |s| s.chars().count());
             assert!(total <= 6000 && embed["title"].as_str().unwrap().chars().count() <= MAX_TITLE);
-            assert!(embed["description"].as_str().map_or(0, |s| s.chars().count()) <= 4096);
+            assert!(
+                embed["description"]
+                    .as_str()
+                    .map_or(0, |s| s.chars().count())
+                    <= 4096
+            );
             let rows = p["components"].as_array().unwrap();
             assert!(rows.len() <= 5);
             for row in rows {

@@ -43,12 +43,25 @@ impl Rest {
     }
 
     /// Send one request; the JSON answer, or why not.
-    pub async fn send(&self, route: Route<'_>, method: LightMethod, body: Option<&Value>) -> Result<Value, Failure> {
+    pub async fn send(
+        &self,
+        route: Route<'_>,
+        method: LightMethod,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
         let bucket = route.path().into_owned();
-        if let Some(open) = self.buckets.lock().unwrap_or_else(|e| e.into_inner()).get(&bucket) {
+        if let Some(open) = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&bucket)
+        {
             let now = Instant::now();
             if *open > now {
-                return Err(Failure::Retry { after: Some(*open - now), reason: "rate-limit bucket exhausted".into() });
+                return Err(Failure::Retry {
+                    after: Some(*open - now),
+                    reason: "rate-limit bucket exhausted".into(),
+                });
             }
         }
         let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
@@ -58,31 +71,52 @@ impl Rest {
             .map_err(|e| Failure::Permanent(format!("cannot build the request: {e}")))?;
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Err(Failure::retry(format!("no answer within {CALL_TIMEOUT:?}"))),
+            Err(e) if e.is_timeout() => {
+                return Err(Failure::retry(format!("no answer within {CALL_TIMEOUT:?}")))
+            }
             Err(e) => return Err(Failure::retry(format!("connection: {}", e.without_url()))),
         };
         let status = response.status();
         let headers = response.headers().clone();
-        if headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()) == Some("0") {
+        if headers
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            == Some("0")
+        {
             if let Some(reset) = header_secs(&headers, "x-ratelimit-reset-after") {
-                self.buckets.lock().unwrap_or_else(|e| e.into_inner()).insert(bucket, Instant::now() + reset);
+                self.buckets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(bucket, Instant::now() + reset);
             }
         }
         let text = response.text().await.unwrap_or_default();
         if status.is_success() {
-            return Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) });
+            return Ok(if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::Null)
+            });
         }
         if status.as_u16() == 429 {
             let body_after = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v["retry_after"].as_f64())
                 .map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)));
-            let after = header_secs(&headers, "retry-after").or(body_after).unwrap_or(Duration::from_secs(1));
-            return Err(Failure::Retry { after: Some(after), reason: "rate limited (429)".into() });
+            let after = header_secs(&headers, "retry-after")
+                .or(body_after)
+                .unwrap_or(Duration::from_secs(1));
+            return Err(Failure::Retry {
+                after: Some(after),
+                reason: "rate limited (429)".into(),
+            });
         }
         if status.is_server_error() || status.as_u16() == 408 {
             return Err(Failure::retry(format!("HTTP {status}")));
         }
-        Err(Failure::Permanent(format!("HTTP {status}: {}", crate::slack::blocks::clip(&text, 300))))
+        Err(Failure::Permanent(format!(
+            "HTTP {status}: {}",
+            crate::slack::blocks::clip(&text, 300)
+        )))
     }
 }

@@ -277,3 +277,6 @@ impl Drop for ServeProcess {
         self.kill();
     }
 }
+
+/// A request a signature test sends: what it is, its body, its headers.
+pub type SignedCase<'a> = (&'a str, String, Vec<(&'a str, String)>);

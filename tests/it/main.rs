@@ -4,6 +4,8 @@
 //! `TEST_DATABASE_URL` is set (CI sets it and fails if it is unreachable).
 
 mod check_config;
+mod discord;
+mod fake_discord;
 mod fake_slack;
 mod helpers;
 mod restart;

@@ -642,8 +642,7 @@ async fn badly_signed_requests_get_401_and_change_nothing() {
     let stale = (now_secs() - 301).to_string();
     // Slack's published worked example: a genuine signature, five years old.
     let example_body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
-    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<crate::helpers::SignedCase> = vec![
         (
             "worked example replayed",
             example_body.to_string(),
