@@ -6,6 +6,7 @@
 pub mod directory;
 pub mod duration;
 pub mod ids;
+pub mod monitor;
 pub mod oncall;
 pub mod run;
 pub mod runbook;
