@@ -97,9 +97,9 @@ fn rule_matches(rule: &SeverityRule, reading: &Reading) -> bool {
 pub fn judge(matrix: &[SeverityRule], readings: &[(String, Reading)]) -> Judgement {
     let mut reasons = Vec::new();
     let mut worst: Option<(Severity, Option<SeverityRule>)> = None;
-    let mut raise = |sev: Severity,
-                     rule: Option<SeverityRule>,
-                     worst: &mut Option<(Severity, Option<SeverityRule>)>| {
+    let raise = |sev: Severity,
+                 rule: Option<SeverityRule>,
+                 worst: &mut Option<(Severity, Option<SeverityRule>)>| {
         if worst.as_ref().is_none_or(|(w, _)| sev > *w) {
             *worst = Some((sev, rule));
         }
