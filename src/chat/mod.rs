@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{PersonId, Platform};
 
+/// Cut `text` to at most `max` characters, marking the cut with `…`.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
 /// A message as the engine means it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Card {

@@ -11,10 +11,10 @@ use serenity::http::{LightMethod, Route};
 use serenity::model::id::{ChannelId, MessageId};
 
 use super::{render, Discord};
+use crate::chat::clip;
 use crate::chat::Destination;
 use crate::delivery::{Deliver, Failure};
 use crate::domain::Platform;
-use crate::slack::blocks::clip;
 use crate::store::ClaimedMessage;
 
 /// Discord's "a thread has already been created for this message".

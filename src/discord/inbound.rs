@@ -136,7 +136,7 @@ pub fn command_text(data: &Value) -> Option<String> {
 
 fn message(content: &str, reply: Option<&Reply>, discord: &Discord) -> Value {
     let mut data = json!({
-        "content": crate::slack::blocks::clip(content, MAX_CONTENT),
+        "content": crate::chat::clip(content, MAX_CONTENT),
         "flags": EPHEMERAL,
         "allowed_mentions": {"parse": []},
     });

@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use serenity::interactions_endpoint::Verifier;
 use tokio::sync::Notify;
 
+use crate::config::Secret;
 use crate::engine::Engine;
-use crate::slack::Secret;
 
 /// Discord's API unless `DISCORD_API_URL` says otherwise.
 pub const DEFAULT_API_URL: &str = "https://discord.com/api/v10";

@@ -6,9 +6,9 @@
 
 use serde_json::{json, Value};
 
+use crate::chat::clip;
 use crate::chat::{ButtonStyle, Card};
 use crate::domain::Directory;
-use crate::slack::blocks::clip;
 
 pub const MAX_CONTENT: usize = 2000;
 pub const MAX_TITLE: usize = 256;

@@ -116,7 +116,7 @@ impl Rest {
         }
         Err(Failure::Permanent(format!(
             "HTTP {status}: {}",
-            crate::slack::blocks::clip(&text, 300)
+            crate::chat::clip(&text, 300)
         )))
     }
 }

@@ -28,12 +28,7 @@ pub fn run_label(run: &Run) -> String {
 const MAX_LABEL_TEXT: usize = 40;
 
 fn short(text: &str) -> String {
-    if text.chars().count() <= MAX_LABEL_TEXT {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(MAX_LABEL_TEXT - 1).collect();
-        format!("{}…", cut.trim_end())
-    }
+    crate::chat::clip(text, MAX_LABEL_TEXT)
 }
 
 fn button(run: &Run, action: Action, label: String, style: ButtonStyle) -> Button {

@@ -6,6 +6,7 @@
 
 use slack_morphism::prelude::*;
 
+pub use crate::chat::clip;
 use crate::chat::{ButtonStyle, Card};
 use crate::domain::Directory;
 
@@ -24,17 +25,6 @@ pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-/// Cut `text` to at most `max` characters, marking the cut.
-pub fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let mut cut: String = text.chars().take(max - 1).collect();
-        cut.push('…');
-        cut
-    }
 }
 
 fn mrkdwn(text: String) -> SlackBlockText {

@@ -9,7 +9,6 @@ pub mod inbound;
 pub mod socket;
 pub mod verify;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,30 +17,11 @@ use slack_morphism::hyper_tokio::SlackClientHyperHttpsConnector;
 use slack_morphism::prelude::*;
 use tokio::sync::Notify;
 
+pub use crate::config::Secret;
 use crate::engine::Engine;
 
 /// Slack's Web API unless `SLACK_API_URL` says otherwise.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
-
-/// A secret from the environment: usable, never printed.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Secret {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
 
 /// What the environment says about Slack.
 #[derive(Clone, Debug)]

@@ -751,7 +751,7 @@ async fn gateway_interactions_go_through_the_same_handler() {
     let db = sqlite_db();
     let (engine, _clock) = crate::helpers::engine(&db).await;
     let settings = tminus::discord::DiscordSettings {
-        token: tminus::slack::Secret::new("unused".into()),
+        token: tminus::config::Secret::new("unused".into()),
         public_key: None,
         application_id: None,
         api_url: tminus::discord::DEFAULT_API_URL.into(),
