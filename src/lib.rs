@@ -10,6 +10,7 @@
 //! - [`domain`]: runbooks, people, roles, rotations and the run state machine; pure.
 //! - [`engine`]: the one service every adapter calls: command in, committed state and effects out.
 //! - [`hex`]: hex for signatures and keys.
+//! - [`monitor`]: probes: HTTP health checks and Prometheus queries.
 //! - [`scheduler`]: durable timers claimed from the database and fired exactly once.
 //! - [`shell`]: the terminal adapter behind `tminus shell`.
 //! - [`store`]: SQLite and PostgreSQL: runs, audit log, outbox, timers.
@@ -23,6 +24,7 @@ pub mod discord;
 pub mod domain;
 pub mod engine;
 pub mod hex;
+pub mod monitor;
 pub mod scheduler;
 pub mod shell;
 pub mod slack;
