@@ -41,7 +41,8 @@ pub fn due_tick(
 }
 
 /// What one probe saw.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Reading {
     /// A ratio between 0 and 1.
     ErrorRate(f64),
@@ -70,6 +71,24 @@ pub enum Level {
     /// not confirmed healthy.
     Unknown,
     Severity(Severity),
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Unknown => "unknown",
+            Level::Severity(s) => s.as_str(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Level {
+        Severity::parse(s).map_or(Level::Unknown, Level::Severity)
+    }
+
+    /// High or critical: time to consider rolling back.
+    pub fn is_alarming(self) -> bool {
+        self >= Level::Severity(Severity::High)
+    }
 }
 
 /// How bad a tick is, and why, line by line.

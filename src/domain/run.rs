@@ -588,6 +588,20 @@ impl Run {
         }
     }
 
+    /// The monitoring window is over: a run still walking its regular phases
+    /// completes (one rolling back finishes its rollback as usual).
+    pub fn end_of_window(&mut self, now: DateTime<Utc>) -> Vec<Event> {
+        if self.status != RunStatus::Active {
+            return vec![];
+        }
+        self.finish(
+            RunStatus::Completed,
+            Some("monitoring window ended".into()),
+            now,
+        );
+        vec![Event::Completed]
+    }
+
     fn finish(&mut self, status: RunStatus, reason: Option<String>, now: DateTime<Utc>) {
         self.status = status;
         self.ended_at = Some(now);

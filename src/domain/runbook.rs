@@ -124,6 +124,15 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Severity> {
         match s {
             "low" => Some(Severity::Low),

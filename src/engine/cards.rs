@@ -280,3 +280,86 @@ pub fn reminder_card(
     }
     card.section(None, lines)
 }
+
+/// The run's monitoring card, edited in place at every tick: each reading,
+/// what changed since the last tick, the verdict and its advice.
+#[allow(clippy::too_many_arguments)]
+pub fn monitor_card(
+    run: &Run,
+    runbook: &Runbook,
+    judgement: &crate::domain::monitor::Judgement,
+    readings: &[(String, crate::domain::monitor::Reading)],
+    previous: &[(String, crate::domain::monitor::Reading)],
+    since_t0: chrono::Duration,
+    tick: usize,
+    total: usize,
+) -> Card {
+    use crate::domain::monitor::{describe, Reading};
+    let offset = crate::domain::Dur::from_millis(since_t0.num_milliseconds());
+    let mut card = Card::new(format!(
+        "{} · Monitoring T+{offset} (check {tick} of {total})",
+        run_label(run)
+    ));
+    let lines = readings
+        .iter()
+        .map(|(name, r)| {
+            let change = previous
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, p)| match (p, r) {
+                    (Reading::ErrorRate(a), Reading::ErrorRate(b))
+                    | (Reading::Latency(a), Reading::Latency(b))
+                        if a != b =>
+                    {
+                        Some(format!(
+                            " ({} from {})",
+                            if b > a { "▲" } else { "▼" },
+                            describe(p)
+                        ))
+                    }
+                    _ => None,
+                });
+            format!("{name}: {}{}", describe(r), change.unwrap_or_default())
+        })
+        .collect();
+    card = card.section(Some("Readings"), lines);
+    let mut verdict = vec![format!(
+        "Verdict: {}",
+        judgement.level.as_str().to_uppercase()
+    )];
+    if let Some(rule) = &judgement.rule {
+        verdict.push(format!("Action: {}", rule.action));
+    }
+    verdict.extend(judgement.reasons.iter().cloned());
+    if let Some(m) = &runbook.monitoring {
+        for rule in &m.matrix {
+            let mut bounds = Vec::new();
+            if let Some(r) = rule.error_rate_above {
+                bounds.push(format!("errors over {:.1}%", r * 100.0));
+            }
+            if let Some(l) = rule.latency_above {
+                bounds.push(format!("latency over {l}"));
+            }
+            if !bounds.is_empty() {
+                verdict.push(format!(
+                    "{}: {}",
+                    rule.severity.as_str(),
+                    bounds.join(" or ")
+                ));
+            }
+        }
+    }
+    card = card.section(Some("Verdict"), verdict);
+    if judgement.level.is_alarming()
+        && run.status == RunStatus::Active
+        && runbook.rollback.is_some()
+    {
+        card.buttons.push(button(
+            run,
+            Action::Rollback { reason: None },
+            "Roll back".into(),
+            ButtonStyle::Danger,
+        ));
+    }
+    card
+}

@@ -6,6 +6,7 @@
 
 pub mod cards;
 pub mod command;
+mod monitoring;
 pub mod report;
 
 use std::sync::Arc;
@@ -89,6 +90,7 @@ pub struct Engine {
     store: Store,
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
+    prober: crate::monitor::Prober,
 }
 
 const BOT: &str = "tminus";
@@ -99,6 +101,7 @@ impl Engine {
             store,
             config,
             clock,
+            prober: crate::monitor::Prober::new(),
         }
     }
 
@@ -332,11 +335,13 @@ impl Engine {
     /// The Markdown deployment log of a run.
     pub async fn report(&self, run: &Run) -> Result<String> {
         let audit = self.store.audit_for_run(run.id).await?;
+        let ticks = self.store.ticks_for_run(run.id).await?;
         Ok(report::markdown(
             run,
             self.runbook(run)?,
             &self.config.directory,
             &audit,
+            &ticks,
         ))
     }
 
@@ -579,6 +584,12 @@ impl Engine {
             summary.push(detail);
         }
 
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::ProductionDeployed))
+        {
+            self.schedule_first_tick(tx, run, runbook).await?;
+        }
         // The card of the phase acted on, edited in place.
         if let Some(phase) = runbook.phase(&before.phase) {
             let card = cards::phase_card(run, runbook, phase, dir);
@@ -617,7 +628,8 @@ impl Engine {
         if !run.status.is_open() {
             // The report reads the audit log written above, in this transaction.
             let audit = tx.audit_for_run(run.id).await?;
-            let md = report::markdown(run, runbook, dir, &audit);
+            let ticks = tx.ticks_for_run(run.id).await?;
+            let md = report::markdown(run, runbook, dir, &audit, &ticks);
             let card = Card::new(format!("Deployment report — {}", cards::run_label(run)))
                 .section(None, md.lines().map(str::to_string).collect());
             self.send_thread(tx, run, Some(format!("run:{}:report", run.id)), card, now)
@@ -708,6 +720,9 @@ impl Engine {
     /// same transaction as its effects, and a timer already fired does nothing.
     #[instrument(skip_all, fields(timer_id = timer.id))]
     pub async fn fire(&self, timer: &Timer) -> Result<()> {
+        if let TimerKind::MonitorTick { run, at } = &timer.kind {
+            return self.monitor_tick(timer.id, *run, *at).await;
+        }
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         if !tx.mark_fired(timer.id, now).await? {
@@ -719,6 +734,7 @@ impl Engine {
                     self.remind(&mut tx, &run, phase, *seq, now).await?;
                 }
             }
+            TimerKind::MonitorTick { .. } => unreachable!("handled above"),
         }
         tx.commit().await
     }

@@ -4,8 +4,9 @@
 
 use std::fmt::Write;
 
+use crate::domain::monitor::{describe, Reading};
 use crate::domain::{Directory, ItemState, Run, RunStatus, Runbook, Verdict};
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, TickRecord};
 
 fn when(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
@@ -16,7 +17,13 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-pub fn markdown(run: &Run, runbook: &Runbook, dir: &Directory, audit: &[AuditEntry]) -> String {
+pub fn markdown(
+    run: &Run,
+    runbook: &Runbook,
+    dir: &Directory,
+    audit: &[AuditEntry],
+    ticks: &[TickRecord],
+) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -110,6 +117,29 @@ pub fn markdown(run: &Run, runbook: &Runbook, dir: &Directory, audit: &[AuditEnt
                     when(s.at)
                 );
             }
+        }
+    }
+
+    if !ticks.is_empty() {
+        let _ = writeln!(md);
+        let _ = writeln!(md, "## Monitoring");
+        let _ = writeln!(md);
+        let _ = writeln!(md, "| When | Verdict | Readings |");
+        let _ = writeln!(md, "| --- | --- | --- |");
+        for t in ticks {
+            let readings: Vec<(String, Reading)> =
+                serde_json::from_str(&t.readings).unwrap_or_default();
+            let text: Vec<String> = readings
+                .iter()
+                .map(|(n, r)| format!("{n}: {}", describe(r)))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} |",
+                when(t.tick_at),
+                t.level,
+                cell(&text.join("; "))
+            );
         }
     }
 

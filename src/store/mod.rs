@@ -9,6 +9,7 @@
 //! with `BEGIN IMMEDIATE`, which takes the database's single write lock.
 
 mod audit;
+mod monitor;
 mod queue;
 mod runs;
 
@@ -20,6 +21,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use audit::AuditEntry;
+pub use monitor::TickRecord;
 pub use queue::{ClaimedMessage, Timer, TimerKind};
 
 /// Which SQL dialect the database speaks, for the few statements that differ.
@@ -157,7 +159,7 @@ impl Tx {
     }
 }
 
-pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 

@@ -21,18 +21,23 @@ use crate::domain::{Platform, RunId};
 pub enum TimerKind {
     /// Remind the thread that a phase is still waiting on sign-offs.
     SignoffReminder { run: RunId, phase: String, seq: u32 },
+    /// Probe and judge one tick of a run's monitoring window (epoch ms).
+    MonitorTick { run: RunId, at: i64 },
 }
 
 impl TimerKind {
     fn name(&self) -> &'static str {
         match self {
             TimerKind::SignoffReminder { .. } => "signoff_reminder",
+            TimerKind::MonitorTick { .. } => "monitor_tick",
         }
     }
 
     fn run(&self) -> Option<RunId> {
         match self {
-            TimerKind::SignoffReminder { run, .. } => Some(*run),
+            TimerKind::SignoffReminder { run, .. } | TimerKind::MonitorTick { run, .. } => {
+                Some(*run)
+            }
         }
     }
 
@@ -42,6 +47,7 @@ impl TimerKind {
             TimerKind::SignoffReminder { run, phase, seq } => {
                 format!("reminder:{run}:{phase}:{seq}")
             }
+            TimerKind::MonitorTick { run, at } => format!("monitor:{run}:{at}"),
         }
     }
 }

@@ -1,0 +1,246 @@
+//! Monitoring a run after its production deploy: each tick of the runbook's
+//! window runs the probes, judges the readings, records the tick once,
+//! edits the run's monitoring card in place and speaks up in the thread only
+//! when the verdict gets worse or recovers. A critical verdict opens an
+//! incident in the incidents channel; the end of the window completes the
+//! run. Probes run before the tick's transaction, so a slow probe never
+//! holds a lock; the transaction then marks the timer fired and records the
+//! tick, which is what makes a tick count once across retries and restarts.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use tracing::info;
+
+use super::{cards, Actor, Engine, BOT};
+use crate::chat::{Card, Destination};
+use crate::domain::monitor::{due_tick, judge, tick_offsets, Level, Reading};
+use crate::domain::runbook::Severity;
+use crate::domain::{PersonId, Run, RunId, Runbook};
+use crate::store::{ms, TimerKind, Tx};
+
+type Readings = Vec<(String, Reading)>;
+
+impl Engine {
+    /// After the production deploy: schedule the window's first tick.
+    pub(super) async fn schedule_first_tick(
+        &self,
+        tx: &mut Tx,
+        run: &Run,
+        runbook: &Runbook,
+    ) -> Result<()> {
+        let (Some(monitoring), Some(t0)) = (&runbook.monitoring, run.t0) else {
+            return Ok(());
+        };
+        if let (_, Some(first)) = due_tick(monitoring, t0, t0) {
+            tx.schedule(
+                &TimerKind::MonitorTick {
+                    run: run.id,
+                    at: ms(first),
+                },
+                first,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Fire one tick of a run's window.
+    pub(super) async fn monitor_tick(&self, timer_id: i64, run_id: RunId, at: i64) -> Result<()> {
+        let now = self.clock.now();
+        // Probe first, outside any transaction.
+        let plan = match self.store.run(run_id).await? {
+            Some(run) if run.status.is_open() => {
+                let runbook = self.runbook(&run)?;
+                match (&runbook.monitoring, run.t0) {
+                    (Some(m), Some(t0))
+                        if tick_offsets(m).iter().any(|d| ms(t0 + d.to_chrono()) == at) =>
+                    {
+                        Some(self.prober.run_all(&m.probes).await)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let mut tx = self.store.begin().await?;
+        if !tx.mark_fired(timer_id, now).await? {
+            return Ok(());
+        }
+        let (Some(readings), Some(run)) = (plan, tx.lock_run(run_id).await?) else {
+            // The run closed or its production deploy was undone: the window is over.
+            return tx.commit().await;
+        };
+        self.record(&mut tx, run, readings, now).await?;
+        tx.commit().await
+    }
+
+    async fn record(
+        &self,
+        tx: &mut Tx,
+        mut run: Run,
+        readings: Readings,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let runbook = self.runbook(&run)?.clone();
+        let (Some(monitoring), Some(t0)) = (&runbook.monitoring, run.t0) else {
+            return Ok(());
+        };
+        let (Some(tick), next) = due_tick(monitoring, t0, now) else {
+            return Ok(());
+        };
+        let judgement = judge(&monitoring.matrix, &readings);
+        let history = tx.ticks_for_run(run.id).await?;
+        let previous = history.last().cloned();
+        if !tx
+            .record_tick(
+                run.id,
+                tick,
+                judgement.level.as_str(),
+                &serde_json::to_string(&readings)?,
+                now,
+            )
+            .await?
+        {
+            return Ok(());
+        }
+        info!(run_id = %run.id, level = judgement.level.as_str(), "monitoring tick");
+        let previous_readings: Readings = previous
+            .as_ref()
+            .and_then(|p| serde_json::from_str(&p.readings).ok())
+            .unwrap_or_default();
+        let total = tick_offsets(monitoring).len();
+        let card = cards::monitor_card(
+            &run,
+            &runbook,
+            &judgement,
+            &readings,
+            &previous_readings,
+            tick - t0,
+            history.len() + 1,
+            total,
+        );
+        self.send_thread(tx, &run, Some(format!("run:{}:monitor", run.id)), card, now)
+            .await?;
+
+        let before = previous.as_ref().map(|p| Level::parse(&p.level));
+        let level = judgement.level;
+        let notice = match before {
+            Some(b) if level > b && level > Level::Severity(Severity::Low) => Some(format!(
+                "⚠️ Monitoring: the verdict worsened from {} to {}. {}",
+                b.as_str(),
+                level.as_str(),
+                judgement.reasons.join("; ")
+            )),
+            Some(b) if b.is_alarming() && !level.is_alarming() => Some(format!(
+                "✅ Monitoring: recovered, from {} to {}.",
+                b.as_str(),
+                level.as_str()
+            )),
+            None if level.is_alarming() => Some(format!(
+                "⚠️ Monitoring: {} at the first look. {}",
+                level.as_str(),
+                judgement.reasons.join("; ")
+            )),
+            _ => None,
+        };
+        if let Some(text) = notice {
+            let mut card = cards::notice(text);
+            card.mentions.push(run.started_by.clone());
+            self.send_thread(tx, &run, None, card, now).await?;
+        }
+        let timer_actor = Actor {
+            platform: run.platform,
+            user: BOT.into(),
+            channel: "timer".into(),
+        };
+        if level == Level::Severity(Severity::Critical) && tx.open_incident(run.id).await?.is_none()
+        {
+            let summary = format!(
+                "{} {} (deployment #{}): critical — {}",
+                run.service,
+                run.version,
+                run.number,
+                judgement.reasons.join("; ")
+            );
+            let id = tx
+                .insert_incident(run.id, "critical", &summary, BOT, now)
+                .await?;
+            let action = judgement
+                .rule
+                .as_ref()
+                .map_or("roll back", |r| r.action.as_str());
+            if let Some(channels) = self.config.channels_for(run.platform) {
+                let card = Card::new(format!("🚨 Incident #{id}: {summary}")).section(
+                    None,
+                    vec![
+                        format!("Advice: {action}"),
+                        format!("Deployment thread: #{} in {}", run.number, run.channel),
+                    ],
+                );
+                let msg = crate::chat::Outgoing {
+                    platform: run.platform,
+                    to: Destination::Channel {
+                        channel: channels.incidents.clone(),
+                    },
+                    key: Some(format!("incident:{id}")),
+                    card,
+                };
+                tx.enqueue(Some(run.id), &msg, now).await?;
+            }
+            let notice = cards::notice(format!(
+                "🚨 Critical verdict: incident #{id} opened. {action}."
+            ));
+            self.send_thread(tx, &run, None, notice, now).await?;
+            tx.audit(&self.audit_entry(&run, BOT, &timer_actor, "incident.opened", summary, now))
+                .await?;
+        }
+        tx.audit(&self.audit_entry(
+            &run,
+            BOT,
+            &timer_actor,
+            "monitor.tick",
+            format!(
+                "T+{} verdict {}: {}",
+                crate::domain::Dur::from_millis((tick - t0).num_milliseconds()),
+                level.as_str(),
+                judgement.reasons.join("; ")
+            ),
+            now,
+        ))
+        .await?;
+
+        match next {
+            Some(next) => {
+                tx.schedule(
+                    &TimerKind::MonitorTick {
+                        run: run.id,
+                        at: ms(next),
+                    },
+                    next,
+                )
+                .await
+            }
+            None => {
+                let before = run.clone();
+                let events = run.end_of_window(now);
+                if events.is_empty() {
+                    return Ok(());
+                }
+                tx.save_run(&before, &run).await?;
+                let who = PersonId::new(BOT);
+                self.announce(
+                    tx,
+                    &before,
+                    &run,
+                    &runbook,
+                    &who,
+                    &timer_actor,
+                    &events,
+                    now,
+                )
+                .await?;
+                Ok(())
+            }
+        }
+    }
+}
