@@ -8,6 +8,7 @@ mod discord;
 mod fake_discord;
 mod fake_slack;
 mod helpers;
+mod monitoring;
 mod restart;
 mod serve;
 mod shell;

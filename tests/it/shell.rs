@@ -10,7 +10,7 @@ use tminus::domain::{Dur, PersonId, Phase, RoleId, Runbook};
 use crate::helpers::{config, sqlite_db, ShellSession};
 
 /// The person who starts the deployments.
-const STARTER: &str = "alice";
+pub(crate) const STARTER: &str = "alice";
 
 /// Someone not in `role`.
 fn outsider(config: &Config, role: &RoleId) -> PersonId {
@@ -35,7 +35,7 @@ fn advance_label(runbook: &Runbook, phase: &Phase) -> &'static str {
 
 /// Tick every item of the current phase (one optional item marked not
 /// applicable), gather its sign-offs from the role members, and advance.
-fn walk_phase(
+pub(crate) fn walk_phase(
     s: &mut ShellSession,
     config: &Config,
     runbook: &Runbook,
