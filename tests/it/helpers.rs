@@ -115,9 +115,14 @@ pub struct ShellSession {
 
 impl ShellSession {
     pub fn start(db_url: &str, as_person: &str) -> ShellSession {
+        ShellSession::start_with(db_url, as_person, &bot_config())
+    }
+
+    /// With another configuration directory.
+    pub fn start_with(db_url: &str, as_person: &str, config_dir: &Path) -> ShellSession {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tminus"))
             .args(["shell", "--config"])
-            .arg(bot_config())
+            .arg(config_dir)
             .args(["--db", db_url, "--as", as_person])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

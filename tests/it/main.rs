@@ -9,6 +9,7 @@ mod fake_discord;
 mod fake_slack;
 mod helpers;
 mod monitoring;
+mod prometheus;
 mod restart;
 mod serve;
 mod shell;
