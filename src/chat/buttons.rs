@@ -24,6 +24,7 @@ pub fn encode(run: RunId, action: &Action) -> String {
         Action::Advance { phase } => format!("phase.advance:{run}:{phase}"),
         Action::Abort { .. } => format!("deploy.abort:{run}"),
         Action::Rollback { .. } => format!("deploy.rollback:{run}"),
+        Action::FixForward { .. } => format!("deploy.fixforward:{run}"),
     }
 }
 
@@ -60,6 +61,7 @@ pub fn decode(id: &str, reason: Option<String>) -> Option<(RunId, Action)> {
         ("phase.advance", 2) => Action::Advance { phase: s(1)? },
         ("deploy.abort", 1) => Action::Abort { reason },
         ("deploy.rollback", 1) => Action::Rollback { reason },
+        ("deploy.fixforward", 1) => Action::FixForward { reason },
         _ => return None,
     };
     Some((run, action))
@@ -124,7 +126,8 @@ mod tests {
                 Action::ItemNotApplicable { reason, .. }
                 | Action::Reject { reason, .. }
                 | Action::Abort { reason }
-                | Action::Rollback { reason } => reason.clone(),
+                | Action::Rollback { reason }
+                | Action::FixForward { reason } => reason.clone(),
                 _ => None,
             };
             assert_eq!(decode(&id, reason), Some((RunId(42), action)), "{id}");

@@ -158,6 +158,10 @@ pub enum Action {
     Rollback {
         reason: Option<String>,
     },
+    /// Decide to fix a troubled release forward instead of rolling it back.
+    FixForward {
+        reason: Option<String>,
+    },
 }
 
 /// What changed, in the order it happened.
@@ -198,6 +202,9 @@ pub enum Event {
         from: String,
         reason: String,
     },
+    FixForwardChosen {
+        reason: String,
+    },
     RolledBack,
 }
 
@@ -215,6 +222,7 @@ impl Event {
             Event::Completed => "run.completed",
             Event::Aborted { .. } => "run.aborted",
             Event::RollbackStarted { .. } => "run.rollback_started",
+            Event::FixForwardChosen { .. } => "run.fix_forward",
             Event::RolledBack => "run.rolled_back",
         }
     }
@@ -564,6 +572,21 @@ impl Run {
                 let reason = require_reason(reason, "aborting a deployment")?;
                 self.finish(RunStatus::Aborted, Some(reason.clone()), now);
                 Ok(vec![Event::Aborted { reason }])
+            }
+            Action::FixForward { reason } => {
+                // The same people who may roll back decide not to.
+                let roles = runbook
+                    .rollback
+                    .as_ref()
+                    .map_or(&runbook.abort_roles, |r| &r.roles);
+                if !roles.iter().any(|r| dir.is_member(actor, r)) {
+                    return Err(Refusal::NotAllowed {
+                        action: "choose to fix forward",
+                        allowed: role_list(dir, roles),
+                    });
+                }
+                let reason = require_reason(reason, "fixing forward")?;
+                Ok(vec![Event::FixForwardChosen { reason }])
             }
             Action::Rollback { reason } => {
                 let Some(rollback) = &runbook.rollback else {

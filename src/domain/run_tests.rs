@@ -2120,3 +2120,46 @@ fn not_applicable_on_an_optional_production_deploy_does_not_set_t0() {
     );
     assert_eq!(h.run.t0, None);
 }
+
+#[test]
+fn fixing_forward_is_for_the_rollback_roles_and_needs_a_reason() {
+    let mut h = H::started_by("alice");
+    h.reach_prod();
+    assert!(matches!(
+        h.refused(
+            "erin",
+            Action::FixForward {
+                reason: Some("patch".into())
+            }
+        ),
+        Refusal::NotAllowed {
+            action: "choose to fix forward",
+            ..
+        }
+    ));
+    assert_eq!(
+        h.refused(
+            "dan",
+            Action::FixForward {
+                reason: Some("  ".into())
+            }
+        ),
+        Refusal::ReasonRequired("fixing forward")
+    );
+    let before = h.run.clone();
+    assert_eq!(
+        h.ok(
+            "dan",
+            Action::FixForward {
+                reason: Some("patch ready".into())
+            }
+        ),
+        vec![Event::FixForwardChosen {
+            reason: "patch ready".into()
+        }]
+    );
+    assert_eq!(
+        h.run, before,
+        "the decision is recorded, the run goes on as it was"
+    );
+}

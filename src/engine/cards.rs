@@ -360,6 +360,76 @@ pub fn monitor_card(
             "Roll back".into(),
             ButtonStyle::Danger,
         ));
+        if judgement.level
+            < crate::domain::monitor::Level::Severity(crate::domain::runbook::Severity::Critical)
+        {
+            card.buttons.push(button(
+                run,
+                Action::FixForward { reason: None },
+                "Fix forward".into(),
+                ButtonStyle::Default,
+            ));
+        }
     }
     card
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::monitor::{judge, Reading};
+
+    #[test]
+    fn the_monitoring_card_offers_the_seed_actions_by_severity() {
+        let config = crate::config::Config::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bot-config"),
+        )
+        .unwrap();
+        let runbook = &config.runbooks["web-service"];
+        let matrix = &runbook.monitoring.as_ref().unwrap().matrix;
+        let now: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
+        let mut run = Run::start(
+            runbook,
+            crate::domain::Platform::Shell,
+            "#d",
+            "api",
+            "v1",
+            "prod",
+            &crate::domain::PersonId::new("alice"),
+            now,
+        );
+        run.t0 = Some(now);
+        let card_for = |rate: f64| {
+            let readings = vec![("errors".to_string(), Reading::ErrorRate(rate))];
+            let j = judge(matrix, &readings);
+            let previous = vec![("errors".to_string(), Reading::ErrorRate(0.001))];
+            monitor_card(
+                &run,
+                runbook,
+                &j,
+                &readings,
+                &previous,
+                chrono::Duration::minutes(5),
+                1,
+                53,
+            )
+        };
+        let labels = |c: &Card| {
+            c.buttons
+                .iter()
+                .map(|b| b.label.clone())
+                .collect::<Vec<_>>()
+        };
+        let critical = card_for(0.08);
+        assert_eq!(labels(&critical), vec!["Roll back"]);
+        assert!(
+            critical.plain_text().contains("errors: 8.0% (▲ from 0.1%)"),
+            "{}",
+            critical.plain_text()
+        );
+        assert!(critical.plain_text().contains("Verdict: CRITICAL"));
+        assert_eq!(labels(&card_for(0.03)), vec!["Roll back", "Fix forward"]);
+        assert!(card_for(0.001).buttons.is_empty());
+        assert!(critical.buttons.iter().all(|b| b.id.starts_with("deploy.")));
+    }
 }

@@ -567,6 +567,12 @@ impl Engine {
                     ));
                     format!("{name} started a rollback: {reason}")
                 }
+                Event::FixForwardChosen { reason } => {
+                    let text =
+                        format!("🔧 {name} chose to fix forward instead of rolling back: {reason}");
+                    notices.push(text.clone());
+                    text
+                }
                 Event::RolledBack => {
                     notices.push(format!("⏪ Deployment #{} rolled back.", run.number));
                     format!("{name} finished the rollback")
