@@ -380,72 +380,10 @@ async fn whole_run(db: TestDb) {
         "a refusal leaves the card as it was"
     );
 
-    press(
-        &env,
-        &thread,
-        "alice",
-        "Done: Tell #deployments",
-        "✅ Tell #deployments",
-    )
-    .await;
-    press(
-        &env,
-        &thread,
-        "alice",
-        "Done: Ship the release",
-        "Production deploy done — T0 is",
-    )
-    .await;
-    press(
-        &env,
-        &thread,
-        "alice",
-        "Done: Open the app",
-        "✅ Open the app",
-    )
-    .await;
-    press(
-        &env,
-        &thread,
-        "chen",
-        "Sign off as QA",
-        "QA: 1 of 1 — ✅ Chen Wei",
-    )
-    .await;
-    // Emeka is the same person on Slack and Discord: one key, one role membership.
-    press(
-        &env,
-        &thread,
-        "emeka",
-        "Sign off as DevOps",
-        "DevOps: 1 of 1 — ✅ Emeka Eze",
-    )
-    .await;
-    press(
-        &env,
-        &thread,
-        "alice",
-        "Advance to",
-        "Phase 3 of 3: Watch and wrap up",
-    )
-    .await;
-    press(&env, &thread, "alice", "Done: Error rate", "✅ Error rate").await;
-    press(
-        &env,
-        &thread,
-        "alice",
-        "Done: Tell the team",
-        "✅ Tell the team",
-    )
-    .await;
-    press(
-        &env,
-        &thread,
-        "alice",
-        "Complete deployment",
-        "Deployment #1 completed",
-    )
-    .await;
+    // The rest of the quickstart run, the same on every platform.
+    for (who, label, expect) in crate::helpers::QUICKSTART_FINISH {
+        press(&env, &thread, who, label, expect).await;
+    }
     let calls = env
         .fake
         .wait_for("the report", |c| {

@@ -8,7 +8,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -132,25 +131,15 @@ impl FakeDiscord {
         self.state.lock().unwrap().bad_token
     }
 
+    /// Wait (up to 15 s) until `pred` holds for the recorded calls.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Call]) -> bool) -> Vec<Call> {
-        let start = Instant::now();
-        loop {
-            let calls = self.calls();
-            if pred(&calls) {
-                return calls;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                let summary: Vec<String> = calls
-                    .iter()
-                    .map(|c| format!("{} {} {} {:?}", c.status, c.method, c.path, c.id))
-                    .collect();
-                panic!(
-                    "timed out waiting for {what}; calls so far:\n{}",
-                    summary.join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::helpers::poll_until(
+            what,
+            || self.calls(),
+            pred,
+            |c| format!("{} {} {} {:?}", c.status, c.method, c.path, c.id),
+        )
+        .await
     }
 
     /// The latest content of message `id` (its post or last edit).

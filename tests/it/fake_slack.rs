@@ -9,7 +9,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -151,32 +150,21 @@ impl FakeSlack {
 
     /// Wait (up to 15 s) until `pred` holds for the recorded calls.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Call]) -> bool) -> Vec<Call> {
-        let start = Instant::now();
-        loop {
-            let calls = self.calls();
-            if pred(&calls) {
-                return calls;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                let summary: Vec<String> = calls
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} {} {:?} {}",
-                            c.status,
-                            c.method,
-                            c.ts,
-                            c.str("text").unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                panic!(
-                    "timed out waiting for {what}; calls so far:\n{}",
-                    summary.join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::helpers::poll_until(
+            what,
+            || self.calls(),
+            pred,
+            |c| {
+                format!(
+                    "{} {} {:?} {}",
+                    c.status,
+                    c.method,
+                    c.ts,
+                    c.str("text").unwrap_or_default()
+                )
+            },
+        )
+        .await
     }
 
     /// The latest content of the message with `ts` (its post or last update).

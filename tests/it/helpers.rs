@@ -285,3 +285,51 @@ impl Drop for ServeProcess {
 
 /// A request a signature test sends: what it is, its body, its headers.
 pub type SignedCase<'a> = (&'a str, String, Vec<(&'a str, String)>);
+
+/// The quickstart run from its second phase to the end, as (person, button,
+/// what then shows): the part every platform's whole-run test shares.
+/// Emeka signs for DevOps: one person, whichever platform he clicks on.
+pub const QUICKSTART_FINISH: &[(&str, &str, &str)] = &[
+    ("alice", "Done: Tell #deployments", "✅ Tell #deployments"),
+    (
+        "alice",
+        "Done: Ship the release",
+        "Production deploy done — T0 is",
+    ),
+    ("alice", "Done: Open the app", "✅ Open the app"),
+    ("chen", "Sign off as QA", "QA: 1 of 1 — ✅ Chen Wei"),
+    (
+        "emeka",
+        "Sign off as DevOps",
+        "DevOps: 1 of 1 — ✅ Emeka Eze",
+    ),
+    ("alice", "Advance to", "Phase 3 of 3: Watch and wrap up"),
+    ("alice", "Done: Error rate", "✅ Error rate"),
+    ("alice", "Done: Tell the team", "✅ Tell the team"),
+    ("alice", "Complete deployment", "Deployment #1 completed"),
+];
+
+/// Poll `fetch` until `pred` holds, up to 15 s; on time-out, panic with
+/// `what` and every item as `show` prints it.
+pub async fn poll_until<T>(
+    what: &str,
+    fetch: impl Fn() -> Vec<T>,
+    pred: impl Fn(&[T]) -> bool,
+    show: impl Fn(&T) -> String,
+) -> Vec<T> {
+    let start = std::time::Instant::now();
+    loop {
+        let items = fetch();
+        if pred(&items) {
+            return items;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let summary: Vec<String> = items.iter().map(&show).collect();
+            panic!(
+                "timed out waiting for {what}; calls so far:\n{}",
+                summary.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

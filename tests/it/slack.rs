@@ -481,71 +481,10 @@ async fn whole_run(db: TestDb) {
         })
         .await;
 
-    press(
-        &env,
-        &root_ts,
-        "alice",
-        "Done: Tell #deployments",
-        "✅ Tell #deployments",
-    )
-    .await;
-    press(
-        &env,
-        &root_ts,
-        "alice",
-        "Done: Ship the release",
-        "Production deploy done — T0 is",
-    )
-    .await;
-    press(
-        &env,
-        &root_ts,
-        "alice",
-        "Done: Open the app",
-        "✅ Open the app",
-    )
-    .await;
-    press(
-        &env,
-        &root_ts,
-        "chen",
-        "Sign off as QA",
-        "QA: 1 of 1 — ✅ Chen Wei",
-    )
-    .await;
-    press(
-        &env,
-        &root_ts,
-        "emeka",
-        "Sign off as DevOps",
-        "DevOps: 1 of 1 — ✅ Emeka Eze",
-    )
-    .await;
-    press(
-        &env,
-        &root_ts,
-        "alice",
-        "Advance to",
-        "Phase 3 of 3: Watch and wrap up",
-    )
-    .await;
-    press(&env, &root_ts, "alice", "Done: Error rate", "✅ Error rate").await;
-    press(
-        &env,
-        &root_ts,
-        "alice",
-        "Done: Tell the team",
-        "✅ Tell the team",
-    )
-    .await;
-    press(
-        &env,
-        &root_ts,
-        "alice",
-        "Complete deployment",
-        "Deployment #1 completed",
-    )
-    .await;
+    // The rest of the quickstart run, the same on every platform.
+    for (who, label, expect) in crate::helpers::QUICKSTART_FINISH {
+        press(&env, &root_ts, who, label, expect).await;
+    }
 
     // The report, in the thread; the root message says how it ended.
     let calls = env
