@@ -20,6 +20,14 @@ pub fn clip(text: &str, max: usize) -> String {
     }
 }
 
+/// A non-empty string field of a platform's JSON payload, by path.
+pub fn json_str<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
 /// A message as the engine means it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 pub struct Card {

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tracing::{instrument, warn};
 
 use super::{render, Discord};
-use crate::chat::buttons;
+use crate::chat::{buttons, json_str as text};
 use crate::domain::Platform;
 use crate::engine::{command, Actor, Reply, Request};
 
@@ -88,13 +88,6 @@ async fn interactions(
         Some(answer) => Json(answer).into_response(),
         None => (StatusCode::BAD_REQUEST, "unsupported interaction\n").into_response(),
     }
-}
-
-fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(v, |v, k| v.get(k))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
 }
 
 fn option_value(options: &Value, name: &str) -> Option<String> {

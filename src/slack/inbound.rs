@@ -20,7 +20,7 @@ use slack_morphism::prelude::*;
 use tracing::{info, instrument, warn};
 
 use super::{blocks, verify, Slack};
-use crate::chat::{buttons, Destination, Outgoing};
+use crate::chat::{buttons, json_str as text, Destination, Outgoing};
 use crate::domain::Platform;
 use crate::engine::{command, Actor, Reply, Request};
 
@@ -139,14 +139,6 @@ async fn events(State(slack): State<Arc<Slack>>, headers: HeaderMap, body: Body)
     }
     slack.on_event(&event).await;
     StatusCode::OK.into_response()
-}
-
-/// A string field of a JSON payload by path.
-fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
-    path.iter()
-        .try_fold(v, |v, k| v.get(k))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
 }
 
 impl Slack {

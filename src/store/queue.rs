@@ -148,13 +148,7 @@ impl Store {
             .context("claiming timers")?;
         let mut timers = rows
             .iter()
-            .map(|row| {
-                Ok(Timer {
-                    id: col(row, "id")?,
-                    due_at: from_ms(col(row, "due_at")?),
-                    kind: serde_json::from_str(&col::<String>(row, "payload")?)?,
-                })
-            })
+            .map(timer_from_row)
             .collect::<Result<Vec<_>>>()?;
         timers.sort_by_key(|t| (t.due_at, t.id));
         Ok(timers)
@@ -167,15 +161,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Timer {
-                    id: col(row, "id")?,
-                    due_at: from_ms(col(row, "due_at")?),
-                    kind: serde_json::from_str(&col::<String>(row, "payload")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(timer_from_row).collect()
     }
 
     /// The latest moment anything was recorded (a timer firing or an audit
@@ -348,4 +334,12 @@ impl Store {
             Dialect::Sqlite => "",
         }
     }
+}
+
+fn timer_from_row(row: &sqlx::any::AnyRow) -> Result<Timer> {
+    Ok(Timer {
+        id: col(row, "id")?,
+        due_at: from_ms(col(row, "due_at")?),
+        kind: serde_json::from_str(&col::<String>(row, "payload")?)?,
+    })
 }

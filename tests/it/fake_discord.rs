@@ -35,9 +35,7 @@ impl Call {
     }
 
     pub fn all_text(&self) -> String {
-        let mut out = String::new();
-        collect(&self.body, &mut out);
-        out
+        crate::helpers::all_strings(&self.body)
     }
 
     /// Buttons: (label, custom_id).
@@ -60,18 +58,6 @@ impl Call {
             .strip_prefix("/api/v10/channels/")?
             .split('/')
             .next()
-    }
-}
-
-fn collect(v: &Value, out: &mut String) {
-    match v {
-        Value::String(s) => {
-            out.push_str(s);
-            out.push('\n');
-        }
-        Value::Array(a) => a.iter().for_each(|v| collect(v, out)),
-        Value::Object(o) => o.values().for_each(|v| collect(v, out)),
-        _ => {}
     }
 }
 

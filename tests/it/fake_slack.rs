@@ -39,9 +39,7 @@ impl Call {
 
     /// Every text in the message (fallback text and blocks), for searching.
     pub fn all_text(&self) -> String {
-        let mut out = String::new();
-        collect_text(&self.body, &mut out);
-        out
+        crate::helpers::all_strings(&self.body)
     }
 
     /// Buttons in the message: (label, action_id).
@@ -58,18 +56,6 @@ impl Call {
             }
         }
         out
-    }
-}
-
-fn collect_text(v: &Value, out: &mut String) {
-    match v {
-        Value::String(s) => {
-            out.push_str(s);
-            out.push('\n');
-        }
-        Value::Array(a) => a.iter().for_each(|v| collect_text(v, out)),
-        Value::Object(o) => o.values().for_each(|v| collect_text(v, out)),
-        _ => {}
     }
 }
 

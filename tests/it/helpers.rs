@@ -333,3 +333,21 @@ pub async fn poll_until<T>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every string in a JSON value, one per line, for searching payloads.
+pub fn all_strings(v: &serde_json::Value) -> String {
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    walk(v, &mut out);
+    out
+}
