@@ -40,6 +40,35 @@ impl Failure {
     }
 }
 
+/// The platform's ids (message, thread) stored for a message key, once posted.
+pub async fn posted(
+    engine: &Engine,
+    key: &str,
+) -> Result<Option<(String, Option<String>)>, Failure> {
+    engine.store().message_ref(key).await.map_err(database)
+}
+
+/// Store the platform's ids for a message key, so later deliveries edit it.
+pub async fn remember_posted(
+    engine: &Engine,
+    platform: Platform,
+    key: &str,
+    channel: &str,
+    id: &str,
+    thread: Option<&str>,
+) -> Result<(), Failure> {
+    engine
+        .store()
+        .remember_message(key, platform, channel, id, thread, engine.now())
+        .await
+        .map_err(database)
+}
+
+/// A database hiccup during delivery: try again.
+fn database(e: anyhow::Error) -> Failure {
+    Failure::retry(format!("database: {e:#}"))
+}
+
 /// How one platform delivers one message.
 pub trait Deliver: Send + Sync + 'static {
     fn platform(&self) -> Platform;

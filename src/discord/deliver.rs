@@ -27,10 +27,6 @@ fn snowflake(id: &str) -> Result<u64, Failure> {
         .ok_or_else(|| Failure::Permanent(format!("`{id}` is not a Discord id")))
 }
 
-fn db(e: anyhow::Error) -> Failure {
-    Failure::retry(format!("database: {e:#}"))
-}
-
 pub struct DiscordDelivery {
     discord: Arc<Discord>,
 }
@@ -81,12 +77,7 @@ impl Deliver for DiscordDelivery {
 
 impl DiscordDelivery {
     async fn lookup(&self, key: &str) -> Result<Option<(String, Option<String>)>, Failure> {
-        self.discord
-            .engine
-            .store()
-            .message_ref(key)
-            .await
-            .map_err(db)
+        crate::delivery::posted(&self.discord.engine, key).await
     }
 
     async fn remember(
@@ -96,13 +87,15 @@ impl DiscordDelivery {
         id: &str,
         thread: Option<&str>,
     ) -> Result<(), Failure> {
-        let now = self.discord.engine.now();
-        self.discord
-            .engine
-            .store()
-            .remember_message(key, Platform::Discord, channel, id, thread, now)
-            .await
-            .map_err(db)
+        crate::delivery::remember_posted(
+            &self.discord.engine,
+            Platform::Discord,
+            key,
+            channel,
+            id,
+            thread,
+        )
+        .await
     }
 
     /// The thread under the run's root message, started on first use.

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
@@ -154,15 +153,7 @@ impl SlackDelivery {
     }
 
     async fn lookup(&self, key: &str) -> Result<Option<(String, Option<String>)>, Failure> {
-        self.slack
-            .engine
-            .store()
-            .message_ref(key)
-            .await
-            .map_err(|e| Failure::Retry {
-                after: None,
-                reason: format!("database: {e:#}"),
-            })
+        crate::delivery::posted(&self.slack.engine, key).await
     }
 
     async fn remember(
@@ -172,16 +163,15 @@ impl SlackDelivery {
         ts: &str,
         thread: Option<&str>,
     ) -> Result<(), Failure> {
-        let now: DateTime<Utc> = self.slack.engine.now();
-        self.slack
-            .engine
-            .store()
-            .remember_message(key, Platform::Slack, channel, ts, thread, now)
-            .await
-            .map_err(|e| Failure::Retry {
-                after: None,
-                reason: format!("database: {e:#}"),
-            })
+        crate::delivery::remember_posted(
+            &self.slack.engine,
+            Platform::Slack,
+            key,
+            channel,
+            ts,
+            thread,
+        )
+        .await
     }
 
     /// The DM channel with a user, opened once and remembered.
