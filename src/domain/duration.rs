@@ -12,6 +12,11 @@ pub struct Dur(i64);
 impl Dur {
     pub const ZERO: Dur = Dur(0);
 
+    /// For constants: `s` must not be negative.
+    pub const fn from_const_secs(s: i64) -> Dur {
+        Dur(s * 1000)
+    }
+
     pub fn from_millis(ms: i64) -> Dur {
         Dur(ms.max(0))
     }
