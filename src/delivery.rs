@@ -85,7 +85,6 @@ pub fn give_up_after() -> chrono::Duration {
         .map_or(chrono::Duration::minutes(30), |d| d.to_chrono())
 }
 
-const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 const BATCH: i64 = 32;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
@@ -101,6 +100,7 @@ pub struct Worker<D: Deliver> {
     platform: Arc<D>,
     owner: String,
     give_up: chrono::Duration,
+    lease: chrono::Duration,
 }
 
 impl<D: Deliver> Clone for Worker<D> {
@@ -110,6 +110,7 @@ impl<D: Deliver> Clone for Worker<D> {
             platform: self.platform.clone(),
             owner: self.owner.clone(),
             give_up: self.give_up,
+            lease: self.lease,
         }
     }
 }
@@ -127,6 +128,7 @@ impl<D: Deliver> Worker<D> {
             platform,
             owner,
             give_up: give_up_after(),
+            lease: crate::store::lease(),
         }
     }
 
@@ -136,7 +138,13 @@ impl<D: Deliver> Worker<D> {
         let claimed = self
             .engine
             .store()
-            .claim_messages(self.platform.platform(), &self.owner, now, LEASE, BATCH)
+            .claim_messages(
+                self.platform.platform(),
+                &self.owner,
+                now,
+                self.lease,
+                BATCH,
+            )
             .await?;
         let count = claimed.len();
         let mut tasks = JoinSet::new();

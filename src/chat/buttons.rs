@@ -1,4 +1,5 @@
-//! Button ids: how a click finds its way back to a run and an action.
+//! Button ids: how a click finds its way back to a run and an action, or
+//! to an incident.
 //!
 //! Every id starts with one of the contract's prefixes (`checklist.`,
 //! `phase.`, `signoff.`, `deploy.`, `incident.`), then the verb, then
@@ -6,7 +7,63 @@
 //! decoding live together here so they cannot drift apart. Ids stay within
 //! Discord's 100 characters because phase, item and role ids are at most 32.
 
-use crate::domain::{Action, RoleId, RunId};
+use crate::domain::{Action, IncidentAction, RoleId, RunId};
+
+/// What a button press asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pressed {
+    /// An action on a run.
+    Run(RunId, Action),
+    /// Open an incident for a run; the reason typed is its summary.
+    OpenIncident { run: RunId, summary: Option<String> },
+    /// Acknowledge or resolve an incident.
+    Incident(i64, IncidentAction),
+}
+
+/// The id of the "Open incident" button of a run.
+pub fn open_incident(run: RunId) -> String {
+    format!("incident.open:{run}")
+}
+
+/// The id of an incident's Acknowledge or Resolve button.
+pub fn incident(id: i64, action: &IncidentAction) -> String {
+    match action {
+        IncidentAction::Acknowledge => format!("incident.ack:{id}"),
+        IncidentAction::Resolve { .. } => format!("incident.resolve:{id}"),
+    }
+}
+
+/// What a button id stands for, with the reason the person typed. `None`
+/// for ids tminus did not make.
+pub fn pressed(id: &str, reason: Option<String>) -> Option<Pressed> {
+    let (verb, arg) = id.split_once(':')?;
+    match verb {
+        "incident.open" => Some(Pressed::OpenIncident {
+            run: RunId(arg.parse().ok()?),
+            summary: reason,
+        }),
+        "incident.ack" => Some(Pressed::Incident(
+            arg.parse().ok()?,
+            IncidentAction::Acknowledge,
+        )),
+        "incident.resolve" => Some(Pressed::Incident(
+            arg.parse().ok()?,
+            IncidentAction::Resolve { note: reason },
+        )),
+        _ => decode(id, reason).map(|(run, action)| Pressed::Run(run, action)),
+    }
+}
+
+/// Whether pressing the button with this id asks the person for a reason
+/// (reject, not applicable, abort, roll back, open or resolve an incident).
+pub fn wants_reason(id: &str) -> bool {
+    match pressed(id, None) {
+        Some(Pressed::Run(_, action)) => needs_reason(&action),
+        Some(Pressed::OpenIncident { .. }) => true,
+        Some(Pressed::Incident(_, action)) => matches!(action, IncidentAction::Resolve { .. }),
+        None => false,
+    }
+}
 
 /// The prefixes every button id starts with (the interface contract).
 pub const PREFIXES: [&str; 5] = ["checklist.", "phase.", "signoff.", "deploy.", "incident."];
@@ -132,6 +189,43 @@ mod tests {
             };
             assert_eq!(decode(&id, reason), Some((RunId(42), action)), "{id}");
         }
+    }
+
+    #[test]
+    fn incident_buttons_round_trip() {
+        let ack = incident(12, &IncidentAction::Acknowledge);
+        let resolve = incident(12, &IncidentAction::Resolve { note: None });
+        let open = open_incident(RunId(3));
+        for id in [&ack, &resolve, &open] {
+            assert!(id.starts_with("incident."), "{id}");
+        }
+        assert_eq!(
+            pressed(&ack, None),
+            Some(Pressed::Incident(12, IncidentAction::Acknowledge))
+        );
+        assert_eq!(
+            pressed(&resolve, Some("fixed".into())),
+            Some(Pressed::Incident(
+                12,
+                IncidentAction::Resolve {
+                    note: Some("fixed".into())
+                }
+            ))
+        );
+        assert_eq!(
+            pressed(&open, Some("500s".into())),
+            Some(Pressed::OpenIncident {
+                run: RunId(3),
+                summary: Some("500s".into())
+            })
+        );
+        assert!(!wants_reason(&ack));
+        assert!(wants_reason(&resolve));
+        assert!(wants_reason(&open));
+        assert!(wants_reason("deploy.abort:1"));
+        assert!(!wants_reason("phase.advance:1:pre"));
+        assert_eq!(pressed("incident.ack:x", None), None);
+        assert_eq!(pressed("incident.nope:1", None), None);
     }
 
     #[test]

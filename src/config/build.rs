@@ -588,13 +588,21 @@ fn build_policy(
         .ack_timeout
         .as_ref()
         .and_then(|d| check.duration(d, &format!("{path}.ack_timeout")));
-    (check.errors.len() == before).then(|| Policy {
+    let policy = Policy {
         id: id.to_string(),
         name: p.name,
         steps,
         repeat_from,
         ack_timeout,
-    })
+    };
+    if let (Some(n), false) = (&p.repeat_from, policy.cycle_waits()) {
+        check.at(
+            &n.span(),
+            format!("{path}.repeat_from"),
+            "the steps it starts over from never wait, so paging would never pause: give one of them an `after`",
+        );
+    }
+    (check.errors.len() == before).then_some(policy)
 }
 
 fn build_runbook(

@@ -188,3 +188,21 @@ fn durations_quorums_and_schedules_are_checked() {
         assert!(errs.iter().any(|e| e.contains(w)), "missing {w:?} in {errs:#?}");
     }
 }
+
+#[test]
+fn a_policy_that_would_page_without_pause_is_refused() {
+    let bot = BOT
+        .replace("after = \"5m\"", "after = \"0s\"")
+        .replace("name = \"Basic\"", "name = \"Basic\"\nrepeat_from = 1");
+    let errs = errors(&bot, &[("rb", RUNBOOK)]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(
+            "tminus.toml:25: policies.basic.repeat_from: the steps it starts over from never wait"
+        ),
+        "{errs:#?}"
+    );
+    // With a wait somewhere in the round it loads.
+    let bot = BOT.replace("name = \"Basic\"", "name = \"Basic\"\nrepeat_from = 1");
+    assert_eq!(errors(&bot, &[("rb", RUNBOOK)]), Vec::<String>::new());
+}

@@ -1,5 +1,6 @@
-//! The application commands tminus registers at start: `/deploy` with its
-//! subcommands and options, the same set the text parser accepts. A bulk
+//! The application commands tminus registers at start: `/deploy` and
+//! `/oncall` with their subcommands and options, the same set the text
+//! parser accepts. A bulk
 //! overwrite (`PUT`) makes registration idempotent: starting twice leaves
 //! the same commands.
 
@@ -17,6 +18,14 @@ fn string(name: &str, description: &str, required: bool) -> Value {
 
 fn number(name: &str, description: &str, required: bool) -> Value {
     json!({"type": 4, "name": name, "description": description, "required": required, "min_value": 1})
+}
+
+fn choice(name: &str, description: &str, choices: &[&str]) -> Value {
+    let choices: Vec<Value> = choices
+        .iter()
+        .map(|c| json!({"name": c, "value": c}))
+        .collect();
+    json!({"type": 3, "name": name, "description": description, "required": false, "choices": choices})
 }
 
 fn sub(name: &str, description: &str, options: Vec<Value>) -> Value {
@@ -41,7 +50,24 @@ pub fn definitions() -> Value {
             sub("abort", "Abort a deployment", vec![number("run", "Deployment number", true), string("reason", "Why", true)]),
             sub("rollback", "Roll a deployment back", vec![number("run", "Deployment number", false), string("reason", "Why", true)]),
             sub("report", "The deployment log as Markdown", vec![number("run", "Deployment number", false)]),
+            sub("incident", "Open an incident and page the on-call people", vec![
+                string("summary", "What is wrong", true),
+                choice("severity", "How bad (default high)", &["critical", "high", "medium"]),
+                number("run", "Deployment number (default: the latest open one)", false),
+            ]),
             sub("help", "How to use tminus", vec![]),
+        ]
+    }, {
+        "name": "oncall",
+        "type": 1,
+        "description": "Who is on call, and on-call overrides",
+        "options": [
+            sub("show", "Who holds each rotation now, and each escalation policy", vec![]),
+            sub("override", "Let someone hold a rotation from now for a while", vec![
+                json!({"type": 6, "name": "person", "description": "Who takes over", "required": true}),
+                string("duration", "For how long, e.g. 2h or 30m", true),
+                string("rotation", "Which rotation (default: the one you hold)", false),
+            ]),
         ]
     }])
 }

@@ -101,7 +101,8 @@ fn option_value(options: &Value, name: &str) -> Option<String> {
         })
 }
 
-/// A `/deploy` command's subcommand and options as the text `/deploy` takes.
+/// A `/deploy` or `/oncall` command's subcommand and options as the text
+/// the command takes after its name.
 pub fn command_text(data: &Value) -> Option<String> {
     let sub = data["options"].as_array()?.first()?;
     let name = sub["name"].as_str()?;
@@ -118,6 +119,21 @@ pub fn command_text(data: &Value) -> Option<String> {
             if let Some(e) = get("env") {
                 words.push(format!("--env={e}"));
             }
+        }
+        "incident" => {
+            words.extend(get("summary"));
+            if let Some(s) = get("severity") {
+                words.push(format!("--severity={s}"));
+            }
+            if let Some(r) = get("run") {
+                words.push(format!("--run={r}"));
+            }
+        }
+        "override" => {
+            // A user option's value is the user's id: a mention resolves it.
+            words.extend(get("person").map(|p| format!("<@{p}>")));
+            words.extend(get("duration"));
+            words.extend(get("rotation"));
         }
         _ => {
             words.extend(get("run"));
@@ -166,18 +182,16 @@ impl Discord {
         let data = &interaction["data"];
         let answer = match kind {
             2 => {
-                if data["name"] != "deploy" {
+                let name = data["name"].as_str().unwrap_or("?");
+                if name != "deploy" && name != "oncall" {
                     return Some(message(
-                        &format!(
-                            "tminus answers /deploy, not /{}.",
-                            data["name"].as_str().unwrap_or("?")
-                        ),
+                        &format!("tminus answers /deploy and /oncall, not /{name}."),
                         None,
                         self,
                     ));
                 }
                 let text = command_text(data).unwrap_or_else(|| "help".into());
-                match command::parse(&text) {
+                match command::parse_slash(name, &text) {
                     Ok(cmd) => {
                         let reply = self
                             .engine
@@ -190,8 +204,7 @@ impl Discord {
             }
             3 => {
                 let id = text(data, &["custom_id"])?.to_string();
-                let wants_reason =
-                    buttons::decode(&id, None).is_some_and(|(_, a)| buttons::needs_reason(&a));
+                let wants_reason = buttons::wants_reason(&id);
                 if wants_reason {
                     return Some(reason_modal(&id));
                 }
@@ -278,5 +291,32 @@ mod tests {
         );
         let data = json!({"name": "deploy", "options": [{"type": 1, "name": "list"}]});
         assert_eq!(command_text(&data).unwrap(), "list");
+        let data = json!({"name": "deploy", "options": [{"type": 1, "name": "incident", "options": [
+            {"type": 3, "name": "summary", "value": "checkout down"},
+            {"type": 3, "name": "severity", "value": "critical"}]}]});
+        assert_eq!(
+            command::parse(&command_text(&data).unwrap()),
+            Ok(command::Command::Incident {
+                summary: "checkout down".into(),
+                severity: crate::domain::runbook::Severity::Critical,
+                run: None
+            })
+        );
+        let data = json!({"name": "oncall", "options": [{"type": 1, "name": "override", "options": [
+            {"type": 6, "name": "person", "value": "297305816240917352"},
+            {"type": 3, "name": "duration", "value": "2h"}]}]});
+        assert_eq!(
+            command::parse_slash("oncall", &command_text(&data).unwrap()),
+            Ok(command::Command::Override {
+                person: "<@297305816240917352>".into(),
+                duration: crate::domain::Dur::from_mins(120),
+                rotation: None
+            })
+        );
+        let data = json!({"name": "oncall", "options": [{"type": 1, "name": "show"}]});
+        assert_eq!(
+            command::parse_slash("oncall", &command_text(&data).unwrap()),
+            Ok(command::Command::Oncall)
+        );
     }
 }

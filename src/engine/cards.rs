@@ -1,11 +1,17 @@
 //! What the engine shows: a run's root message, its phase cards, notices in
-//! its thread. Platform-neutral ([`Card`]); adapters draw them.
+//! its thread, incident cards and pages. Platform-neutral ([`Card`]);
+//! adapters draw them.
 
 use chrono::{DateTime, Utc};
 
+use crate::chat::buttons;
 use crate::chat::buttons::encode;
 use crate::chat::{Button, ButtonStyle, Card};
-use crate::domain::{Action, Directory, ItemState, Phase, Run, RunStatus, Runbook};
+use crate::domain::{
+    Action, Directory, Incident, IncidentAction, IncidentStatus, ItemState, Phase, Run, RunStatus,
+    Runbook,
+};
+use crate::store::PageRecord;
 
 /// The message keys of a run's messages, for editing them in place.
 pub fn root_key(run: &Run) -> String {
@@ -224,6 +230,9 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
                 ButtonStyle::Danger,
             ));
         }
+        if run.t0.is_some() && run.status.is_open() {
+            buttons.push(open_incident_button(run));
+        }
         buttons.push(button(
             run,
             Action::Abort { reason: None },
@@ -242,6 +251,156 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
         });
     }
     card.buttons = buttons;
+    card
+}
+
+/// The "Open incident" button of a run; the reason asked for is the summary.
+pub fn open_incident_button(run: &Run) -> Button {
+    Button {
+        id: buttons::open_incident(run.id),
+        label: "Open incident".into(),
+        style: ButtonStyle::Danger,
+        needs_reason: true,
+    }
+}
+
+fn incident_button(id: i64, action: IncidentAction, label: &str, style: ButtonStyle) -> Button {
+    Button {
+        id: buttons::incident(id, &action),
+        needs_reason: matches!(action, IncidentAction::Resolve { .. }),
+        label: label.into(),
+        style,
+    }
+}
+
+/// An incident's Acknowledge and Resolve buttons, while it is open.
+pub fn incident_buttons(incident: &Incident) -> Vec<Button> {
+    let ack = match incident.status {
+        IncidentStatus::Triggered => "Acknowledge",
+        IncidentStatus::Acknowledged => "Still on it",
+        IncidentStatus::Resolved => return Vec::new(),
+    };
+    vec![
+        incident_button(
+            incident.id,
+            IncidentAction::Acknowledge,
+            ack,
+            ButtonStyle::Primary,
+        ),
+        incident_button(
+            incident.id,
+            IncidentAction::Resolve { note: None },
+            "Resolve",
+            ButtonStyle::Default,
+        ),
+    ]
+}
+
+/// The message key of an incident's card in the incidents channel.
+pub fn incident_key(id: i64) -> String {
+    format!("incident:{id}")
+}
+
+/// The incident's one card in the incidents channel, edited in place:
+/// status, the run, who was paged and when, who acknowledged, the resolution.
+pub fn incident_card(
+    incident: &Incident,
+    run: Option<&Run>,
+    policy_name: Option<&str>,
+    pages: &[PageRecord],
+    dir: &Directory,
+) -> Card {
+    let status = match incident.status {
+        IncidentStatus::Triggered => "🔴 triggered",
+        IncidentStatus::Acknowledged => "🟡 acknowledged",
+        IncidentStatus::Resolved => "🟢 resolved",
+    };
+    let mut card = Card::new(format!(
+        "🚨 Incident #{} · {} — {}",
+        incident.id,
+        incident.severity.as_str(),
+        incident.summary
+    ));
+    let opener = if incident.opened_by == "tminus" {
+        "tminus (monitoring)".to_string()
+    } else {
+        dir.name(&crate::domain::PersonId::new(incident.opened_by.as_str()))
+            .to_string()
+    };
+    let mut lines = vec![
+        format!("Status: {status}"),
+        format!("Opened by {opener} at {}", hhmm(incident.opened_at)),
+    ];
+    if let Some(run) = run {
+        lines.push(format!(
+            "Deployment: {} (thread in {})",
+            run_label(run),
+            run.channel
+        ));
+    }
+    lines.push(match policy_name {
+        Some(p) => format!("Escalation: {p}"),
+        None => "Escalation: none (the runbook names no policy; nobody is paged)".into(),
+    });
+    if let (Some(by), Some(at)) = (&incident.acked_by, incident.acked_at) {
+        lines.push(format!("Acknowledged by {} at {}", dir.name(by), hhmm(at)));
+    }
+    if let (Some(by), Some(at)) = (&incident.resolved_by, incident.resolved_at) {
+        lines.push(format!(
+            "Resolved by {} at {}: {}",
+            dir.name(by),
+            hhmm(at),
+            incident.resolution.as_deref().unwrap_or("")
+        ));
+    }
+    card = card.section(None, lines);
+    if !pages.is_empty() {
+        let paged: Vec<String> = pages
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {} ({}) — step {}",
+                    hhmm(p.at),
+                    dir.name(&p.person),
+                    p.via,
+                    p.step + 1
+                )
+            })
+            .collect();
+        card = card.section(Some("Paged"), paged);
+    }
+    card.buttons = incident_buttons(incident);
+    card
+}
+
+/// The direct message that pages one person.
+pub fn page_card(
+    incident: &Incident,
+    run: Option<&Run>,
+    step: usize,
+    steps: usize,
+    via: &str,
+    advice: Option<&str>,
+) -> Card {
+    let mut lines = vec![format!(
+        "You are paged as {via} (escalation step {} of {steps}).",
+        step + 1
+    )];
+    if let Some(run) = run {
+        lines.push(format!("Deployment: {}", run_label(run)));
+    }
+    if let Some(a) = advice {
+        lines.push(format!("Advice: {a}"));
+    }
+    lines.push("Acknowledge to stop the escalation.".into());
+    let mut card = Card::new(format!(
+        "📟 Incident #{} · {} — {}",
+        incident.id,
+        incident.severity.as_str(),
+        incident.summary
+    ))
+    .section(None, lines);
+    card.buttons = incident_buttons(incident);
     card
 }
 
@@ -369,6 +528,8 @@ pub fn monitor_card(
                 "Fix forward".into(),
                 ButtonStyle::Default,
             ));
+            // A critical verdict opens one by itself.
+            card.buttons.push(open_incident_button(run));
         }
     }
     card
@@ -428,7 +589,10 @@ mod tests {
             critical.plain_text()
         );
         assert!(critical.plain_text().contains("Verdict: CRITICAL"));
-        assert_eq!(labels(&card_for(0.03)), vec!["Roll back", "Fix forward"]);
+        assert_eq!(
+            labels(&card_for(0.03)),
+            vec!["Roll back", "Fix forward", "Open incident"]
+        );
         assert!(card_for(0.001).buttons.is_empty());
         assert!(critical.buttons.iter().all(|b| b.id.starts_with("deploy.")));
     }

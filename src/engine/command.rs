@@ -1,8 +1,12 @@
-//! The text commands people type — `/deploy start payments-api v2.4.0` —
-//! as a closed enum, parsed in one place without I/O. The help text is
-//! generated from the same table, so it cannot drift from the parser.
+//! The text commands people type — `/deploy start payments-api v2.4.0`,
+//! `/oncall override bruno 2h` — as a closed enum, parsed in one place
+//! without I/O. The help text is generated from the same table, so it cannot
+//! drift from the parser.
 
-/// A parsed `/deploy` command. Run numbers are per deployments channel.
+use crate::domain::runbook::Severity;
+use crate::domain::Dur;
+
+/// A parsed `/deploy` or `/oncall` command. Run numbers are per deployments channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Start {
@@ -26,7 +30,22 @@ pub enum Command {
     Report {
         run: Option<i64>,
     },
+    /// Open an incident, linked to run `run` (default: the latest open one).
+    Incident {
+        summary: String,
+        severity: Severity,
+        run: Option<i64>,
+    },
     Help,
+    /// `/oncall`: who holds each rotation, and each policy's steps.
+    Oncall,
+    /// `/oncall override <person> <duration> [rotation]`. The person is a
+    /// key from the bot file or a platform mention, resolved by the engine.
+    Override {
+        person: String,
+        duration: Dur,
+        rotation: Option<String>,
+    },
 }
 
 /// One line of help per subcommand; the parser below accepts exactly these.
@@ -49,7 +68,23 @@ pub const USAGE: &[(&str, &str)] = &[
         "report [N]",
         "the deployment log of N as Markdown (default: the latest)",
     ),
+    (
+        "incident <summary> [--severity critical|high|medium] [--run N]",
+        "open an incident and page the runbook's escalation policy (default severity high)",
+    ),
     ("help", "this help"),
+];
+
+/// The `/oncall` commands, in the same form.
+pub const ONCALL_USAGE: &[(&str, &str)] = &[
+    (
+        "",
+        "who is on call now for each rotation, until when, and each escalation policy's steps",
+    ),
+    (
+        "override <person> <duration> [rotation]",
+        "let someone hold a rotation from now for a while (default: the one you hold)",
+    ),
 ];
 
 /// The help text for `/deploy help`.
@@ -58,25 +93,34 @@ pub fn help() -> String {
     for (usage, what) in USAGE {
         out.push_str(&format!("  /deploy {usage}\n      {what}\n"));
     }
+    for (usage, what) in ONCALL_USAGE {
+        let usage = if usage.is_empty() {
+            "/oncall".to_string()
+        } else {
+            format!("/oncall {usage}")
+        };
+        out.push_str(&format!("  {usage}\n      {what}\n"));
+    }
     out.push_str("Buttons on each phase card mark items done, sign off, and advance.");
     out
 }
 
 /// Why a command did not parse; the message is for the person who typed it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}\nusage: /deploy {usage}")]
+#[error("{message}\nusage: {usage}")]
 pub struct UsageError {
     pub message: String,
-    pub usage: &'static str,
+    pub usage: String,
 }
 
 const MAX_NAME: usize = 80;
 
-fn usage_of(name: &str) -> &'static str {
-    USAGE
+fn usage_of(name: &str) -> String {
+    let usage = USAGE
         .iter()
         .find(|(u, _)| u.split_whitespace().next() == Some(name))
-        .map_or("help", |(u, _)| *u)
+        .map_or("help", |(u, _)| *u);
+    format!("/deploy {usage}")
 }
 
 fn fail(sub: &str, message: impl Into<String>) -> UsageError {
@@ -143,12 +187,136 @@ pub fn parse(text: &str) -> Result<Command, UsageError> {
             }
             Ok(Command::Rollback { run, reason })
         }
+        "incident" => parse_incident(&rest),
         "help" => Ok(Command::Help),
         other => Err(fail(
             "help",
             format!("unknown command `{other}`; try /deploy help"),
         )),
     }
+}
+
+/// Parse a slash command by its name (`deploy` or `oncall`, with or without
+/// the slash) and the text after it, as the platforms deliver them.
+pub fn parse_slash(name: &str, text: &str) -> Result<Command, UsageError> {
+    match name.trim_start_matches('/') {
+        "oncall" => parse_oncall(text),
+        _ => parse(text),
+    }
+}
+
+/// Parse the text after `/oncall` (a leading `/oncall` is accepted too).
+pub fn parse_oncall(text: &str) -> Result<Command, UsageError> {
+    let text = text.trim();
+    let text = text.strip_prefix("/oncall").unwrap_or(text).trim();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let usage = || format!("/oncall {}", ONCALL_USAGE[1].0);
+    match words.as_slice() {
+        [] | ["show"] => Ok(Command::Oncall),
+        ["override", rest @ ..] => {
+            let (person, duration, rotation) = match rest {
+                [p, d] => (p, d, None),
+                [p, d, r] => (p, d, Some(r.to_string())),
+                [] | [_] => {
+                    return Err(UsageError {
+                        message: "say who takes over and for how long".into(),
+                        usage: usage(),
+                    })
+                }
+                _ => {
+                    return Err(UsageError {
+                        message: "too many words".into(),
+                        usage: usage(),
+                    })
+                }
+            };
+            let duration = match duration.parse::<Dur>() {
+                Ok(d) if d > Dur::ZERO => d,
+                Ok(_) => {
+                    return Err(UsageError {
+                        message: "an override must last some time".into(),
+                        usage: usage(),
+                    })
+                }
+                Err(e) => {
+                    return Err(UsageError {
+                        message: e.to_string(),
+                        usage: usage(),
+                    })
+                }
+            };
+            Ok(Command::Override {
+                person: person.to_string(),
+                duration,
+                rotation,
+            })
+        }
+        [other, ..] => Err(UsageError {
+            message: format!("unknown command `{other}`"),
+            usage: "/oncall, or /oncall override <person> <duration> [rotation]".into(),
+        }),
+    }
+}
+
+fn parse_incident(words: &[&str]) -> Result<Command, UsageError> {
+    let mut summary = Vec::new();
+    let mut severity = Severity::High;
+    let mut run = None;
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        let (flag, inline) = match w.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (w, None),
+        };
+        if !flag.starts_with("--") {
+            summary.push(w);
+            i += 1;
+            continue;
+        }
+        let value = match inline {
+            Some(v) => Some(v),
+            None => {
+                i += 1;
+                words.get(i).map(|v| v.to_string())
+            }
+        };
+        let value = value
+            .filter(|v| !v.is_empty() && !v.starts_with("--"))
+            .ok_or_else(|| fail("incident", format!("`{flag}` needs a value")))?;
+        match flag {
+            "--severity" => {
+                severity = match Severity::parse(&value) {
+                    Some(s) if s >= Severity::Medium => s,
+                    _ => {
+                        return Err(fail(
+                            "incident",
+                            format!("`{value}` is not a severity: critical, high or medium"),
+                        ))
+                    }
+                }
+            }
+            "--run" => {
+                run = Some(run_number(&value).ok_or_else(|| {
+                    fail("incident", format!("`{value}` is not a deployment number"))
+                })?)
+            }
+            f => return Err(fail("incident", format!("unknown option `{f}`"))),
+        }
+        i += 1;
+    }
+    let summary = summary.join(" ");
+    if summary.is_empty() {
+        return Err(fail("incident", "say what is wrong"));
+    }
+    if summary.chars().count() > 300 {
+        return Err(fail("incident", "keep the summary under 300 characters"));
+    }
+    Ok(Command::Incident {
+        summary,
+        severity,
+        run,
+    })
 }
 
 fn parse_start(words: &[&str]) -> Result<Command, UsageError> {
@@ -264,6 +432,41 @@ mod tests {
         assert_eq!(parse("report 7"), Ok(Command::Report { run: Some(7) }));
         assert_eq!(parse("report"), Ok(Command::Report { run: None }));
         assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(
+            parse("incident checkout returns 500s --severity critical"),
+            Ok(Command::Incident {
+                summary: "checkout returns 500s".into(),
+                severity: Severity::Critical,
+                run: None
+            })
+        );
+        assert_eq!(
+            parse("incident --run #2 --severity=medium slow pages"),
+            Ok(Command::Incident {
+                summary: "slow pages".into(),
+                severity: Severity::Medium,
+                run: Some(2)
+            })
+        );
+        assert_eq!(parse_slash("/oncall", ""), Ok(Command::Oncall));
+        assert_eq!(parse_slash("oncall", "show"), Ok(Command::Oncall));
+        assert_eq!(
+            parse_slash("/oncall", "override bruno 2h primary"),
+            Ok(Command::Override {
+                person: "bruno".into(),
+                duration: Dur::from_mins(120),
+                rotation: Some("primary".into())
+            })
+        );
+        assert_eq!(
+            parse_oncall("/oncall override <@U0BRUNO> 30m"),
+            Ok(Command::Override {
+                person: "<@U0BRUNO>".into(),
+                duration: Dur::from_mins(30),
+                rotation: None
+            })
+        );
+        assert_eq!(parse_slash("/deploy", "list"), Ok(Command::List));
         assert_eq!(parse(""), Ok(Command::Help));
         assert_eq!(parse("/deploy"), Ok(Command::Help));
     }
@@ -286,6 +489,11 @@ mod tests {
             ("status 0", "not a deployment number"),
             ("list all", "no arguments"),
             ("launch", "unknown command"),
+            ("incident", "say what is wrong"),
+            ("incident down --severity low", "not a severity"),
+            ("incident down --severity", "needs a value"),
+            ("incident down --run x", "not a deployment number"),
+            ("incident down --colour red", "unknown option"),
         ];
         for (input, expected) in cases {
             let err = parse(input).unwrap_err();
@@ -294,6 +502,18 @@ mod tests {
         }
         let long = format!("start {} 1", "a".repeat(81));
         assert!(parse(&long).unwrap_err().message.contains("longer than"));
+        for (input, expected) in [
+            ("override", "say who takes over"),
+            ("override bruno", "say who takes over"),
+            ("override bruno soon", "duration"),
+            ("override bruno 0s", "must last"),
+            ("override bruno 1h primary extra", "too many words"),
+            ("swap", "unknown command"),
+        ] {
+            let err = parse_oncall(input).unwrap_err().to_string();
+            assert!(err.contains(expected), "{input}: {err}");
+            assert!(err.contains("usage: /oncall"), "{input}: {err}");
+        }
     }
 
     #[test]
@@ -307,6 +527,7 @@ mod tests {
                 "start" => "start a b".to_string(),
                 "abort" => "abort 1 why".to_string(),
                 "rollback" => "rollback why".to_string(),
+                "incident" => "incident down".to_string(),
                 other => other.to_string(),
             };
             assert!(parse(&probe).is_ok(), "{probe}");

@@ -6,6 +6,7 @@
 
 pub mod cards;
 pub mod command;
+mod incidents;
 mod monitoring;
 pub mod report;
 
@@ -15,7 +16,8 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::{error, instrument};
 
-use crate::chat::{buttons, Card, Destination, Outgoing};
+use crate::chat::buttons::{self, Pressed};
+use crate::chat::{Card, Destination, Outgoing};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Action, Event, Person, PersonId, Platform, Run, RunId, Runbook};
@@ -159,8 +161,23 @@ impl Engine {
         };
         match request {
             Request::Command(cmd) => self.command(actor, &person, cmd, request_key).await,
-            Request::Click { id, reason } => match buttons::decode(&id, reason) {
-                Some((run, action)) => self.act(actor, &person, run, action, request_key).await,
+            Request::Click { id, reason } => match buttons::pressed(&id, reason) {
+                Some(Pressed::Run(run, action)) => {
+                    self.act(actor, &person, run, action, request_key).await
+                }
+                Some(Pressed::OpenIncident { run, summary }) => {
+                    let Some(run) = self.store.run(run).await? else {
+                        return Ok(Reply::refuse("That deployment does not exist."));
+                    };
+                    let severity = crate::domain::runbook::Severity::High;
+                    let summary = summary.unwrap_or_default();
+                    self.open_incident_on(actor, &person, run, severity, summary, request_key)
+                        .await
+                }
+                Some(Pressed::Incident(id, action)) => {
+                    self.incident_action(actor, &person, id, action, request_key)
+                        .await
+                }
                 None => Ok(Reply::refuse(
                     "That button is not one of mine, or it is out of date.",
                 )),
@@ -194,6 +211,23 @@ impl Engine {
         let channel = self.deploy_channel(actor);
         match cmd {
             Command::Help => Ok(Reply::private(command::help())),
+            Command::Oncall => self.oncall().await,
+            Command::Override {
+                person: who,
+                duration,
+                rotation,
+            } => {
+                self.override_rotation(actor, person, &who, duration, rotation, key)
+                    .await
+            }
+            Command::Incident {
+                summary,
+                severity,
+                run,
+            } => {
+                self.incident_command(actor, person, summary, severity, run, key)
+                    .await
+            }
             Command::Start {
                 service,
                 version,
@@ -336,12 +370,14 @@ impl Engine {
     pub async fn report(&self, run: &Run) -> Result<String> {
         let audit = self.store.audit_for_run(run.id).await?;
         let ticks = self.store.ticks_for_run(run.id).await?;
+        let incidents = self.store.incidents_for_run(run.id).await?;
         Ok(report::markdown(
             run,
             self.runbook(run)?,
             &self.config.directory,
             &audit,
             &ticks,
+            &incidents,
         ))
     }
 
@@ -635,7 +671,8 @@ impl Engine {
             // The report reads the audit log written above, in this transaction.
             let audit = tx.audit_for_run(run.id).await?;
             let ticks = tx.ticks_for_run(run.id).await?;
-            let md = report::markdown(run, runbook, dir, &audit, &ticks);
+            let incidents = tx.incidents_for_run(run.id).await?;
+            let md = report::markdown(run, runbook, dir, &audit, &ticks, &incidents);
             let card = Card::new(format!("Deployment report — {}", cards::run_label(run)))
                 .section(None, md.lines().map(str::to_string).collect());
             self.send_thread(tx, run, Some(format!("run:{}:report", run.id)), card, now)
@@ -739,6 +776,21 @@ impl Engine {
                 if let Some(run) = tx.lock_run(*run).await? {
                     self.remind(&mut tx, &run, phase, *seq, now).await?;
                 }
+            }
+            TimerKind::Escalate {
+                incident,
+                generation,
+                seq,
+            } => {
+                self.fire_escalation(&mut tx, *incident, *generation, *seq, now)
+                    .await?
+            }
+            TimerKind::AckTimeout {
+                incident,
+                generation,
+            } => {
+                self.fire_ack_timeout(&mut tx, *incident, *generation, now)
+                    .await?
             }
             TimerKind::MonitorTick { .. } => unreachable!("handled above"),
         }

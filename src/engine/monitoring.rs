@@ -2,7 +2,7 @@
 //! window runs the probes, judges the readings, records the tick once,
 //! edits the run's monitoring card in place and speaks up in the thread only
 //! when the verdict gets worse or recovers. A critical verdict opens an
-//! incident in the incidents channel; the end of the window completes the
+//! incident, which pages the runbook's escalation policy; the end of the window completes the
 //! run. Probes run before the tick's transaction, so a slow probe never
 //! holds a lock; the transaction then marks the timer fired and records the
 //! tick, which is what makes a tick count once across retries and restarts.
@@ -12,7 +12,6 @@ use chrono::{DateTime, Utc};
 use tracing::info;
 
 use super::{cards, Actor, Engine, BOT};
-use crate::chat::{Card, Destination};
 use crate::domain::monitor::{due_tick, judge, tick_offsets, Level, Reading};
 use crate::domain::runbook::Severity;
 use crate::domain::{PersonId, Run, RunId, Runbook};
@@ -162,37 +161,26 @@ impl Engine {
                 run.number,
                 judgement.reasons.join("; ")
             );
-            let id = tx
-                .insert_incident(run.id, "critical", &summary, BOT, now)
+            let incident = self
+                .open_incident(
+                    tx,
+                    &run,
+                    Severity::Critical,
+                    &summary,
+                    BOT,
+                    &timer_actor,
+                    now,
+                )
                 .await?;
             let action = judgement
                 .rule
                 .as_ref()
                 .map_or("roll back", |r| r.action.as_str());
-            if let Some(channels) = self.config.channels_for(run.platform) {
-                let card = Card::new(format!("🚨 Incident #{id}: {summary}")).section(
-                    None,
-                    vec![
-                        format!("Advice: {action}"),
-                        format!("Deployment thread: #{} in {}", run.number, run.channel),
-                    ],
-                );
-                let msg = crate::chat::Outgoing {
-                    platform: run.platform,
-                    to: Destination::Channel {
-                        channel: channels.incidents.clone(),
-                    },
-                    key: Some(format!("incident:{id}")),
-                    card,
-                };
-                tx.enqueue(Some(run.id), &msg, now).await?;
-            }
             let notice = cards::notice(format!(
-                "🚨 Critical verdict: incident #{id} opened. {action}."
+                "🚨 Critical verdict: incident #{} opened. {action}.",
+                incident.id
             ));
             self.send_thread(tx, &run, None, notice, now).await?;
-            tx.audit(&self.audit_entry(&run, BOT, &timer_actor, "incident.opened", summary, now))
-                .await?;
         }
         tx.audit(&self.audit_entry(
             &run,

@@ -1,12 +1,14 @@
 //! The deployment log of a run as Markdown: what seed 004 asks a team to
 //! fill in by hand — date, who deployed, version, every item with who and
-//! when, sign-offs, aborts and rollbacks — plus the audit timeline.
+//! when, sign-offs, aborts and rollbacks, incidents with their pages —
+//! plus the audit timeline.
 
 use std::fmt::Write;
 
 use crate::domain::monitor::{describe, Reading};
+use crate::domain::Incident;
 use crate::domain::{Directory, ItemState, Run, RunStatus, Runbook, Verdict};
-use crate::store::{AuditEntry, TickRecord};
+use crate::store::{AuditEntry, PageRecord, TickRecord};
 
 fn when(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
@@ -23,6 +25,7 @@ pub fn markdown(
     dir: &Directory,
     audit: &[AuditEntry],
     ticks: &[TickRecord],
+    incidents: &[(Incident, Vec<PageRecord>)],
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(
@@ -140,6 +143,46 @@ pub fn markdown(
                 t.level,
                 cell(&text.join("; "))
             );
+        }
+    }
+
+    if !incidents.is_empty() {
+        let _ = writeln!(md);
+        let _ = writeln!(md, "## Incidents");
+        for (i, pages) in incidents {
+            let _ = writeln!(md);
+            let _ = writeln!(
+                md,
+                "### #{} {} — {}",
+                i.id,
+                i.severity.as_str(),
+                cell(&i.summary)
+            );
+            let _ = writeln!(md);
+            let _ = writeln!(md, "- **Opened:** {}", when(i.opened_at));
+            let _ = writeln!(md, "- **Status:** {}", i.status.as_str());
+            for p in pages {
+                let _ = writeln!(
+                    md,
+                    "- **Paged:** {} ({}, step {}) at {}",
+                    dir.name(&p.person),
+                    p.via,
+                    p.step + 1,
+                    when(p.at)
+                );
+            }
+            if let (Some(by), Some(at)) = (&i.acked_by, i.acked_at) {
+                let _ = writeln!(md, "- **Acknowledged:** {} at {}", dir.name(by), when(at));
+            }
+            if let (Some(by), Some(at)) = (&i.resolved_by, i.resolved_at) {
+                let _ = writeln!(
+                    md,
+                    "- **Resolved:** {} at {}: {}",
+                    dir.name(by),
+                    when(at),
+                    i.resolution.as_deref().unwrap_or("")
+                );
+            }
         }
     }
 

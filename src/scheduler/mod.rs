@@ -15,8 +15,6 @@ use tracing::{error, info, instrument};
 
 use crate::engine::Engine;
 
-/// How long a claim on a timer lasts before another process may take it.
-const LEASE: chrono::Duration = chrono::Duration::seconds(60);
 const BATCH: i64 = 100;
 /// How often a running scheduler looks for due timers at most. Other
 /// processes may schedule timers, so it never sleeps longer than this.
@@ -26,12 +24,18 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 pub struct Scheduler {
     engine: Engine,
     owner: String,
+    /// How long a claim lasts before another process may take the timer.
+    lease: chrono::Duration,
 }
 
 impl Scheduler {
     pub fn new(engine: Engine) -> Scheduler {
         let owner = format!("{}-{}", std::process::id(), engine.now().timestamp_millis());
-        Scheduler { engine, owner }
+        Scheduler {
+            engine,
+            owner,
+            lease: crate::store::lease(),
+        }
     }
 
     /// Fire every timer due at `now`; returns how many fired.
@@ -42,7 +46,7 @@ impl Scheduler {
             let due = self
                 .engine
                 .store()
-                .claim_timers(&self.owner, now, LEASE, BATCH)
+                .claim_timers(&self.owner, now, self.lease, BATCH)
                 .await?;
             if due.is_empty() {
                 return Ok(fired);

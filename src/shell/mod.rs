@@ -22,7 +22,9 @@ use crate::scheduler::Scheduler;
 const HELP: &str = "\
 Commands:
   /deploy ...          a deploy command, as in chat (/deploy help lists them)
-  click N [reason]     press button [N] of the latest cards; reject, n/a, abort and roll back need a reason
+  /oncall [override …] who is on call; hand a rotation to someone for a while
+  click N [reason]     press button [N] of the latest cards; reject, n/a, abort, roll back,
+                       open incident and resolve need a reason
   as PERSON            act as someone else (`who` lists people)
   who                  list people and their roles
   wait DURATION        move the clock forward (e.g. 30m, 2h) and run what falls due
@@ -131,7 +133,7 @@ impl<W: Write> Shell<W> {
                 Err(e) => writeln!(self.out, "{e}")?,
             },
             "click" => self.click(rest).await?,
-            "/deploy" => match command::parse(line) {
+            "/deploy" | "/oncall" => match command::parse_slash(word, rest) {
                 Ok(cmd) => self.request(Request::Command(cmd)).await?,
                 Err(e) => writeln!(self.out, "{e}")?,
             },

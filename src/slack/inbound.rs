@@ -145,10 +145,10 @@ impl Slack {
     /// A slash command; the answer is shown to the person who typed it.
     #[instrument(skip_all, fields(user = %form.user_id, channel = %form.channel_id))]
     pub async fn on_command(&self, form: CommandForm) -> Value {
-        if form.command != "/deploy" {
-            return json!({ "response_type": "ephemeral", "text": format!("tminus answers /deploy, not {}.", form.command) });
+        if form.command != "/deploy" && form.command != "/oncall" {
+            return json!({ "response_type": "ephemeral", "text": format!("tminus answers /deploy and /oncall, not {}.", form.command) });
         }
-        let cmd = match command::parse(&form.text) {
+        let cmd = match command::parse_slash(&form.command, &form.text) {
             Ok(cmd) => cmd,
             Err(e) => return json!({ "response_type": "ephemeral", "text": e.to_string() }),
         };
@@ -208,8 +208,7 @@ impl Slack {
                 let trigger = text(&payload, &["trigger_id"])
                     .unwrap_or_default()
                     .to_string();
-                let wants_reason =
-                    buttons::decode(&id, None).is_some_and(|(_, a)| buttons::needs_reason(&a));
+                let wants_reason = buttons::wants_reason(&id);
                 if wants_reason && !trigger.is_empty() {
                     let this = self.clone();
                     tokio::spawn(

@@ -1,6 +1,7 @@
 //! The durable store: runs, items, sign-offs, the audit log, the outbox of
-//! outgoing messages and timers, on SQLite or PostgreSQL through one code
-//! path (sqlx's `Any` driver, times as epoch milliseconds).
+//! outgoing messages and timers, incidents, pages and rotation overrides,
+//! on SQLite or PostgreSQL through one code path (sqlx's `Any` driver, times
+//! as epoch milliseconds).
 //!
 //! Every change goes through a [`Tx`]: the engine loads a run with a write
 //! lock, applies a domain decision, and writes the run, its audit entries,
@@ -9,6 +10,7 @@
 //! with `BEGIN IMMEDIATE`, which takes the database's single write lock.
 
 mod audit;
+mod incidents;
 mod monitor;
 mod queue;
 mod runs;
@@ -21,8 +23,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 pub use audit::AuditEntry;
+pub use incidents::PageRecord;
 pub use monitor::TickRecord;
-pub use queue::{ClaimedMessage, Timer, TimerKind};
+pub use queue::{lease, ClaimedMessage, Timer, TimerKind};
 
 /// Which SQL dialect the database speaks, for the few statements that differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Monitoring records: one row per tick of a run's window (its verdict and
-//! readings), and incidents opened by critical verdicts.
+//! readings).
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -45,56 +45,12 @@ impl Tx {
     pub async fn ticks_for_run(&mut self, run: RunId) -> Result<Vec<TickRecord>> {
         ticks(&mut self.tx, run).await
     }
-
-    /// The run's open incident, if any.
-    pub async fn open_incident(&mut self, run: RunId) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM incidents WHERE run_id = $1 AND status = 'open' ORDER BY id LIMIT 1",
-        )
-        .bind(run.0)
-        .fetch_optional(&mut *self.tx)
-        .await?)
-    }
-
-    pub async fn insert_incident(
-        &mut self,
-        run: RunId,
-        severity: &str,
-        summary: &str,
-        opened_by: &str,
-        now: DateTime<Utc>,
-    ) -> Result<i64> {
-        sqlx::query_scalar(
-            "INSERT INTO incidents (run_id, severity, summary, status, opened_by, opened_at) \
-             VALUES ($1, $2, $3, 'open', $4, $5) RETURNING id",
-        )
-        .bind(run.0)
-        .bind(severity)
-        .bind(summary)
-        .bind(opened_by)
-        .bind(ms(now))
-        .fetch_one(&mut *self.tx)
-        .await
-        .context("opening an incident")
-    }
 }
 
 impl Store {
     pub async fn ticks_for_run(&self, run: RunId) -> Result<Vec<TickRecord>> {
         let mut conn = self.pool.acquire().await?;
         ticks(&mut conn, run).await
-    }
-
-    /// Incidents of a run: (id, severity, status).
-    pub async fn incidents_for_run(&self, run: RunId) -> Result<Vec<(i64, String, String)>> {
-        let rows =
-            sqlx::query("SELECT id, severity, status FROM incidents WHERE run_id = $1 ORDER BY id")
-                .bind(run.0)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| Ok((col(r, "id")?, col(r, "severity")?, col(r, "status")?)))
-            .collect()
     }
 }
 

@@ -23,6 +23,16 @@ pub enum TimerKind {
     SignoffReminder { run: RunId, phase: String, seq: u32 },
     /// Probe and judge one tick of a run's monitoring window (epoch ms).
     MonitorTick { run: RunId, at: i64 },
+    /// Page number `seq` of an incident's climb, if it is still unanswered
+    /// and still in climb `generation`.
+    Escalate {
+        incident: i64,
+        generation: u32,
+        seq: u32,
+    },
+    /// An acknowledgement (of climb `generation`) ran out: page again unless
+    /// the incident was resolved or acknowledged since.
+    AckTimeout { incident: i64, generation: u32 },
 }
 
 impl TimerKind {
@@ -30,6 +40,8 @@ impl TimerKind {
         match self {
             TimerKind::SignoffReminder { .. } => "signoff_reminder",
             TimerKind::MonitorTick { .. } => "monitor_tick",
+            TimerKind::Escalate { .. } => "escalate",
+            TimerKind::AckTimeout { .. } => "ack_timeout",
         }
     }
 
@@ -38,6 +50,7 @@ impl TimerKind {
             TimerKind::SignoffReminder { run, .. } | TimerKind::MonitorTick { run, .. } => {
                 Some(*run)
             }
+            TimerKind::Escalate { .. } | TimerKind::AckTimeout { .. } => None,
         }
     }
 
@@ -48,6 +61,15 @@ impl TimerKind {
                 format!("reminder:{run}:{phase}:{seq}")
             }
             TimerKind::MonitorTick { run, at } => format!("monitor:{run}:{at}"),
+            TimerKind::Escalate {
+                incident,
+                generation,
+                seq,
+            } => format!("escalate:{incident}:{generation}:{seq}"),
+            TimerKind::AckTimeout {
+                incident,
+                generation,
+            } => format!("ack-timeout:{incident}:{generation}"),
         }
     }
 }
@@ -119,6 +141,17 @@ impl Tx {
                 .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// How long a claim on a timer or an outgoing message lasts before another
+/// process may take it over: `TMINUS_LEASE` (a duration such as `30s`), one
+/// minute by default. It must be longer than one delivery attempt takes.
+pub fn lease() -> chrono::Duration {
+    std::env::var("TMINUS_LEASE")
+        .ok()
+        .and_then(|v| v.parse::<crate::domain::Dur>().ok())
+        .filter(|d| d.millis() > 0)
+        .map_or(chrono::Duration::seconds(60), |d| d.to_chrono())
 }
 
 impl Store {

@@ -67,6 +67,11 @@ impl Tx {
         load_run(&mut self.tx, self.dialect, id, true).await
     }
 
+    /// Load a run inside the transaction without taking its lock.
+    pub async fn read_run(&mut self, id: RunId) -> Result<Option<Run>> {
+        load_run(&mut self.tx, self.dialect, id, false).await
+    }
+
     /// Write what changed between `before` and `after` (the same run).
     pub async fn save_run(&mut self, before: &Run, after: &Run) -> Result<()> {
         sqlx::query(
