@@ -5,6 +5,7 @@
 
 mod check_config;
 mod discord;
+mod escalation;
 mod fake_discord;
 mod fake_slack;
 mod helpers;
