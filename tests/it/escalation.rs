@@ -209,7 +209,9 @@ impl Env {
                 slack.on_interaction(payload).await;
                 self.drain().await;
                 let ephemerals = fake.ok_calls("chat.postEphemeral");
-                ephemerals[before..].iter().any(|c| c.str("user") == Some(&user))
+                ephemerals[before..]
+                    .iter()
+                    .any(|c| c.str("user") == Some(&user))
             }
             Adapter::Discord { discord, .. } => {
                 let payload = interaction(
@@ -347,7 +349,11 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
         .person
         .to_string();
     let answer = env
-        .command("alice", "deploy", "start checkout-api v3.1.0 --runbook go-live")
+        .command(
+            "alice",
+            "deploy",
+            "start checkout-api v3.1.0 --runbook go-live",
+        )
         .await;
     assert!(answer.contains("Started deployment #1"), "{answer}");
 
@@ -359,18 +365,29 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
             "incident checkout returns 500s --severity critical",
         )
         .await;
-    assert!(answer.contains("Opened incident #1"), "{platform} {kind}: {answer}");
+    assert!(
+        answer.contains("Opened incident #1"),
+        "{platform} {kind}: {answer}"
+    );
     let pages = env.dm_pages(1);
     assert_eq!(pages.len(), 1, "{pages:?}");
     assert_eq!(pages[0].0, primary);
     assert!(
-        pages[0].1.buttons.iter().any(|(l, id)| l == "Acknowledge" && id == "incident.ack:1"),
+        pages[0]
+            .1
+            .buttons
+            .iter()
+            .any(|(l, id)| l == "Acknowledge" && id == "incident.ack:1"),
         "{:?}",
         pages[0].1
     );
     let steps = env.channel_steps(1);
     assert_eq!(steps.len(), 1);
-    assert!(steps[0].text.contains(&env.mention(&primary)), "{:?}", steps[0]);
+    assert!(
+        steps[0].text.contains(&env.mention(&primary)),
+        "{:?}",
+        steps[0]
+    );
 
     assert_eq!(env.at_minute(4).await, 0, "nothing is due before minute 5");
     assert_eq!(env.dm_pages(1).len(), 1);
@@ -393,7 +410,11 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
     let who: Vec<String> = env.dm_pages(1).into_iter().map(|(w, _)| w).collect();
     assert_eq!(who, vec![primary.clone(), "bruno".into(), "zoe".into()]);
     assert!(env.channel_steps(1)[3].text.contains(&env.mention("zoe")));
-    assert_eq!(env.at_minute(19).await, 0, "the ladder ends at its last step");
+    assert_eq!(
+        env.at_minute(19).await,
+        0,
+        "the ladder ends at its last step"
+    );
     assert_eq!(env.dm_pages(1).len(), 3);
     // Zoe resolves it from her direct message, with a note.
     let zoe_page = env.dm_pages(1).pop().unwrap().1;
@@ -426,7 +447,11 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
     let base = 20;
     env.at_minute(base).await;
     let answer = env
-        .command("alice", "deploy", "incident payments time out --severity critical")
+        .command(
+            "alice",
+            "deploy",
+            "incident payments time out --severity critical",
+        )
         .await;
     assert!(answer.contains("Opened incident #2"), "{answer}");
     env.at_minute(base + 5).await;
@@ -443,14 +468,17 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
     let incidents = env.channels().incidents.clone();
     let after: Vec<Posted> = env.posted().into_iter().skip(before).collect();
     assert!(
-        after
-            .iter()
-            .any(|p| p.channel == incidents && p.text.contains("Bruno Ferreira acknowledged incident #2")),
+        after.iter().any(|p| p.channel == incidents
+            && p.text.contains("Bruno Ferreira acknowledged incident #2")),
         "{after:?}"
     );
     for minute in [base + 10, base + 15, base + 20] {
         env.at_minute(minute).await;
-        assert_eq!(env.dm_pages(2).len(), 2, "a page after the acknowledgement at minute {minute}");
+        assert_eq!(
+            env.dm_pages(2).len(),
+            2,
+            "a page after the acknowledgement at minute {minute}"
+        );
         assert_eq!(env.channel_steps(2).len(), 2);
     }
     // Go-live's acknowledgement time-out is 15 minutes: still unresolved at
@@ -460,13 +488,26 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
     assert_eq!(who, vec![primary.clone(), "bruno".into(), primary.clone()]);
 
     let store = env.engine.store();
-    let incidents = store.incidents_for_run(tminus::domain::RunId(1)).await.unwrap();
+    let incidents = store
+        .incidents_for_run(tminus::domain::RunId(1))
+        .await
+        .unwrap();
     assert_eq!(incidents.len(), 2);
     assert_eq!(incidents[0].0.status.as_str(), "resolved");
-    assert_eq!(incidents[1].0.acked_by.as_ref().map(|p| p.as_str()), Some("bruno"));
-    let report = env.engine.report(&store.run(tminus::domain::RunId(1)).await.unwrap().unwrap()).await.unwrap();
+    assert_eq!(
+        incidents[1].0.acked_by.as_ref().map(|p| p.as_str()),
+        Some("bruno")
+    );
+    let report = env
+        .engine
+        .report(&store.run(tminus::domain::RunId(1)).await.unwrap().unwrap())
+        .await
+        .unwrap();
     assert!(report.contains("## Incidents"), "{report}");
-    assert!(report.contains("**Acknowledged:** Bruno Ferreira"), "{report}");
+    assert!(
+        report.contains("**Acknowledged:** Bruno Ferreira"),
+        "{report}"
+    );
     assert!(report.contains("**Resolved:** Zoe Kowalski"), "{report}");
 }
 

@@ -235,9 +235,14 @@ impl ServeProcess {
     /// Start `tminus serve` on port 0 with the bundled configuration, the
     /// given database and extra environment.
     pub fn start(db_url: &str, env: &[(&str, String)]) -> ServeProcess {
+        ServeProcess::start_with(&bot_config(), db_url, env)
+    }
+
+    /// With another configuration directory.
+    pub fn start_with(config_dir: &Path, db_url: &str, env: &[(&str, String)]) -> ServeProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tminus"));
         cmd.args(["serve", "--config"])
-            .arg(bot_config())
+            .arg(config_dir)
             .env("DATABASE_URL", db_url)
             .env("TMINUS_LISTEN", "127.0.0.1:0")
             .env(
@@ -281,6 +286,57 @@ impl Drop for ServeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A copy of the bundled configuration with an extra runbook `fast`, whose
+/// policy `fast` climbs in seconds (primary on-call, then the backend lead
+/// and the CTO two seconds apart), for tests that run on the real clock.
+pub fn fast_escalation_config() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("runbooks")).unwrap();
+    let src = bot_config();
+    let mut bot = std::fs::read_to_string(src.join("tminus.toml")).unwrap();
+    bot.push_str(
+        r#"
+[policies.fast]
+name = "Fast"
+ack_timeout = "1h"
+[[policies.fast.steps]]
+after = "0s"
+page = ["rotation:primary"]
+[[policies.fast.steps]]
+after = "2s"
+page = ["role:backend-lead"]
+[[policies.fast.steps]]
+after = "2s"
+page = ["role:cto"]
+"#,
+    );
+    std::fs::write(dir.path().join("tminus.toml"), bot).unwrap();
+    for entry in std::fs::read_dir(src.join("runbooks")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            dir.path().join("runbooks").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("runbooks/fast.toml"),
+        r#"name = "Fast escalation"
+escalation = "fast"
+
+[[phases]]
+id = "ship"
+title = "Ship"
+  [[phases.items]]
+  id = "deploy"
+  text = "Deploy"
+  production_deploy = true
+"#,
+    )
+    .unwrap();
+    dir
 }
 
 /// A request a signature test sends: what it is, its body, its headers.

@@ -10,6 +10,7 @@ mod fake_discord;
 mod fake_slack;
 mod helpers;
 mod monitoring;
+mod oncall;
 mod prometheus;
 mod restart;
 mod serve;

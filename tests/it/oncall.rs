@@ -1,0 +1,339 @@
+//! On-call with real `tminus serve` processes on the real clock, a fake
+//! Slack, and the `fast` policy (pages two seconds apart): an escalation
+//! killed with SIGKILL goes on after a restart, the overdue page at once and
+//! the next on time, each once; two processes on one PostgreSQL share a
+//! burst of incidents and send every page and message exactly once; killing
+//! one of them mid-burst loses nothing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tminus::store::Store;
+
+use crate::fake_slack::{Call, FakeSlack, BOT_TOKEN};
+use crate::helpers::{
+    config, fast_escalation_config, postgres_db, sqlite_db, ServeProcess, TestDb,
+};
+
+const SECRET: &str = "oncall-signing-secret";
+
+fn serve(config_dir: &Path, db: &TestDb, fake: &FakeSlack) -> ServeProcess {
+    ServeProcess::start_with(
+        config_dir,
+        &db.url,
+        &[
+            ("SLACK_BOT_TOKEN", BOT_TOKEN.to_string()),
+            ("SLACK_SIGNING_SECRET", SECRET.to_string()),
+            ("SLACK_API_URL", fake.api_url()),
+            // A dead process's claims pass to the living within two seconds.
+            ("TMINUS_LEASE", "2s".to_string()),
+        ],
+    )
+}
+
+/// A signed `/deploy …` from `person`, to one process; returns Slack's answer text.
+async fn command(http: &reqwest::Client, to: &ServeProcess, person: &str, text: &str) -> String {
+    let config = config();
+    let user = config.directory.people[&tminus::domain::PersonId::new(person)]
+        .slack
+        .clone()
+        .unwrap();
+    let channel = config.channels["slack"].deployments.clone();
+    let trigger = format!("{}-{}", person, rand_suffix());
+    let body = serde_urlencoded::to_string([
+        ("command", "/deploy"),
+        ("text", text),
+        ("user_id", user.as_str()),
+        ("channel_id", channel.as_str()),
+        ("trigger_id", trigger.as_str()),
+    ])
+    .unwrap();
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let sig = tminus::slack::verify::sign(SECRET.as_bytes(), &ts, body.as_bytes());
+    let resp = http
+        .post(to.url("/slack/commands"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("request to tminus");
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    v["text"].as_str().unwrap_or_default().to_string()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed) + 1000 * std::process::id() as u64
+}
+
+/// The direct-message pages the fake received: (incident, step) → how often,
+/// and to which channel.
+fn dm_pages(calls: &[Call]) -> BTreeMap<(i64, u32), Vec<String>> {
+    let mut out: BTreeMap<(i64, u32), Vec<String>> = BTreeMap::new();
+    for c in calls
+        .iter()
+        .filter(|c| c.ok() && c.method == "chat.postMessage")
+    {
+        let text = c.all_text();
+        if !text.contains("You are paged") {
+            continue;
+        }
+        let incident = text
+            .split("Incident #")
+            .nth(1)
+            .and_then(|t| t.split(|ch: char| !ch.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .expect("an incident number");
+        let step = text
+            .split("escalation step ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("a step number");
+        out.entry((incident, step))
+            .or_default()
+            .push(c.str("channel").unwrap_or_default().to_string());
+    }
+    out
+}
+
+/// Poll the fake until `pred` holds for its calls, up to `secs` seconds.
+async fn wait_calls(fake: &FakeSlack, secs: u64, what: &str, pred: impl Fn(&[Call]) -> bool) {
+    let start = Instant::now();
+    loop {
+        if pred(&fake.calls()) {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            panic!(
+                "timed out waiting for {what}; pages so far: {:?}",
+                dm_pages(&fake.calls())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn escalation_survives_sigkill(db: TestDb) {
+    let dir = fast_escalation_config();
+    let fake = FakeSlack::start().await;
+    let http = reqwest::Client::new();
+    let mut first = serve(dir.path(), &db, &fake);
+    let answer = command(&http, &first, "alice", "start api v1 --runbook fast").await;
+    assert!(answer.contains("Started deployment #1"), "{answer}");
+    let answer = command(
+        &http,
+        &first,
+        "alice",
+        "incident api down --severity critical",
+    )
+    .await;
+    assert!(answer.contains("Opened incident #1"), "{answer}");
+    wait_calls(&fake, 15, "the first page", |c| {
+        dm_pages(c).contains_key(&(1, 1))
+    })
+    .await;
+    // Killed between the first and second page.
+    first.kill();
+    let killed = chrono::Utc::now();
+    // Down past the second page's due time: on restart it is overdue.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let restarted = chrono::Utc::now();
+    let _second = serve(dir.path(), &db, &fake);
+    wait_calls(&fake, 15, "the third page", |c| {
+        dm_pages(c).contains_key(&(1, 3))
+    })
+    .await;
+    // Nothing more comes: the ladder has three steps.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pages = dm_pages(&fake.calls());
+    let counts: Vec<((i64, u32), usize)> = pages.iter().map(|(k, v)| (*k, v.len())).collect();
+    assert_eq!(
+        counts,
+        vec![((1, 1), 1), ((1, 2), 1), ((1, 3), 1)],
+        "{}: each step pages once",
+        db.kind
+    );
+    let store = Store::connect(&db.url).await.unwrap();
+    let recorded = store.all_pages().await.unwrap();
+    let at = |step: usize| {
+        recorded
+            .iter()
+            .find(|(_, p)| p.step == step)
+            .map(|(_, p)| p.at)
+            .unwrap()
+    };
+    assert!(
+        at(1) > killed,
+        "the second page was not sent before the kill"
+    );
+    assert!(
+        at(1) - restarted < chrono::Duration::seconds(5),
+        "the overdue page fires at once after the restart: restarted {restarted}, paged {}",
+        at(1)
+    );
+    assert!(
+        at(2) - at(1) >= chrono::Duration::seconds(2),
+        "the next page waits its full two seconds: {} then {}",
+        at(1),
+        at(2)
+    );
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+}
+
+#[tokio::test]
+async fn an_escalation_killed_mid_way_goes_on_once_after_a_restart() {
+    escalation_survives_sigkill(sqlite_db()).await;
+    if let Some(db) = postgres_db().await {
+        escalation_survives_sigkill(db).await;
+    }
+}
+
+const BURST: usize = 10;
+
+/// Start `BURST` runs and open an incident on each, alternating between
+/// the processes that are up; returns the incident numbers.
+async fn burst(http: &reqwest::Client, procs: &[&ServeProcess], offset: usize) {
+    for i in 0..BURST {
+        let to = procs[i % procs.len()];
+        let n = offset + i + 1;
+        let answer = command(
+            http,
+            to,
+            "alice",
+            &format!("start svc-{n} v{n} --runbook fast"),
+        )
+        .await;
+        assert!(
+            answer.contains(&format!("Started deployment #{n}")),
+            "{answer}"
+        );
+        let answer = command(
+            http,
+            to,
+            "emeka",
+            &format!("incident svc-{n} errors --run {n} --severity critical"),
+        )
+        .await;
+        assert!(answer.contains("Opened incident"), "{answer}");
+    }
+}
+
+async fn outbox_rows(db: &TestDb) -> (i64, i64) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let delivered: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    (delivered, pending)
+}
+
+/// Wait until every incident of the burst has had its three pages sent and
+/// the outbox is empty.
+async fn settle(fake: &FakeSlack, db: &TestDb, incidents: usize) {
+    wait_calls(fake, 60, "every page of the burst", |c| {
+        let pages = dm_pages(c);
+        (1..=incidents as i64).all(|i| (1..=3).all(|s| pages.contains_key(&(i, s))))
+    })
+    .await;
+    let start = Instant::now();
+    while outbox_rows(db).await.1 > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the outbox never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_processes_on_one_postgres_send_every_page_and_message_once() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let dir = fast_escalation_config();
+    let fake = FakeSlack::start().await;
+    let http = reqwest::Client::new();
+    let a = serve(dir.path(), &db, &fake);
+    let b = serve(dir.path(), &db, &fake);
+    burst(&http, &[&a, &b], 0).await;
+    settle(&fake, &db, BURST).await;
+    // Let both processes look once more for anything left.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let calls = fake.calls();
+    let pages = dm_pages(&calls);
+    assert_eq!(pages.len(), BURST * 3);
+    for (key, sent) in &pages {
+        assert_eq!(sent.len(), 1, "page {key:?} was sent {} times", sent.len());
+    }
+    // One platform call per delivered outbox row: nothing twice, nothing lost.
+    let posts = calls
+        .iter()
+        .filter(|c| c.ok() && (c.method == "chat.postMessage" || c.method == "chat.update"))
+        .count() as i64;
+    let (delivered, pending) = outbox_rows(&db).await;
+    assert_eq!(pending, 0);
+    assert_eq!(posts, delivered, "platform calls vs delivered messages");
+    let mut seen = std::collections::HashSet::new();
+    for c in calls
+        .iter()
+        .filter(|c| c.ok() && c.method == "chat.postMessage")
+    {
+        let key = (
+            c.str("channel").map(str::to_string),
+            c.str("thread_ts").map(str::to_string),
+            c.all_text(),
+        );
+        assert!(seen.insert(key.clone()), "posted twice: {key:?}");
+    }
+    let store = Store::connect(&db.url).await.unwrap();
+    assert_eq!(store.all_pages().await.unwrap().len(), BURST * 3);
+}
+
+#[tokio::test]
+async fn killing_one_of_two_processes_mid_burst_loses_nothing() {
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let dir = fast_escalation_config();
+    let fake = FakeSlack::start().await;
+    let http = reqwest::Client::new();
+    let mut a = serve(dir.path(), &db, &fake);
+    let b = serve(dir.path(), &db, &fake);
+    burst(&http, &[&a, &b], 0).await;
+    // Mid-burst: first pages are out, later ones are timers, some of them
+    // claimed by the process about to die.
+    a.kill();
+    burst(&http, &[&b], BURST).await;
+    settle(&fake, &db, 2 * BURST).await;
+
+    let pages = dm_pages(&fake.calls());
+    assert_eq!(
+        pages.len(),
+        2 * BURST * 3,
+        "every page of every incident arrived"
+    );
+    let store = Store::connect(&db.url).await.unwrap();
+    let recorded = store.all_pages().await.unwrap();
+    assert_eq!(
+        recorded.len(),
+        2 * BURST * 3,
+        "one recorded page per person per step"
+    );
+    // A process killed inside an HTTP call to Slack cannot know whether the
+    // message went out, so at most the messages it had in flight go twice.
+    let doubled = pages.values().filter(|v| v.len() > 1).count();
+    assert!(doubled <= 32, "{doubled} pages went out twice");
+}
