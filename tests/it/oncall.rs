@@ -1,9 +1,12 @@
-//! On-call with real `tminus serve` processes on the real clock, a fake
-//! Slack, and the `fast` policy (pages two seconds apart): an escalation
-//! killed with SIGKILL goes on after a restart, the overdue page at once and
-//! the next on time, each once; two processes on one PostgreSQL share a
-//! burst of incidents and send every page and message exactly once; killing
-//! one of them mid-burst loses nothing.
+//! On-call end to end. In the shell (virtual clock): seed 003's ladder,
+//! `/oncall`, an override, an Acknowledge, and a SIGKILL between two pages
+//! after which the next page comes on time and once. With real `tminus
+//! serve` processes on the real clock, a fake Slack and the `fast` policy
+//! (pages two seconds apart): an escalation killed with SIGKILL goes on
+//! after a restart, the overdue page at once and the next on time, each
+//! once; two processes on one PostgreSQL share a burst of incidents and send
+//! every page and message exactly once; killing one of them mid-burst loses
+//! nothing.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,10 +16,110 @@ use tminus::store::Store;
 
 use crate::fake_slack::{Call, FakeSlack, BOT_TOKEN};
 use crate::helpers::{
-    config, fast_escalation_config, postgres_db, sqlite_db, ServeProcess, TestDb,
+    all_dbs, config, fast_escalation_config, postgres_db, sqlite_db, ServeProcess, ShellSession,
+    TestDb,
 };
 
 const SECRET: &str = "oncall-signing-secret";
+
+/// How many direct messages paging `person` for incident `n` a transcript shows.
+fn shell_pages(transcript: &str, person: &str, n: i64) -> usize {
+    let header = format!("── direct message to {person} ──");
+    let title = format!("📟 Incident #{n} ");
+    let lines: Vec<&str> = transcript.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == header && w[1].starts_with(&title))
+        .count()
+}
+
+#[tokio::test]
+async fn the_shell_walks_the_ladder_across_a_sigkill_and_honours_overrides() {
+    let config = config();
+    let primary = config.rotations["primary"]
+        .holder(&[], chrono::Utc::now())
+        .person
+        .to_string();
+    for db in all_dbs().await {
+        let mut s = ShellSession::start(&db.url, "alice");
+        s.send("/deploy start checkout v2 --runbook go-live");
+        let out = s.send("/deploy incident checkout returns 500s --severity critical");
+        assert!(out.contains("Opened incident #1 (critical)"), "{out}");
+        assert_eq!(shell_pages(&out, &primary, 1), 1, "{out}");
+        let out = s.send("wait 5m");
+        assert_eq!(shell_pages(&out, "bruno", 1), 1, "{out}");
+        s.kill();
+
+        // Started again: the clock resumes where it stopped; the advice
+        // step is five minutes after the backend lead's page.
+        let mut s = ShellSession::start(&db.url, "alice");
+        let out = s.send("wait 4m");
+        assert!(
+            !out.contains("escalation step 3"),
+            "{}: early: {out}",
+            db.kind
+        );
+        let out = s.send("wait 1m");
+        assert_eq!(
+            out.matches("Incident #1 — escalation step 3 of 4").count(),
+            1,
+            "{out}"
+        );
+        assert!(out.contains("roll back now"), "{out}");
+        let out = s.send("/oncall");
+        assert!(out.contains("Go-live critical"), "{out}");
+        assert!(
+            out.contains("#1 critical — triggered — checkout returns 500s"),
+            "{out}"
+        );
+
+        s.as_person("bruno");
+        let out = s.press("Acknowledge", None);
+        assert!(
+            out.contains("Bruno Ferreira acknowledged incident #1"),
+            "{out}"
+        );
+        let out = s.send("wait 10m");
+        assert!(
+            !out.contains("You are paged"),
+            "a page after the acknowledgement: {out}"
+        );
+        let out = s.press("Resolve", Some("rolled back to v1"));
+        assert!(
+            out.contains("resolved incident #1: rolled back to v1"),
+            "{out}"
+        );
+
+        // An override: Zoe holds the primary rotation for an hour, so the
+        // next incident pages her first.
+        s.as_person(&primary);
+        let out = s.send("/oncall override zoe 1h primary");
+        assert!(
+            out.contains("handed Primary on-call to Zoe Kowalski for 1h"),
+            "{out}"
+        );
+        let out = s.send("/oncall");
+        assert!(
+            out.contains("Primary on-call: Zoe Kowalski (override)"),
+            "{out}"
+        );
+        let out = s.send("/deploy incident still slow");
+        assert!(out.contains("Opened incident #2 (high)"), "{out}");
+        assert_eq!(shell_pages(&out, "zoe", 2), 1, "{out}");
+        s.as_person("farah");
+        let out = s.send("/oncall override farah 1h primary");
+        assert!(out.contains("Only members of Primary on-call"), "{out}");
+        let out = s.press("Acknowledge", None);
+        assert!(
+            out.contains("Only the people its escalation pages can acknowledge incident #2"),
+            "{out}"
+        );
+        let report = s.send("/deploy report");
+        assert!(report.contains("## Incidents"), "{report}");
+        assert!(report.contains("**Resolved:** Bruno Ferreira"), "{report}");
+        s.quit();
+    }
+}
 
 fn serve(config_dir: &Path, db: &TestDb, fake: &FakeSlack) -> ServeProcess {
     ServeProcess::start_with(
