@@ -54,6 +54,15 @@ pub fn pressed(id: &str, reason: Option<String>) -> Option<Pressed> {
     }
 }
 
+/// The title and the question of the dialog that asks for a button's reason.
+pub fn reason_prompt(id: &str) -> (&'static str, &'static str) {
+    match pressed(id, None) {
+        Some(Pressed::OpenIncident { .. }) => ("Open an incident", "What is wrong?"),
+        Some(Pressed::Incident(..)) => ("Resolve the incident", "What was done?"),
+        _ => ("Give a reason", "Why?"),
+    }
+}
+
 /// Whether pressing the button with this id asks the person for a reason
 /// (reject, not applicable, abort, roll back, open or resolve an incident).
 pub fn wants_reason(id: &str) -> bool {

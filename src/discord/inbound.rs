@@ -250,15 +250,16 @@ impl Discord {
 /// The dialog that asks why; its id is the button's, so the submission
 /// finds its way back to the same action.
 fn reason_modal(button_id: &str) -> Value {
+    let (title, question) = buttons::reason_prompt(button_id);
     json!({
         "type": 9,
         "data": {
             "custom_id": button_id,
-            "title": "Give a reason",
+            "title": title,
             "components": [{
                 "type": 1,
                 "components": [{
-                    "type": 4, "custom_id": REASON_INPUT, "label": "Why?", "style": 2,
+                    "type": 4, "custom_id": REASON_INPUT, "label": question, "style": 2,
                     "min_length": 1, "max_length": 500, "required": true
                 }]
             }]

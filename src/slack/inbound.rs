@@ -282,8 +282,9 @@ impl Slack {
     /// Open a modal asking why (reject, not applicable, abort, roll back).
     async fn ask_reason(&self, trigger: &str, id: &str, channel: &str, thread: Option<String>) {
         let meta = json!({ "id": id, "channel": channel, "thread": thread }).to_string();
+        let (title, question) = buttons::reason_prompt(id);
         let input = SlackInputBlock::new(
-            SlackBlockPlainTextOnly::from("Why?"),
+            SlackBlockPlainTextOnly::from(question),
             SlackInputBlockElement::PlainTextInput(
                 SlackBlockPlainTextInputElement::new()
                     .with_action_id(SlackActionId(REASON_ACTION.into()))
@@ -293,14 +294,11 @@ impl Slack {
         )
         .with_block_id(SlackBlockId(REASON_BLOCK.into()));
         let view = SlackView::Modal(
-            SlackModalView::new(
-                SlackBlockPlainTextOnly::from("Give a reason"),
-                vec![input.into()],
-            )
-            .with_submit(SlackBlockPlainTextOnly::from("Submit"))
-            .with_close(SlackBlockPlainTextOnly::from("Cancel"))
-            .with_callback_id(SlackCallbackId(REASON_CALLBACK.into()))
-            .with_private_metadata(meta),
+            SlackModalView::new(SlackBlockPlainTextOnly::from(title), vec![input.into()])
+                .with_submit(SlackBlockPlainTextOnly::from("Submit"))
+                .with_close(SlackBlockPlainTextOnly::from("Cancel"))
+                .with_callback_id(SlackCallbackId(REASON_CALLBACK.into()))
+                .with_private_metadata(meta),
         );
         let req = SlackApiViewsOpenRequest::new(SlackTriggerId(trigger.to_string()), view);
         let session = self.session();
