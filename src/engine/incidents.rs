@@ -326,18 +326,8 @@ impl Engine {
         let mut card = Card::new(title).section(None, lines.clone());
         card.mentions = paged.iter().map(|p| p.person.clone()).collect();
         card.buttons = cards::incident_buttons(incident);
-        let to = self.incidents_channel(incident.platform, run);
-        tx.enqueue(
-            incident.run,
-            &Outgoing {
-                platform: incident.platform,
-                to: Destination::Channel { channel: to },
-                key: None,
-                card,
-            },
-            now,
-        )
-        .await?;
+        self.send_incidents(tx, incident.platform, run, None, card, now)
+            .await?;
         let detail = format!(
             "step {} of {} for incident #{}: {}",
             pos.step + 1,
@@ -345,7 +335,7 @@ impl Engine {
             incident.id,
             lines.join("; ")
         );
-        let timer_actor = self.timer_actor(incident.platform);
+        let timer_actor = super::timer_actor(incident.platform);
         self.incident_audit(
             tx,
             incident,
@@ -380,19 +370,28 @@ impl Engine {
         Ok(())
     }
 
-    fn incidents_channel(&self, platform: Platform, run: Option<&Run>) -> String {
-        self.config.channels_for(platform).map_or_else(
+    /// Queue a message for the platform's incidents channel (the run's
+    /// channel when the bot file names none).
+    async fn send_incidents(
+        &self,
+        tx: &mut Tx,
+        platform: Platform,
+        run: Option<&Run>,
+        key: Option<String>,
+        card: Card,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let channel = self.config.channels_for(platform).map_or_else(
             || run.map_or_else(|| "incidents".to_string(), |r| r.channel.clone()),
             |c| c.incidents.clone(),
-        )
-    }
-
-    fn timer_actor(&self, platform: Platform) -> Actor {
-        Actor {
+        );
+        let msg = Outgoing {
             platform,
-            user: BOT.into(),
-            channel: "timer".into(),
-        }
+            to: Destination::Channel { channel },
+            key,
+            card,
+        };
+        tx.enqueue(run.map(|r| r.id), &msg, now).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -427,18 +426,9 @@ impl Engine {
         text: String,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let to = self.incidents_channel(incident.platform, run);
-        tx.enqueue(
-            incident.run,
-            &Outgoing {
-                platform: incident.platform,
-                to: Destination::Channel { channel: to },
-                key: None,
-                card: cards::notice(text.clone()),
-            },
-            now,
-        )
-        .await?;
+        let card = cards::notice(text.clone());
+        self.send_incidents(tx, incident.platform, run, None, card, now)
+            .await?;
         if let Some(run) = run {
             self.send_thread(tx, run, None, cards::notice(text), now)
                 .await?;
@@ -457,18 +447,9 @@ impl Engine {
         let pages = tx.pages_for(incident.id).await?;
         let policy = self.policy_of(incident).map(|p| p.name.as_str());
         let card = cards::incident_card(incident, run, policy, &pages, &self.config.directory);
-        let to = self.incidents_channel(incident.platform, run);
-        tx.enqueue(
-            incident.run,
-            &Outgoing {
-                platform: incident.platform,
-                to: Destination::Channel { channel: to },
-                key: Some(cards::incident_key(incident.id)),
-                card,
-            },
-            now,
-        )
-        .await
+        let key = Some(cards::incident_key(incident.id));
+        self.send_incidents(tx, incident.platform, run, key, card, now)
+            .await
     }
 
     /// A page timer fired: page, unless someone acted since it was set.
@@ -525,7 +506,7 @@ impl Engine {
             "⏰ Incident #{} was acknowledged{who} but is still not resolved: paging again from the first step.",
             incident.id
         );
-        let timer_actor = self.timer_actor(incident.platform);
+        let timer_actor = super::timer_actor(incident.platform);
         self.incident_audit(
             tx,
             &incident,
@@ -831,20 +812,10 @@ impl Engine {
             detail: text.clone(),
         })
         .await?;
-        let channel = self.incidents_channel(actor.platform, None);
         let mut card = cards::notice(text.clone());
         card.mentions.push(target.id.clone());
-        tx.enqueue(
-            None,
-            &Outgoing {
-                platform: actor.platform,
-                to: Destination::Channel { channel },
-                key: None,
-                card,
-            },
-            now,
-        )
-        .await?;
+        self.send_incidents(&mut tx, actor.platform, None, None, card, now)
+            .await?;
         tx.commit().await?;
         Ok(Reply::changed(text))
     }

@@ -818,11 +818,7 @@ impl Engine {
                 crate::domain::Dur::from_millis((now - run.phase_entered_at).num_milliseconds());
             let card = cards::reminder_card(run, phase, dir, waited);
             let detail = format!("{} (reminder {seq})", card.plain_text().replace('\n', "; "));
-            let timer_actor = Actor {
-                platform: run.platform,
-                user: BOT.into(),
-                channel: "timer".into(),
-            };
+            let timer_actor = timer_actor(run.platform);
             tx.audit(&self.audit_entry(run, BOT, &timer_actor, "reminder.sent", detail, now))
                 .await?;
             self.send_thread(tx, run, None, card, now).await?;
@@ -830,6 +826,15 @@ impl Engine {
         // Keep watching the phase while the run stays in it; a later reject
         // can make its gate unmet again.
         self.schedule_reminder(tx, run, runbook, seq + 1, now).await
+    }
+}
+
+/// Who acts when a timer fires: the bot itself.
+fn timer_actor(platform: Platform) -> Actor {
+    Actor {
+        platform,
+        user: BOT.into(),
+        channel: "timer".into(),
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::info;
 
-use super::{cards, Actor, Engine, BOT};
+use super::{cards, Engine, BOT};
 use crate::domain::monitor::{due_tick, judge, tick_offsets, Level, Reading};
 use crate::domain::runbook::Severity;
 use crate::domain::{PersonId, Run, RunId, Runbook};
@@ -147,11 +147,7 @@ impl Engine {
             card.mentions.push(run.started_by.clone());
             self.send_thread(tx, &run, None, card, now).await?;
         }
-        let timer_actor = Actor {
-            platform: run.platform,
-            user: BOT.into(),
-            channel: "timer".into(),
-        };
+        let timer_actor = super::timer_actor(run.platform);
         if level == Level::Severity(Severity::Critical) && tx.open_incident(run.id).await?.is_none()
         {
             let summary = format!(
