@@ -40,7 +40,8 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     let config = load_config(config_dir)?;
     let store = Store::connect(&database_url(db)).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Engine::new(store.clone(), config.clone(), clock);
+    let access = Arc::new(web::access::WebAccess::from_env());
+    let engine = Engine::new(store.clone(), config.clone(), clock).with_web(access.clone());
     let listen = std::env::var("TMINUS_LISTEN")
         .ok()
         .filter(|l| !l.is_empty())
@@ -52,20 +53,24 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let alive = Arc::new(AtomicBool::new(true));
-    let scheduler = {
-        let alive = alive.clone();
-        let scheduler = Scheduler::new(engine.clone());
-        let stop = stop_rx.clone();
-        tokio::spawn(async move {
-            scheduler.run(stop).await;
-            alive.store(false, Ordering::Relaxed);
-        })
-    };
+    let scheduler = watched(
+        Scheduler::new(engine.clone()).run(stop_rx.clone()),
+        alive.clone(),
+    );
     info!(%addr, runbooks = config.runbooks.len(), "tminus listening");
+    let outbox_alive = Arc::new(AtomicBool::new(true));
     let mut router = web::router(AppState {
         engine: engine.clone(),
         scheduler_alive: alive,
+        outbox_alive: outbox_alive.clone(),
+        access: access.clone(),
     });
+    info!(
+        run_pages = access.secret.is_some(),
+        links_in_chat = access.secret.is_some() && access.public_url.is_some(),
+        bearer_token = access.token.is_some(),
+        "web"
+    );
 
     let mut workers = vec![scheduler];
     let mut socket_mode = None;
@@ -86,7 +91,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
                 socket_mode = Some(SocketMode::start(slack.clone()).await?);
             }
             let delivery = Worker::new(engine.clone(), Arc::new(slack::deliver::SlackDelivery::new(slack)));
-            workers.push(tokio::spawn(delivery.run(wake, stop_rx.clone())));
+            workers.push(watched(delivery.run(wake, stop_rx.clone()), outbox_alive.clone()));
             info!(platform = "slack", http, socket_mode = socket, "on");
         }
     }
@@ -113,7 +118,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
                 engine.clone(),
                 Arc::new(discord::deliver::DiscordDelivery::new(discord)),
             );
-            workers.push(tokio::spawn(delivery.run(wake, stop_rx.clone())));
+            workers.push(watched(delivery.run(wake, stop_rx.clone()), outbox_alive.clone()));
             info!(platform = "discord", endpoint, gateway = !endpoint, "on");
         }
     }
@@ -137,6 +142,19 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// Run a worker; `alive` turns false when it stops (or panics), so
+/// readiness can say so.
+fn watched(
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+    alive: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let task = tokio::spawn(work);
+        let _ = task.await;
+        alive.store(false, Ordering::Relaxed);
+    })
 }
 
 async fn wait_for_signal() {

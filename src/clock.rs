@@ -1,6 +1,7 @@
 //! Time, injected. Production reads the system clock; tests and `tminus
 //! shell` use a [`VirtualClock`] they move forward by hand. Nothing else in
-//! the crate asks the system for the time.
+//! the crate asks the system for the time; [`Stopwatch`] measures how long
+//! work takes (for metrics), on the monotonic clock, and decides nothing.
 
 use std::sync::Mutex;
 
@@ -56,6 +57,20 @@ impl VirtualClock {
 impl Clock for VirtualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How long something took, for metrics only.
+#[derive(Clone, Copy, Debug)]
+pub struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    pub fn start() -> Stopwatch {
+        Stopwatch(std::time::Instant::now())
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
     }
 }
 

@@ -191,19 +191,27 @@ impl<D: Deliver> Worker<D> {
         let result = self.platform.deliver(&claimed).await;
         let now = self.engine.now();
         let lane = claimed.message.lane();
+        let platform = self.platform.platform();
+        let counters = &crate::metrics::METRICS;
         match result {
-            Ok(()) => store.mark_delivered(claimed.id, now).await,
+            Ok(()) => {
+                counters.delivered.add(platform, 1);
+                store.mark_delivered(claimed.id, now).await
+            }
             Err(Failure::Permanent(reason)) => {
                 error!(reason = %reason, %lane, "the platform refused a message; giving up on it");
+                counters.failures.add(platform, 1);
                 store.mark_failed(claimed.id, now, &reason).await
             }
             Err(Failure::Retry { after, reason }) => {
                 if now - claimed.created_at > self.give_up {
                     error!(reason = %reason, %lane, "delivery kept failing; giving up");
+                    counters.failures.add(platform, 1);
                     return store
                         .mark_failed(claimed.id, now, &format!("gave up: {reason}"))
                         .await;
                 }
+                counters.retries.add(platform, 1);
                 let wait = after.unwrap_or_else(|| backoff(claimed.attempts));
                 warn!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "delivery will be retried");
                 let at =

@@ -10,11 +10,12 @@
 //! - [`domain`]: runbooks, people, roles, rotations and the run state machine; pure.
 //! - [`engine`]: the one service every adapter calls: command in, committed state and effects out.
 //! - [`hex`]: hex for signatures and keys.
+//! - [`metrics`]: the counters and histograms `GET /metrics` reports.
 //! - [`monitor`]: probes: HTTP health checks and Prometheus queries.
 //! - [`scheduler`]: durable timers claimed from the database and fired exactly once.
 //! - [`shell`]: the terminal adapter behind `tminus shell`.
 //! - [`store`]: SQLite and PostgreSQL: runs, audit log, outbox, timers.
-//! - [`web`]: the axum router: health and readiness (platform endpoints join it).
+//! - [`web`]: the axum router: health, readiness, metrics, run pages (platform endpoints join it).
 pub mod app;
 pub mod chat;
 pub mod clock;
@@ -24,6 +25,7 @@ pub mod discord;
 pub mod domain;
 pub mod engine;
 pub mod hex;
+pub mod metrics;
 pub mod monitor;
 pub mod scheduler;
 pub mod shell;

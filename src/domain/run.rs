@@ -27,6 +27,14 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Active,
+        RunStatus::RollingBack,
+        RunStatus::Completed,
+        RunStatus::Aborted,
+        RunStatus::RolledBack,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Active => "active",

@@ -282,6 +282,9 @@ impl Engine {
         if paged.is_empty() && step.advice.is_none() {
             return Ok(());
         }
+        crate::metrics::METRICS
+            .pages
+            .add(incident.platform, paged.len() as u64);
         let steps = policy.steps.len();
         let round = if pos.round > 0 {
             format!(", page {} of {}", pos.round + 1, step.repeat)
@@ -612,6 +615,14 @@ impl Engine {
             self.incident_notice(&mut tx, &incident, run.as_ref(), text.clone(), now)
                 .await?;
             summary.push(text);
+        }
+        if events
+            .iter()
+            .any(|e| matches!(e, IncidentEvent::Acknowledged { .. }))
+        {
+            crate::metrics::METRICS
+                .acknowledgements
+                .add(incident.platform, 1);
         }
         if incident.status == IncidentStatus::Acknowledged {
             if let Some(timeout) = self.policy_of(&incident).and_then(|p| p.ack_timeout) {

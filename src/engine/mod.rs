@@ -21,6 +21,7 @@ use crate::chat::{Card, Destination, Outgoing};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Action, Event, Person, PersonId, Platform, Run, RunId, Runbook};
+use crate::metrics::METRICS;
 use crate::store::{AuditEntry, Store, Timer, TimerKind, Tx};
 
 pub use command::Command;
@@ -93,6 +94,8 @@ pub struct Engine {
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
     prober: crate::monitor::Prober,
+    /// Signs the run-page links posted in chat, when the web side is set up.
+    web: Option<Arc<crate::web::access::WebAccess>>,
 }
 
 const BOT: &str = "tminus";
@@ -104,7 +107,27 @@ impl Engine {
             config,
             clock,
             prober: crate::monitor::Prober::new(),
+            web: None,
         }
+    }
+
+    /// Post signed links to run pages in root messages and reports.
+    pub fn with_web(mut self, web: Arc<crate::web::access::WebAccess>) -> Engine {
+        self.web = Some(web);
+        self
+    }
+
+    /// A run's root message, with a link to its page when links are on.
+    fn root_card(&self, run: &Run, runbook: &Runbook, now: DateTime<Utc>) -> Card {
+        let mut card = cards::root_card(run, runbook, &self.config.directory);
+        if let Some(link) = self.run_link(run, now) {
+            card = card.section(None, vec![format!("Run page: {link}")]);
+        }
+        card
+    }
+
+    fn run_link(&self, run: &Run, now: DateTime<Utc>) -> Option<String> {
+        self.web.as_ref()?.run_link(run.id, now)
     }
 
     pub fn store(&self) -> &Store {
@@ -130,7 +153,15 @@ impl Engine {
         request: Request,
         request_key: Option<&str>,
     ) -> Reply {
-        match self.try_handle(actor, request, request_key).await {
+        let watch = crate::clock::Stopwatch::start();
+        let counter = match request {
+            Request::Command(_) => &METRICS.commands,
+            Request::Click { .. } => &METRICS.clicks,
+        };
+        counter.add(actor.platform, 1);
+        let answer = self.try_handle(actor, request, request_key).await;
+        METRICS.ack_latency.observe(watch.seconds());
+        match answer {
             Ok(reply) => reply,
             Err(e) => {
                 let id = format!("E{:x}", self.clock.now().timestamp_millis());
@@ -443,7 +474,7 @@ impl Engine {
                 channel: run.channel.clone(),
             },
             Some(cards::root_key(&run)),
-            cards::root_card(&run, runbook, dir),
+            self.root_card(&run, runbook, now),
             now,
         )
         .await?;
@@ -654,7 +685,7 @@ impl Engine {
             }
         }
         if run.status != before.status || run.phase != before.phase {
-            let root = cards::root_card(run, runbook, dir);
+            let root = self.root_card(run, runbook, now);
             self.send(
                 tx,
                 run,
@@ -673,8 +704,11 @@ impl Engine {
             let ticks = tx.ticks_for_run(run.id).await?;
             let incidents = tx.incidents_for_run(run.id).await?;
             let md = report::markdown(run, runbook, dir, &audit, &ticks, &incidents);
-            let card = Card::new(format!("Deployment report — {}", cards::run_label(run)))
+            let mut card = Card::new(format!("Deployment report — {}", cards::run_label(run)))
                 .section(None, md.lines().map(str::to_string).collect());
+            if let Some(link) = self.run_link(run, now) {
+                card.footer = Some(format!("Run page: {link}"));
+            }
             self.send_thread(tx, run, Some(format!("run:{}:report", run.id)), card, now)
                 .await?;
         }

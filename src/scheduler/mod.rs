@@ -61,6 +61,11 @@ impl Scheduler {
                     );
                 } else {
                     fired += 1;
+                    let m = &crate::metrics::METRICS;
+                    m.timers_fired
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let late = (self.engine.now() - timer.due_at).num_milliseconds();
+                    m.timer_lateness.observe(late as f64 / 1000.0);
                 }
             }
             if due.len() < BATCH as usize {

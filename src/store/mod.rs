@@ -137,6 +137,29 @@ impl Store {
         Ok(())
     }
 
+    /// The figures `/metrics` reads from the database.
+    pub async fn figures(&self) -> Result<crate::metrics::DbFigures> {
+        let pairs = |rows: Vec<AnyRow>| -> Result<Vec<(String, i64)>> {
+            rows.iter()
+                .map(|r| Ok((col(r, "status")?, col(r, "n")?)))
+                .collect()
+        };
+        let runs = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let incidents = sqlx::query("SELECT status, COUNT(*) AS n FROM incidents GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let scalar = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool);
+        Ok(crate::metrics::DbFigures {
+            runs: pairs(runs)?,
+            incidents: pairs(incidents)?,
+            outbox_depth: self.outbox_depth().await?,
+            outbox_failed: scalar("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL").await?,
+            timers_pending: scalar("SELECT COUNT(*) FROM timers WHERE fired_at IS NULL").await?,
+        })
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

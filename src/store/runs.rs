@@ -210,6 +210,16 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
+    /// The most recent runs of every channel and platform, newest first,
+    /// without their items (for the run list page).
+    pub async fn latest_runs(&self, limit: i64) -> Result<Vec<Run>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
+        ));
+        let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     /// Ids of every run not yet finished, oldest first.
     pub async fn open_run_ids(&self) -> Result<Vec<RunId>> {
         let ids: Vec<i64> = sqlx::query_scalar(

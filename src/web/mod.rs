@@ -1,18 +1,28 @@
 //! The HTTP side of `tminus serve`: an axum [`Router`] built from the app's
 //! state, and [`serve`], which takes its listener so tests can bind port 0.
-//! Platform endpoints join this router as their adapters arrive.
+//! It answers health, readiness and metrics, and serves the run pages
+//! (`/runs`, `/runs/{id}`, its Markdown report and JSON) to signed links or a
+//! bearer token ([`access`]); platform endpoints join this router.
 
+pub mod access;
+pub mod chart;
+pub mod pages;
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::domain::RunId;
 use crate::engine::Engine;
+use access::{Scope, WebAccess};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -20,16 +30,181 @@ pub struct AppState {
     pub engine: Engine,
     /// Cleared when the scheduler stops, so readiness tells the truth.
     pub scheduler_alive: Arc<AtomicBool>,
+    /// Cleared when an outbox worker stops.
+    pub outbox_alive: Arc<AtomicBool>,
+    pub access: Arc<WebAccess>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/runs", get(run_list))
+        .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/report.md", get(run_report))
         .with_state(state)
 }
 
-/// Ready when the database answers and the scheduler runs.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.engine.store().figures().await {
+        Ok(figures) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            crate::metrics::render(&figures),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "metrics: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
+        }
+    }
+}
+
+/// 403 with a plain reason; never says which part of a link was wrong.
+fn forbidden() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "this link is not valid (forged, altered or expired); ask tminus for a fresh one\n",
+    )
+        .into_response()
+}
+
+fn allowed(state: &AppState, scope: Scope, q: &HashMap<String, String>, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    state.access.allows(
+        scope,
+        q.get("exp").map(String::as_str),
+        q.get("sig").map(String::as_str),
+        bearer,
+        state.engine.now(),
+    )
+}
+
+fn internal(e: anyhow::Error) -> Response {
+    tracing::error!(error = format!("{e:#}"), "a run page failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, "something went wrong on our side\n").into_response()
+}
+
+fn html(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "private, no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn run_list(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !allowed(&state, Scope::Runs, &q, &headers) {
+        return forbidden();
+    }
+    let runs = match state.engine.store().latest_runs(50).await {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    let until = state.engine.now() + state.access.ttl.to_chrono();
+    let linked: Vec<_> = runs
+        .into_iter()
+        .map(|r| {
+            let link = state
+                .access
+                .query(Scope::Run(r.id), until)
+                .map(|q| format!("/runs/{}?{q}", r.id));
+            (r, link)
+        })
+        .collect();
+    html(pages::run_list(&linked, state.engine.config()))
+}
+
+/// `/runs/{id}` and `/runs/{id}.json`.
+async fn run_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let (id, json) = match id.strip_suffix(".json") {
+        Some(n) => (n, true),
+        None => (id.as_str(), false),
+    };
+    let Ok(id) = id.parse::<i64>().map(RunId) else {
+        return (StatusCode::BAD_REQUEST, "a run id is a number\n").into_response();
+    };
+    if !allowed(&state, Scope::Run(id), &q, &headers) {
+        return forbidden();
+    }
+    let engine = &state.engine;
+    let store = engine.store();
+    let loaded = async {
+        let Some(run) = store.run(id).await? else {
+            return Ok(None);
+        };
+        let audit = store.audit_for_run(id).await?;
+        let ticks = store.ticks_for_run(id).await?;
+        let incidents = store.incidents_for_run(id).await?;
+        anyhow::Ok(Some((run, audit, ticks, incidents)))
+    };
+    let (run, audit, ticks, incidents) = match loaded.await {
+        Ok(Some(v)) => v,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such run\n").into_response(),
+        Err(e) => return internal(e),
+    };
+    let Some(runbook) = engine.config().runbooks.get(&run.runbook) else {
+        return internal(anyhow::anyhow!("run {id} uses an unknown runbook"));
+    };
+    let view = pages::RunView {
+        run: &run,
+        runbook,
+        config: engine.config(),
+        audit: &audit,
+        ticks: &ticks,
+        incidents: &incidents,
+    };
+    if json {
+        return axum::Json(pages::run_json(&view)).into_response();
+    }
+    let query = match (q.get("exp"), q.get("sig")) {
+        (Some(exp), Some(sig)) => Some(format!("exp={exp}&sig={sig}")),
+        _ => None,
+    };
+    html(pages::run_page(&view, query.as_deref()))
+}
+
+async fn run_report(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if !allowed(&state, Scope::Run(RunId(id)), &q, &headers) {
+        return forbidden();
+    }
+    let engine = &state.engine;
+    let run = match engine.store().run(RunId(id)).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no such run\n").into_response(),
+        Err(e) => return internal(e),
+    };
+    match engine.report(&run).await {
+        Ok(md) => (
+            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+            md,
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// Ready when the database answers and the scheduler and outbox workers run.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     if let Err(e) = state.engine.store().ping().await {
         tracing::warn!(error = format!("{e:#}"), "readiness: database unreachable");
@@ -42,6 +217,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "scheduler not running\n".into(),
+        );
+    }
+    if !state.outbox_alive.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outbox worker not running\n".into(),
         );
     }
     (StatusCode::OK, "ready\n".into())

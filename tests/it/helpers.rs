@@ -288,15 +288,30 @@ impl Drop for ServeProcess {
     }
 }
 
-/// A copy of the bundled configuration with an extra runbook `fast`, whose
-/// policy `fast` climbs in seconds (primary on-call, then the backend lead
-/// and the CTO two seconds apart), for tests that run on the real clock.
-pub fn fast_escalation_config() -> tempfile::TempDir {
+/// A copy of the bundled configuration with `bot_extra` appended to the bot
+/// file and extra runbooks (`(id, toml)`), for tests that need their own.
+pub fn config_with(bot_extra: &str, runbooks: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("runbooks")).unwrap();
     let src = bot_config();
     let mut bot = std::fs::read_to_string(src.join("tminus.toml")).unwrap();
-    bot.push_str(
+    bot.push_str(bot_extra);
+    std::fs::write(dir.path().join("tminus.toml"), bot).unwrap();
+    for entry in std::fs::read_dir(src.join("runbooks")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join("runbooks").join(path.file_name().unwrap())).unwrap();
+    }
+    for (id, text) in runbooks {
+        std::fs::write(dir.path().join(format!("runbooks/{id}.toml")), text).unwrap();
+    }
+    dir
+}
+
+/// The bundled configuration with an extra runbook `fast`, whose policy
+/// `fast` climbs in seconds (primary on-call, then the backend lead and the
+/// CTO two seconds apart), for tests that run on the real clock.
+pub fn fast_escalation_config() -> tempfile::TempDir {
+    config_with(
         r#"
 [policies.fast]
 name = "Fast"
@@ -311,19 +326,9 @@ page = ["role:backend-lead"]
 after = "2s"
 page = ["role:cto"]
 "#,
-    );
-    std::fs::write(dir.path().join("tminus.toml"), bot).unwrap();
-    for entry in std::fs::read_dir(src.join("runbooks")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(
-            &path,
-            dir.path().join("runbooks").join(path.file_name().unwrap()),
-        )
-        .unwrap();
-    }
-    std::fs::write(
-        dir.path().join("runbooks/fast.toml"),
-        r#"name = "Fast escalation"
+        &[(
+            "fast",
+            r#"name = "Fast escalation"
 escalation = "fast"
 
 [[phases]]
@@ -334,9 +339,61 @@ title = "Ship"
   text = "Deploy"
   production_deploy = true
 "#,
+        )],
     )
+}
+
+/// A signed Slack slash command from `person` to a `tminus serve` whose
+/// signing secret is `secret`; returns the answer's text.
+pub async fn slack_command(
+    http: &reqwest::Client,
+    to: &ServeProcess,
+    secret: &str,
+    person: &str,
+    text: &str,
+) -> String {
+    let config = config();
+    let user = config.directory.people[&tminus::domain::PersonId::new(person)]
+        .slack
+        .clone()
+        .unwrap();
+    let channel = config.channels["slack"].deployments.clone();
+    let trigger = format!("{person}-{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    let body = serde_urlencoded::to_string([
+        ("command", "/deploy"),
+        ("text", text),
+        ("user_id", user.as_str()),
+        ("channel_id", channel.as_str()),
+        ("trigger_id", trigger.as_str()),
+    ])
     .unwrap();
-    dir
+    let v = slack_post(http, to, secret, "/slack/commands", "application/x-www-form-urlencoded", body).await;
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    v["text"].as_str().unwrap_or_default().to_string()
+}
+
+/// POST a Slack-signed body; asserts 200 and returns the answer.
+pub async fn slack_post(
+    http: &reqwest::Client,
+    to: &ServeProcess,
+    secret: &str,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> String {
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let sig = tminus::slack::verify::sign(secret.as_bytes(), &ts, body.as_bytes());
+    let resp = http
+        .post(to.url(path))
+        .header("content-type", content_type)
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("request to tminus");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().await.unwrap()
 }
 
 /// A request a signature test sends: what it is, its body, its headers.

@@ -135,45 +135,6 @@ fn serve(config_dir: &Path, db: &TestDb, fake: &FakeSlack) -> ServeProcess {
     )
 }
 
-/// A signed `/deploy …` from `person`, to one process; returns Slack's answer text.
-async fn command(http: &reqwest::Client, to: &ServeProcess, person: &str, text: &str) -> String {
-    let config = config();
-    let user = config.directory.people[&tminus::domain::PersonId::new(person)]
-        .slack
-        .clone()
-        .unwrap();
-    let channel = config.channels["slack"].deployments.clone();
-    let trigger = format!("{}-{}", person, rand_suffix());
-    let body = serde_urlencoded::to_string([
-        ("command", "/deploy"),
-        ("text", text),
-        ("user_id", user.as_str()),
-        ("channel_id", channel.as_str()),
-        ("trigger_id", trigger.as_str()),
-    ])
-    .unwrap();
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = tminus::slack::verify::sign(SECRET.as_bytes(), &ts, body.as_bytes());
-    let resp = http
-        .post(to.url("/slack/commands"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", sig)
-        .body(body)
-        .send()
-        .await
-        .expect("request to tminus");
-    assert_eq!(resp.status().as_u16(), 200);
-    let v: serde_json::Value = resp.json().await.unwrap();
-    v["text"].as_str().unwrap_or_default().to_string()
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(1);
-    N.fetch_add(1, Ordering::Relaxed) + 1000 * std::process::id() as u64
-}
-
 /// The direct-message pages the fake received: (incident, step) → how often,
 /// and to which channel.
 fn dm_pages(calls: &[Call]) -> BTreeMap<(i64, u32), Vec<String>> {
@@ -227,7 +188,7 @@ async fn escalation_survives_sigkill(db: TestDb) {
     let fake = FakeSlack::start().await;
     let http = reqwest::Client::new();
     let mut first = serve(dir.path(), &db, &fake);
-    let answer = command(&http, &first, "alice", "start api v1 --runbook fast").await;
+    let answer = slack_command(&http, &first, "alice", "start api v1 --runbook fast").await;
     assert!(answer.contains("Started deployment #1"), "{answer}");
     let answer = command(
         &http,
