@@ -118,7 +118,10 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
                 engine.clone(),
                 Arc::new(discord::deliver::DiscordDelivery::new(discord)),
             );
-            workers.push(watched(delivery.run(wake, stop_rx.clone()), outbox_alive.clone()));
+            workers.push(watched(
+                delivery.run(wake, stop_rx.clone()),
+                outbox_alive.clone(),
+            ));
             info!(platform = "discord", endpoint, gateway = !endpoint, "on");
         }
     }

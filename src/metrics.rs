@@ -39,9 +39,7 @@ fn index(p: Platform) -> usize {
 const PLATFORMS: [Platform; 3] = [Platform::Slack, Platform::Discord, Platform::Shell];
 
 /// Upper bounds of a histogram's buckets, in seconds.
-const ACK_BOUNDS: [f64; 10] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 3.0,
-];
+const ACK_BOUNDS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 3.0];
 const LATENESS_BOUNDS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0];
 
 /// A histogram of seconds with ten fixed buckets (plus `+Inf`).
@@ -82,7 +80,10 @@ impl Histogram {
         let sep = if labels.is_empty() { "" } else { "," };
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         let count = self.count();
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
@@ -242,12 +243,19 @@ pub fn render(db: &DbFigures) -> String {
     );
     m.timer_lateness
         .write(&mut out, "tminus_timer_lateness_seconds", "");
-    header(&mut out, "tminus_incidents", "gauge", "Incidents by status.");
+    header(
+        &mut out,
+        "tminus_incidents",
+        "gauge",
+        "Incidents by status.",
+    );
     for status in ["triggered", "acknowledged", "resolved"] {
         let n = db
             .incidents
             .iter()
-            .filter(|(s, _)| crate::domain::IncidentStatus::parse(s).map(|s| s.as_str()) == Some(status))
+            .filter(|(s, _)| {
+                crate::domain::IncidentStatus::parse(s).map(|s| s.as_str()) == Some(status)
+            })
             .map(|(_, n)| n)
             .sum::<i64>();
         let _ = writeln!(out, "tminus_incidents{{status=\"{status}\"}} {n}");
@@ -297,7 +305,8 @@ mod tests {
                 .trim_end_matches("_sum")
                 .trim_end_matches("_count");
             assert!(
-                text.contains(&format!("# TYPE {family} ")) || text.contains(&format!("# TYPE {name} ")),
+                text.contains(&format!("# TYPE {family} "))
+                    || text.contains(&format!("# TYPE {name} ")),
                 "{name} has no TYPE"
             );
         }

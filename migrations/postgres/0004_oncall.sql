@@ -13,6 +13,10 @@ ALTER TABLE incidents ADD COLUMN acked_at BIGINT;
 ALTER TABLE incidents ADD COLUMN resolved_by TEXT;
 ALTER TABLE incidents ADD COLUMN resolved_at BIGINT;
 ALTER TABLE incidents ADD COLUMN resolution TEXT;
+-- Incidents recorded before paging existed belong to their run's platform.
+UPDATE incidents SET platform = (SELECT platform FROM runs WHERE runs.id = incidents.run_id)
+    WHERE run_id IS NOT NULL;
+UPDATE incidents SET status = 'triggered' WHERE status = 'open';
 
 CREATE TABLE pages (
     incident_id BIGINT NOT NULL REFERENCES incidents (id),

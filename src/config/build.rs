@@ -563,6 +563,12 @@ fn build_policy(
                 format!("{key}.repeat"),
                 "repeat must be at least 1",
             );
+        } else if *s.repeat.get_ref() > 1 && after == Dur::ZERO {
+            check.at(
+                &s.repeat.span(),
+                format!("{key}.repeat"),
+                "a repeated step needs an `after` to wait between its pages",
+            );
         }
         steps.push(Step {
             after,

@@ -206,3 +206,17 @@ fn a_policy_that_would_page_without_pause_is_refused() {
     let bot = BOT.replace("name = \"Basic\"", "name = \"Basic\"\nrepeat_from = 1");
     assert_eq!(errors(&bot, &[("rb", RUNBOOK)]), Vec::<String>::new());
 }
+
+#[test]
+fn a_repeated_step_must_wait_between_its_pages() {
+    let bot = BOT.replace(
+        "after = \"0s\"\npage = [\"rotation:primary\"]",
+        "after = \"0s\"\npage = [\"rotation:primary\"]\nrepeat = 2",
+    );
+    let errs = errors(&bot, &[("rb", RUNBOOK)]);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("policies.basic.steps[0].repeat: a repeated step needs an `after`"),
+        "{errs:#?}"
+    );
+}

@@ -193,8 +193,9 @@ impl Policy {
     /// Page number `seq` of the climb, or `None` once the last step has been
     /// paged (and the policy does not start over). With `repeat_from`, the
     /// climb goes on from that step after the last one; the wait before
-    /// starting over is that step's `after`, or the last step's when it is
-    /// zero, so a round never pages twice at one moment.
+    /// starting over is that step's `after`, or when that is zero the last
+    /// step's (or the longest in the round), so starting over never pages in
+    /// the same moment as the last step.
     pub fn position(&self, seq: u32) -> Option<Position> {
         let ladder = self.ladder();
         let n = ladder.len();
@@ -211,7 +212,13 @@ impl Policy {
         let (step, round) = ladder[index];
         let mut wait = self.steps[step].after;
         if wrapped && wait == Dur::ZERO {
-            wait = self.steps.last().map_or(Dur::ZERO, |s| s.after);
+            // Starting over must not page in the same moment as the last
+            // step: wait the last step's time, or else the longest of the round's.
+            let from = self.repeat_from.unwrap_or(0);
+            wait = Some(self.steps.last().map_or(Dur::ZERO, |s| s.after))
+                .filter(|w| *w > Dur::ZERO)
+                .or_else(|| self.steps[from..].iter().map(|s| s.after).max())
+                .unwrap_or(Dur::ZERO);
         }
         Some(Position {
             seq,
@@ -517,6 +524,12 @@ mod tests {
         );
         let forever = policy(vec![step(0, 1), step(0, 1)], Some(0));
         assert!(!forever.cycle_waits());
+        // The last step waits nothing: starting over waits the round's longest.
+        let last_zero = policy(vec![step(0, 1), step(5, 1), step(0, 1)], Some(0));
+        assert_eq!(
+            climb(&last_zero, 4),
+            vec![(0, 0, 0), (1, 0, 5), (2, 0, 0), (0, 0, 5)]
+        );
     }
 
     #[test]

@@ -342,7 +342,12 @@ pub fn incident_card(
         Some(p) => format!("Escalation: {p}"),
         None => "Escalation: none (the runbook names no policy; nobody is paged)".into(),
     });
-    if let (Some(by), Some(at)) = (&incident.acked_by, incident.acked_at) {
+    // After a re-open the last acknowledgement no longer holds.
+    if let (Some(by), Some(at), false) = (
+        &incident.acked_by,
+        incident.acked_at,
+        incident.status == IncidentStatus::Triggered,
+    ) {
         lines.push(format!("Acknowledged by {} at {}", dir.name(by), hhmm(at)));
     }
     if let (Some(by), Some(at)) = (&incident.resolved_by, incident.resolved_at) {
@@ -381,18 +386,32 @@ pub fn page_card(
     steps: usize,
     via: &str,
     advice: Option<&str>,
+    dir: &Directory,
 ) -> Card {
     let mut lines = vec![format!(
         "You are paged as {via} (escalation step {} of {steps}).",
         step + 1
     )];
+    match (incident.status, &incident.acked_by, &incident.resolved_by) {
+        (IncidentStatus::Resolved, _, Some(by)) => lines.push(format!(
+            "Now resolved by {}: {}",
+            dir.name(by),
+            incident.resolution.as_deref().unwrap_or("")
+        )),
+        (IncidentStatus::Acknowledged, Some(by), _) => {
+            lines.push(format!("Now acknowledged by {}.", dir.name(by)))
+        }
+        _ => {}
+    }
     if let Some(run) = run {
         lines.push(format!("Deployment: {}", run_label(run)));
     }
     if let Some(a) = advice {
         lines.push(format!("Advice: {a}"));
     }
-    lines.push("Acknowledge to stop the escalation.".into());
+    if incident.status == IncidentStatus::Triggered {
+        lines.push("Acknowledge to stop the escalation.".into());
+    }
     let mut card = Card::new(format!(
         "📟 Incident #{} · {} — {}",
         incident.id,

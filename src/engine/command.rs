@@ -115,6 +115,9 @@ pub struct UsageError {
 
 const MAX_NAME: usize = 80;
 
+/// The longest override `/oncall override` accepts.
+pub const MAX_OVERRIDE: Dur = Dur::from_const_secs(90 * 24 * 3600);
+
 fn usage_of(name: &str) -> String {
     let usage = USAGE
         .iter()
@@ -231,6 +234,12 @@ pub fn parse_oncall(text: &str) -> Result<Command, UsageError> {
                 }
             };
             let duration = match duration.parse::<Dur>() {
+                Ok(d) if d > MAX_OVERRIDE => {
+                    return Err(UsageError {
+                        message: format!("an override lasts {MAX_OVERRIDE} at the most"),
+                        usage: usage(),
+                    })
+                }
                 Ok(d) if d > Dur::ZERO => d,
                 Ok(_) => {
                     return Err(UsageError {
@@ -507,6 +516,7 @@ mod tests {
             ("override bruno", "say who takes over"),
             ("override bruno soon", "duration"),
             ("override bruno 0s", "must last"),
+            ("override bruno 200000000d", "at the most"),
             ("override bruno 1h primary extra", "too many words"),
             ("swap", "unknown command"),
         ] {

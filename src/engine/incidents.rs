@@ -68,8 +68,20 @@ impl Engine {
         if summary.is_empty() {
             return Ok(Reply::refuse("An incident needs a summary: what is wrong?"));
         }
+        if run.platform != actor.platform {
+            return Ok(Reply::refuse(format!(
+                "Deployment #{} lives on {}; open its incidents there.",
+                run.number, run.platform
+            )));
+        }
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
+        if let Some(open) = tx.open_incident(run.id).await? {
+            return Ok(Reply::refuse(format!(
+                "Incident #{open} is already open for deployment #{}: acknowledge or resolve it from its card in the incidents channel.",
+                run.number
+            )));
+        }
         if let Some(key) = key {
             if !tx.first_time(key, now).await? {
                 return Ok(Reply::private("Already handled."));
@@ -246,7 +258,7 @@ impl Engine {
             generation: incident.generation,
             seq: next.seq,
         };
-        tx.schedule(&kind, now + next.wait.to_chrono()).await
+        tx.schedule(&kind, later(now, next.wait)).await
     }
 
     /// One page of the ladder: each person the step reaches gets a direct
@@ -291,28 +303,31 @@ impl Engine {
         } else {
             String::new()
         };
+        let mut names = Vec::new();
         for p in &paged {
-            let msg = Outgoing {
-                platform: incident.platform,
-                to: Destination::Direct {
-                    person: p.person.clone(),
-                },
-                key: None,
-                card: cards::page_card(
-                    incident,
-                    run,
-                    pos.step,
-                    steps,
-                    &p.via,
-                    step.advice.as_deref(),
-                ),
-            };
-            tx.enqueue(incident.run, &msg, now).await?;
+            if !reachable(dir, incident.platform, &p.person) {
+                names.push(format!(
+                    "{} ({}; no {} id in the bot file, so no direct message)",
+                    dir.name(&p.person),
+                    p.via,
+                    incident.platform
+                ));
+                continue;
+            }
+            names.push(format!("{} ({})", dir.name(&p.person), p.via));
+            let card = cards::page_card(
+                incident,
+                run,
+                pos.step,
+                steps,
+                &p.via,
+                step.advice.as_deref(),
+                dir,
+            );
+            let key = page_key(incident.id, incident.generation, pos.seq, &p.person);
+            self.send_direct(tx, incident, &p.person, key, card, now)
+                .await?;
         }
-        let names: Vec<String> = paged
-            .iter()
-            .map(|p| format!("{} ({})", dir.name(&p.person), p.via))
-            .collect();
         let mut lines = Vec::new();
         if !names.is_empty() {
             lines.push(format!("Paging {}", names.join(", ")));
@@ -370,6 +385,60 @@ impl Engine {
             paged = paged.len(),
             "escalation step"
         );
+        Ok(())
+    }
+
+    async fn send_direct(
+        &self,
+        tx: &mut Tx,
+        incident: &Incident,
+        person: &PersonId,
+        key: String,
+        card: Card,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let msg = Outgoing {
+            platform: incident.platform,
+            to: Destination::Direct {
+                person: person.clone(),
+            },
+            key: Some(key),
+            card,
+        };
+        tx.enqueue(incident.run, &msg, now).await
+    }
+
+    /// Edit every page's direct message after the incident changed state,
+    /// so no Acknowledge button outlives what it stands for.
+    async fn refresh_pages(
+        &self,
+        tx: &mut Tx,
+        incident: &Incident,
+        run: Option<&Run>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let Some(policy) = self.policy_of(incident).cloned() else {
+            return Ok(());
+        };
+        let dir = &self.config.directory;
+        for p in tx.pages_for(incident.id).await? {
+            if !reachable(dir, incident.platform, &p.person) {
+                continue;
+            }
+            let advice = policy.steps.get(p.step).and_then(|s| s.advice.as_deref());
+            let card = cards::page_card(
+                incident,
+                run,
+                p.step,
+                policy.steps.len(),
+                &p.via,
+                advice,
+                dir,
+            );
+            let key = page_key(incident.id, p.generation, p.seq, &p.person);
+            self.send_direct(tx, incident, &p.person, key, card, now)
+                .await?;
+        }
         Ok(())
     }
 
@@ -522,6 +591,7 @@ impl Engine {
         .await?;
         self.incident_notice(tx, &incident, run.as_ref(), text, now)
             .await?;
+        self.refresh_pages(tx, &incident, run.as_ref(), now).await?;
         if let Some(first) = self.policy_of(&incident).and_then(|p| p.position(0)) {
             self.continue_climb(tx, &mut incident, run.as_ref(), first, now)
                 .await?;
@@ -553,22 +623,17 @@ impl Engine {
         let Some(mut incident) = tx.lock_incident(id).await? else {
             return Ok(Reply::refuse("That incident does not exist."));
         };
-        let overrides = tx.overrides(now).await?;
-        let pages = tx.pages_for(id).await?;
+        if incident.platform != actor.platform {
+            return Ok(Reply::refuse(format!(
+                "Incident #{id} lives on {}; act on it there.",
+                incident.platform
+            )));
+        }
+        let run = self.incident_run(&mut tx, &incident).await?;
+        let allowed = self
+            .incident_responders(&mut tx, &incident, run.as_ref(), now)
+            .await?;
         let dir = &self.config.directory;
-        let mut allowed: Vec<PersonId> = self
-            .policy_of(&incident)
-            .map(|p| responders(p, dir, &self.config.rotations, &overrides))
-            .unwrap_or_default();
-        for p in pages.iter().map(|p| &p.person) {
-            if !allowed.contains(p) {
-                allowed.push(p.clone());
-            }
-        }
-        let opener = PersonId::new(incident.opened_by.as_str());
-        if dir.person(&opener).is_some() && !allowed.contains(&opener) {
-            allowed.push(opener);
-        }
         let events = match incident.decide(action, &person.id, &allowed, dir, now) {
             Ok(events) => events,
             Err(refusal) => return Ok(Reply::refuse(super::capitalise(&refusal.to_string()))),
@@ -583,7 +648,6 @@ impl Engine {
                 return Ok(Reply::private("Already handled."));
             }
         }
-        let run = self.incident_run(&mut tx, &incident).await?;
         let name = dir.name(&person.id).to_string();
         let mut summary = Vec::new();
         for event in &events {
@@ -630,19 +694,65 @@ impl Engine {
                     incident: id,
                     generation: incident.generation,
                 };
-                tx.schedule(&kind, now + timeout.to_chrono()).await?;
+                tx.schedule(&kind, later(now, timeout)).await?;
             }
         }
         tx.save_incident(&incident).await?;
+        self.refresh_pages(&mut tx, &incident, run.as_ref(), now)
+            .await?;
         self.refresh_incident_card(&mut tx, &incident, run.as_ref(), now)
             .await?;
         tx.commit().await?;
         Ok(Reply::changed(summary.join("\n")))
     }
 
+    /// Who may acknowledge and resolve: everyone the policy could page and
+    /// everyone paged, whoever opened it, the run's starter and the people
+    /// who may roll the run back or abort it — so an incident without a
+    /// policy can still be closed.
+    async fn incident_responders(
+        &self,
+        tx: &mut Tx,
+        incident: &Incident,
+        run: Option<&Run>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PersonId>> {
+        let overrides = tx.overrides(now).await?;
+        let pages = tx.pages_for(incident.id).await?;
+        let dir = &self.config.directory;
+        let mut allowed: Vec<PersonId> = self
+            .policy_of(incident)
+            .map(|p| responders(p, dir, &self.config.rotations, &overrides))
+            .unwrap_or_default();
+        let mut add = |p: &PersonId| {
+            if dir.person(p).is_some() && !allowed.contains(p) {
+                allowed.push(p.clone());
+            }
+        };
+        pages.iter().for_each(|p| add(&p.person));
+        add(&PersonId::new(incident.opened_by.as_str()));
+        if let Some(run) = run {
+            add(&run.started_by);
+            if let Ok(runbook) = self.runbook(run) {
+                let roles = runbook
+                    .rollback
+                    .iter()
+                    .flat_map(|r| r.roles.iter())
+                    .chain(runbook.abort_roles.iter());
+                for role in roles {
+                    dir.role(role)
+                        .into_iter()
+                        .flat_map(|r| r.members.iter())
+                        .for_each(&mut add);
+                }
+            }
+        }
+        Ok(allowed)
+    }
+
     /// `/oncall`: who holds each rotation now and until when, each
     /// policy's steps with whom they would page now, and open incidents.
-    pub(super) async fn oncall(&self) -> Result<Reply> {
+    pub(super) async fn oncall(&self, platform: Platform) -> Result<Reply> {
         let now = self.clock.now();
         let overrides = self.store.overrides(now).await?;
         let dir = &self.config.directory;
@@ -704,7 +814,13 @@ impl Engine {
             }
             card = card.section(Some(&format!("Escalation: {}", p.name)), lines);
         }
-        let open = self.store.unresolved_incidents().await?;
+        let open: Vec<Incident> = self
+            .store
+            .unresolved_incidents()
+            .await?
+            .into_iter()
+            .filter(|i| i.platform == platform)
+            .collect();
         if !open.is_empty() {
             let lines = open
                 .iter()
@@ -796,7 +912,7 @@ impl Engine {
             rotation: rotation.id.clone(),
             person: target.id.clone(),
             from: now,
-            until: now + duration.to_chrono(),
+            until: later(now, duration),
             order: 0,
         };
         let mut tx = self.store.begin().await?;
@@ -807,11 +923,14 @@ impl Engine {
         }
         tx.insert_override(&o, &person.id, now).await?;
         let text = format!(
-            "🔁 {} handed {} to {} for {duration}, until {}.",
+            "🔁 {} handed {} to {} for {duration}, until {} ({}).",
             dir.name(&person.id),
             rotation.name,
             target.name,
-            cards::hhmm(o.until)
+            o.until
+                .with_timezone(&rotation.timezone)
+                .format("%a %d %b %H:%M"),
+            rotation.timezone
         );
         tx.audit(&AuditEntry {
             run: None,
@@ -847,4 +966,24 @@ impl Engine {
         let id = inner.split('|').next()?;
         dir.resolve(platform, id).cloned()
     }
+}
+
+/// `now` plus a wait, saturating instead of overflowing.
+fn later(now: DateTime<Utc>, wait: Dur) -> DateTime<Utc> {
+    now.checked_add_signed(wait.to_chrono())
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The key of one page's direct message, so it can be edited later.
+fn page_key(incident: i64, generation: u32, seq: u32, person: &PersonId) -> String {
+    format!("incident:{incident}:page:{generation}:{seq}:{person}")
+}
+
+/// Whether a direct message can reach `person` on `platform`.
+fn reachable(dir: &crate::domain::Directory, platform: Platform, person: &PersonId) -> bool {
+    dir.person(person).is_some_and(|p| match platform {
+        Platform::Slack => p.slack.is_some(),
+        Platform::Discord => p.discord.is_some(),
+        Platform::Shell => true,
+    })
 }

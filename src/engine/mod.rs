@@ -242,7 +242,7 @@ impl Engine {
         let channel = self.deploy_channel(actor);
         match cmd {
             Command::Help => Ok(Reply::private(command::help())),
-            Command::Oncall => self.oncall().await,
+            Command::Oncall => self.oncall(actor.platform).await,
             Command::Override {
                 person: who,
                 duration,

@@ -155,7 +155,8 @@ impl Store {
             runs: pairs(runs)?,
             incidents: pairs(incidents)?,
             outbox_depth: self.outbox_depth().await?,
-            outbox_failed: scalar("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL").await?,
+            outbox_failed: scalar("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL")
+                .await?,
             timers_pending: scalar("SELECT COUNT(*) FROM timers WHERE fired_at IS NULL").await?,
         })
     }

@@ -176,10 +176,7 @@ mod tests {
         assert!(a.allows(Scope::Runs, None, None, Some("api-token"), now));
         assert!(!a.allows(Scope::Runs, None, None, Some("api-tokem"), now));
         // Without a secret no link is valid and none is made.
-        let off = WebAccess {
-            secret: None,
-            ..a
-        };
+        let off = WebAccess { secret: None, ..a };
         assert!(off.run_link(RunId(5), now).is_none());
         assert!(!off.allows(run, Some(&exp), Some(&sig), None, now));
     }

@@ -124,7 +124,12 @@ mod tests {
     fn a_chart_draws_its_points_threshold_and_gaps() {
         let svg = line_chart(
             "Error rate",
-            &[(5.0, Some(0.01)), (10.0, Some(0.08)), (15.0, None), (20.0, Some(0.02))],
+            &[
+                (5.0, Some(0.01)),
+                (10.0, Some(0.08)),
+                (15.0, None),
+                (20.0, Some(0.02)),
+            ],
             Some(0.05),
             |v| format!("{:.1}%", v * 100.0),
         );

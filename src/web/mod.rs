@@ -49,7 +49,10 @@ pub fn router(state: AppState) -> Router {
 async fn metrics(State(state): State<AppState>) -> Response {
     match state.engine.store().figures().await {
         Ok(figures) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             crate::metrics::render(&figures),
         )
             .into_response(),
@@ -69,7 +72,12 @@ fn forbidden() -> Response {
         .into_response()
 }
 
-fn allowed(state: &AppState, scope: Scope, q: &HashMap<String, String>, headers: &HeaderMap) -> bool {
+fn allowed(
+    state: &AppState,
+    scope: Scope,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -85,7 +93,11 @@ fn allowed(state: &AppState, scope: Scope, q: &HashMap<String, String>, headers:
 
 fn internal(e: anyhow::Error) -> Response {
     tracing::error!(error = format!("{e:#}"), "a run page failed");
-    (StatusCode::INTERNAL_SERVER_ERROR, "something went wrong on our side\n").into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "something went wrong on our side\n",
+    )
+        .into_response()
 }
 
 fn html(body: String) -> Response {
@@ -195,11 +207,7 @@ async fn run_report(
         Err(e) => return internal(e),
     };
     match engine.report(&run).await {
-        Ok(md) => (
-            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
-            md,
-        )
-            .into_response(),
+        Ok(md) => ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], md).into_response(),
         Err(e) => internal(e),
     }
 }

@@ -154,8 +154,10 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
         escape(dir.name(&run.started_by)),
         when(run.started_at),
         escape(phase_title(runbook, &run.phase)),
-        run.t0
-            .map_or(String::new(), |t| format!(" · production deploy (T0) {}", when(t)))
+        run.t0.map_or(String::new(), |t| format!(
+            " · production deploy (T0) {}",
+            when(t)
+        ))
     );
     if let Some(reason) = &run.end_reason {
         let _ = write!(b, "<p class=\"meta\">Ended: {}</p>", escape(reason));
@@ -168,7 +170,11 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
             || run.signoffs.iter().any(|s| s.phase == p.id)
             || runbook.position(&p.id) < runbook.position(&run.phase)
     }) {
-        let current = if phase.id == run.phase { " (current)" } else { "" };
+        let current = if phase.id == run.phase {
+            " (current)"
+        } else {
+            ""
+        };
         let _ = write!(
             b,
             "<div class=\"card phase\"><h3>{}{current}</h3><div class=\"scroll\"><table><thead><tr><th>Item</th><th>State</th><th>By</th><th>When</th></tr></thead><tbody>",
@@ -176,12 +182,16 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
         );
         for item in &phase.items {
             let (state, by, at) = match run.item_state(&phase.id, &item.id) {
-                ItemState::Pending if item.optional => ("⬜ pending (optional)".to_string(), "", String::new()),
+                ItemState::Pending if item.optional => {
+                    ("⬜ pending (optional)".to_string(), "", String::new())
+                }
                 ItemState::Pending => ("⬜ pending".to_string(), "", String::new()),
                 ItemState::Done { by, at } => ("✅ done".to_string(), dir.name(by), when(*at)),
-                ItemState::NotApplicable { by, at, reason } => {
-                    (format!("➖ not applicable: {reason}"), dir.name(by), when(*at))
-                }
+                ItemState::NotApplicable { by, at, reason } => (
+                    format!("➖ not applicable: {reason}"),
+                    dir.name(by),
+                    when(*at),
+                ),
             };
             let _ = write!(
                 b,
@@ -192,7 +202,11 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
             );
         }
         b.push_str("</tbody></table></div>");
-        let signoffs: Vec<_> = run.signoffs.iter().filter(|s| s.phase == phase.id).collect();
+        let signoffs: Vec<_> = run
+            .signoffs
+            .iter()
+            .filter(|s| s.phase == phase.id)
+            .collect();
         if !phase.gate.is_empty() || !signoffs.is_empty() {
             b.push_str("<p><strong>Sign-offs</strong></p><ul class=\"signoffs\">");
             for need in &phase.gate.signoffs {
@@ -300,7 +314,9 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
         b.push_str("</section>");
     }
 
-    b.push_str("<section id=\"timeline\"><h2>Timeline</h2><div class=\"card\"><ul class=\"timeline\">");
+    b.push_str(
+        "<section id=\"timeline\"><h2>Timeline</h2><div class=\"card\"><ul class=\"timeline\">",
+    );
     for e in v.audit {
         let who = if e.actor == "tminus" {
             "tminus".to_string()
@@ -353,25 +369,28 @@ fn charts(v: &RunView<'_>) -> String {
             }
         }
     }
-    let critical = v.runbook.monitoring.as_ref().and_then(|m| {
-        m.matrix
-            .iter()
-            .find(|r| r.severity == Severity::Critical)
-    });
+    let critical = v
+        .runbook
+        .monitoring
+        .as_ref()
+        .and_then(|m| m.matrix.iter().find(|r| r.severity == Severity::Critical));
     let mut out = String::new();
     for name in names {
         let mut latency = false;
         let points: Vec<(f64, Option<f64>)> = ticks
             .iter()
             .map(|(x, readings)| {
-                let value = readings.iter().find(|(n, _)| *n == name).and_then(|(_, r)| match r {
-                    Reading::ErrorRate(e) => Some(*e),
-                    Reading::Latency(s) => {
-                        latency = true;
-                        Some(*s)
-                    }
-                    _ => None,
-                });
+                let value = readings
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, r)| match r {
+                        Reading::ErrorRate(e) => Some(*e),
+                        Reading::Latency(s) => {
+                            latency = true;
+                            Some(*s)
+                        }
+                        _ => None,
+                    });
                 (*x, value)
             })
             .collect();
@@ -379,7 +398,9 @@ fn charts(v: &RunView<'_>) -> String {
             let threshold = critical
                 .and_then(|r| r.latency_above)
                 .map(|d| d.millis() as f64 / 1000.0);
-            out.push_str(&line_chart(&name, &points, threshold, |s| format!("{s:.2} s")));
+            out.push_str(&line_chart(&name, &points, threshold, |s| {
+                format!("{s:.2} s")
+            }));
         } else {
             let threshold = critical.and_then(|r| r.error_rate_above);
             out.push_str(&line_chart(&name, &points, threshold, |r| {

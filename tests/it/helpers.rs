@@ -299,7 +299,11 @@ pub fn config_with(bot_extra: &str, runbooks: &[(&str, &str)]) -> tempfile::Temp
     std::fs::write(dir.path().join("tminus.toml"), bot).unwrap();
     for entry in std::fs::read_dir(src.join("runbooks")).unwrap() {
         let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join("runbooks").join(path.file_name().unwrap())).unwrap();
+        std::fs::copy(
+            &path,
+            dir.path().join("runbooks").join(path.file_name().unwrap()),
+        )
+        .unwrap();
     }
     for (id, text) in runbooks {
         std::fs::write(dir.path().join(format!("runbooks/{id}.toml")), text).unwrap();
@@ -309,7 +313,7 @@ pub fn config_with(bot_extra: &str, runbooks: &[(&str, &str)]) -> tempfile::Temp
 
 /// The bundled configuration with an extra runbook `fast`, whose policy
 /// `fast` climbs in seconds (primary on-call, then the backend lead and the
-/// CTO two seconds apart), for tests that run on the real clock.
+/// CTO three seconds apart), for tests that run on the real clock.
 pub fn fast_escalation_config() -> tempfile::TempDir {
     config_with(
         r#"
@@ -320,10 +324,10 @@ ack_timeout = "1h"
 after = "0s"
 page = ["rotation:primary"]
 [[policies.fast.steps]]
-after = "2s"
+after = "3s"
 page = ["role:backend-lead"]
 [[policies.fast.steps]]
-after = "2s"
+after = "3s"
 page = ["role:cto"]
 "#,
         &[(
@@ -367,7 +371,15 @@ pub async fn slack_command(
         ("trigger_id", trigger.as_str()),
     ])
     .unwrap();
-    let v = slack_post(http, to, secret, "/slack/commands", "application/x-www-form-urlencoded", body).await;
+    let v = slack_post(
+        http,
+        to,
+        secret,
+        "/slack/commands",
+        "application/x-www-form-urlencoded",
+        body,
+    )
+    .await;
     let v: serde_json::Value = serde_json::from_str(&v).unwrap();
     v["text"].as_str().unwrap_or_default().to_string()
 }

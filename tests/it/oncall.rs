@@ -2,7 +2,7 @@
 //! `/oncall`, an override, an Acknowledge, and a SIGKILL between two pages
 //! after which the next page comes on time and once. With real `tminus
 //! serve` processes on the real clock, a fake Slack and the `fast` policy
-//! (pages two seconds apart): an escalation killed with SIGKILL goes on
+//! (pages three seconds apart): an escalation killed with SIGKILL goes on
 //! after a restart, the overdue page at once and the next on time, each
 //! once; two processes on one PostgreSQL share a burst of incidents and send
 //! every page and message exactly once; killing one of them mid-burst loses
@@ -16,8 +16,8 @@ use tminus::store::Store;
 
 use crate::fake_slack::{Call, FakeSlack, BOT_TOKEN};
 use crate::helpers::{
-    all_dbs, config, fast_escalation_config, postgres_db, sqlite_db, ServeProcess, ShellSession,
-    TestDb,
+    all_dbs, config, fast_escalation_config, postgres_db, slack_command, sqlite_db, ServeProcess,
+    ShellSession, TestDb,
 };
 
 const SECRET: &str = "oncall-signing-secret";
@@ -36,16 +36,24 @@ fn shell_pages(transcript: &str, person: &str, n: i64) -> usize {
 #[tokio::test]
 async fn the_shell_walks_the_ladder_across_a_sigkill_and_honours_overrides() {
     let config = config();
-    let primary = config.rotations["primary"]
-        .holder(&[], chrono::Utc::now())
-        .person
-        .to_string();
     for db in all_dbs().await {
         let mut s = ShellSession::start(&db.url, "alice");
+        // Who is primary on the shell's clock, as /oncall says.
+        let oncall = s.send("/oncall");
+        let primary = config
+            .directory
+            .people
+            .values()
+            .find(|p| oncall.contains(&format!("Primary on-call: {} until", p.name)))
+            .unwrap_or_else(|| panic!("no primary in {oncall}"))
+            .id
+            .to_string();
         s.send("/deploy start checkout v2 --runbook go-live");
         let out = s.send("/deploy incident checkout returns 500s --severity critical");
         assert!(out.contains("Opened incident #1 (critical)"), "{out}");
         assert_eq!(shell_pages(&out, &primary, 1), 1, "{out}");
+        let out = s.send("/deploy incident checkout still down");
+        assert!(out.contains("Incident #1 is already open for deployment #1"), "{out}");
         let out = s.send("wait 5m");
         assert_eq!(shell_pages(&out, "bruno", 1), 1, "{out}");
         s.kill();
@@ -188,11 +196,19 @@ async fn escalation_survives_sigkill(db: TestDb) {
     let fake = FakeSlack::start().await;
     let http = reqwest::Client::new();
     let mut first = serve(dir.path(), &db, &fake);
-    let answer = slack_command(&http, &first, "alice", "start api v1 --runbook fast").await;
-    assert!(answer.contains("Started deployment #1"), "{answer}");
-    let answer = command(
+    let answer = slack_command(
         &http,
         &first,
+        SECRET,
+        "alice",
+        "start api v1 --runbook fast",
+    )
+    .await;
+    assert!(answer.contains("Started deployment #1"), "{answer}");
+    let answer = slack_command(
+        &http,
+        &first,
+        SECRET,
         "alice",
         "incident api down --severity critical",
     )
@@ -206,7 +222,7 @@ async fn escalation_survives_sigkill(db: TestDb) {
     first.kill();
     let killed = chrono::Utc::now();
     // Down past the second page's due time: on restart it is overdue.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    tokio::time::sleep(Duration::from_millis(4000)).await;
     let restarted = chrono::Utc::now();
     let _second = serve(dir.path(), &db, &fake);
     wait_calls(&fake, 15, "the third page", |c| {
@@ -214,7 +230,7 @@ async fn escalation_survives_sigkill(db: TestDb) {
     })
     .await;
     // Nothing more comes: the ladder has three steps.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let pages = dm_pages(&fake.calls());
     let counts: Vec<((i64, u32), usize)> = pages.iter().map(|(k, v)| (*k, v.len())).collect();
     assert_eq!(
@@ -242,8 +258,8 @@ async fn escalation_survives_sigkill(db: TestDb) {
         at(1)
     );
     assert!(
-        at(2) - at(1) >= chrono::Duration::seconds(2),
-        "the next page waits its full two seconds: {} then {}",
+        at(2) - at(1) >= chrono::Duration::seconds(3),
+        "the next page waits its full three seconds: {} then {}",
         at(1),
         at(2)
     );
@@ -266,9 +282,10 @@ async fn burst(http: &reqwest::Client, procs: &[&ServeProcess], offset: usize) {
     for i in 0..BURST {
         let to = procs[i % procs.len()];
         let n = offset + i + 1;
-        let answer = command(
+        let answer = slack_command(
             http,
             to,
+            SECRET,
             "alice",
             &format!("start svc-{n} v{n} --runbook fast"),
         )
@@ -277,9 +294,10 @@ async fn burst(http: &reqwest::Client, procs: &[&ServeProcess], offset: usize) {
             answer.contains(&format!("Started deployment #{n}")),
             "{answer}"
         );
-        let answer = command(
+        let answer = slack_command(
             http,
             to,
+            SECRET,
             "emeka",
             &format!("incident svc-{n} errors --run {n} --severity critical"),
         )
