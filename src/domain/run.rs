@@ -351,6 +351,22 @@ impl Run {
         }
     }
 
+    /// The phases this run has reached, in the runbook's order: the current
+    /// one, those before it, and any with items or sign-offs recorded (the
+    /// rollback phase only once it was entered).
+    pub fn reached_phases<'a>(&self, runbook: &'a Runbook) -> Vec<&'a Phase> {
+        let current = runbook.position(&self.phase);
+        runbook
+            .all_phases()
+            .filter(|p| {
+                self.phase == p.id
+                    || self.items.keys().any(|(ph, _)| *ph == p.id)
+                    || self.signoffs.iter().any(|s| s.phase == p.id)
+                    || matches!((runbook.position(&p.id), current), (Some(a), Some(c)) if a < c)
+            })
+            .collect()
+    }
+
     pub fn item_state(&self, phase: &str, item: &str) -> &ItemState {
         const PENDING: ItemState = ItemState::Pending;
         self.items

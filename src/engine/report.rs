@@ -64,16 +64,7 @@ pub fn markdown(
         let _ = writeln!(md, "- **Finished:** {} ({minutes} min)", when(end));
     }
 
-    let reached: Vec<_> = runbook
-        .all_phases()
-        .filter(|p| {
-            run.phase == p.id
-                || run.items.keys().any(|(ph, _)| *ph == p.id)
-                || run.signoffs.iter().any(|s| s.phase == p.id)
-                || runbook.position(&p.id) < runbook.position(&run.phase)
-        })
-        .collect();
-    for phase in reached {
+    for phase in run.reached_phases(runbook) {
         let _ = writeln!(md);
         let _ = writeln!(md, "## {}", phase.title);
         let _ = writeln!(md);

@@ -164,12 +164,7 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
     }
 
     b.push_str("<section id=\"phases\"><h2>Phases</h2>");
-    for phase in runbook.all_phases().filter(|p| {
-        run.phase == p.id
-            || run.items.keys().any(|(ph, _)| *ph == p.id)
-            || run.signoffs.iter().any(|s| s.phase == p.id)
-            || runbook.position(&p.id) < runbook.position(&run.phase)
-    }) {
+    for phase in run.reached_phases(runbook) {
         let current = if phase.id == run.phase {
             " (current)"
         } else {
@@ -183,12 +178,12 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
         for item in &phase.items {
             let (state, by, at) = match run.item_state(&phase.id, &item.id) {
                 ItemState::Pending if item.optional => {
-                    ("⬜ pending (optional)".to_string(), "", String::new())
+                    ("○ pending (optional)".to_string(), "", String::new())
                 }
-                ItemState::Pending => ("⬜ pending".to_string(), "", String::new()),
-                ItemState::Done { by, at } => ("✅ done".to_string(), dir.name(by), when(*at)),
+                ItemState::Pending => ("○ pending".to_string(), "", String::new()),
+                ItemState::Done { by, at } => ("✓ done".to_string(), dir.name(by), when(*at)),
                 ItemState::NotApplicable { by, at, reason } => (
-                    format!("➖ not applicable: {reason}"),
+                    format!("– not applicable: {reason}"),
                     dir.name(by),
                     when(*at),
                 ),
@@ -221,10 +216,10 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
                     .filter(|s| s.role == need.role)
                     .map(|s| match &s.verdict {
                         Verdict::Approved => {
-                            format!("✅ {} ({})", dir.name(&s.person), when(s.at))
+                            format!("✓ {} ({})", dir.name(&s.person), when(s.at))
                         }
                         Verdict::Rejected { reason } => format!(
-                            "❌ {} rejected: {reason} ({})",
+                            "✗ {} rejected: {reason} ({})",
                             dir.name(&s.person),
                             when(s.at)
                         ),
@@ -285,7 +280,7 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
             for p in pages {
                 let _ = write!(
                     b,
-                    "<li>📟 Paged {} ({}, step {}) at {}</li>",
+                    "<li>Paged {} ({}, step {}) at {}</li>",
                     escape(dir.name(&p.person)),
                     escape(&p.via),
                     p.step + 1,
@@ -295,7 +290,7 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
             if let (Some(by), Some(at)) = (&i.acked_by, i.acked_at) {
                 let _ = write!(
                     b,
-                    "<li>✅ Acknowledged by {} at {}</li>",
+                    "<li>Acknowledged by {} at {}</li>",
                     escape(dir.name(by)),
                     when(at)
                 );
@@ -303,7 +298,7 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
             if let (Some(by), Some(at)) = (&i.resolved_by, i.resolved_at) {
                 let _ = write!(
                     b,
-                    "<li>🟢 Resolved by {} at {}: {}</li>",
+                    "<li>Resolved by {} at {}: {}</li>",
                     escape(dir.name(by)),
                     when(at),
                     escape(i.resolution.as_deref().unwrap_or(""))
@@ -317,18 +312,12 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
     b.push_str(
         "<section id=\"timeline\"><h2>Timeline</h2><div class=\"card\"><ul class=\"timeline\">",
     );
+    // Each entry's detail already names who acted.
     for e in v.audit {
-        let who = if e.actor == "tminus" {
-            "tminus".to_string()
-        } else {
-            dir.name(&crate::domain::PersonId::new(e.actor.as_str()))
-                .to_string()
-        };
         let _ = write!(
             b,
-            "<li><span class=\"muted\">{}</span> {} — {}</li>",
+            "<li><span class=\"muted\">{}</span> {}</li>",
             when(e.at),
-            escape(&who),
             escape(&e.detail)
         );
     }

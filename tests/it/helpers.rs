@@ -408,6 +408,25 @@ pub async fn slack_post(
     resp.text().await.unwrap()
 }
 
+/// A program a test needs from Debian's packages (`prometheus`, `promtool`,
+/// `chromium`). CI installs them (`.ci/run`) and sets `CI`, where a missing
+/// one fails the test; elsewhere the test says so and is skipped, so
+/// `cargo test` works on a machine with only the Rust toolchain.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("`{name}` is not installed; .ci/run installs it (Debian's package)");
+        }
+        eprintln!("`{name}` is not installed (apt-get install it): skipping this test");
+    }
+    found
+}
+
 /// A request a signature test sends: what it is, its body, its headers.
 pub type SignedCase<'a> = (&'a str, String, Vec<(&'a str, String)>);
 

@@ -18,3 +18,4 @@ mod shell;
 mod slack;
 mod slack_socket;
 mod store;
+mod web;

@@ -53,7 +53,10 @@ async fn the_shell_walks_the_ladder_across_a_sigkill_and_honours_overrides() {
         assert!(out.contains("Opened incident #1 (critical)"), "{out}");
         assert_eq!(shell_pages(&out, &primary, 1), 1, "{out}");
         let out = s.send("/deploy incident checkout still down");
-        assert!(out.contains("Incident #1 is already open for deployment #1"), "{out}");
+        assert!(
+            out.contains("Incident #1 is already open for deployment #1"),
+            "{out}"
+        );
         let out = s.send("wait 5m");
         assert_eq!(shell_pages(&out, "bruno", 1), 1, "{out}");
         s.kill();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::Router;
 
-use crate::helpers::{bot_config, sqlite_db, ShellSession};
+use crate::helpers::{bot_config, sqlite_db, tool, ShellSession};
 
 /// Counters the target exposes; traffic adds to them ten times a second.
 #[derive(Default)]
@@ -65,9 +65,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_prometheus(dir: &Path, target: &str) -> Prometheus {
-    let binary = which("prometheus")
-        .expect("Debian's prometheus package is installed (.ci/run installs it)");
+async fn start_prometheus(binary: &Path, dir: &Path, target: &str) -> Prometheus {
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -99,14 +97,6 @@ async fn start_prometheus(dir: &Path, target: &str) -> Prometheus {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Prometheus { child, url }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 /// A copy of the bundled configuration with a runbook watching this target.
@@ -185,6 +175,9 @@ async fn tick(s: &mut ShellSession) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_turns_eight_percent_errors_into_a_critical_verdict() {
+    let Some(binary) = tool("prometheus") else {
+        return;
+    };
     let traffic = Arc::new(Traffic::default());
     traffic.error_permille.store(1, Ordering::Relaxed);
     let app = {
@@ -214,7 +207,7 @@ async fn a_real_prometheus_turns_eight_percent_errors_into_a_critical_verdict() 
         });
     }
     let tmp = tempfile::tempdir().unwrap();
-    let prometheus = start_prometheus(tmp.path(), &target).await;
+    let prometheus = start_prometheus(&binary, tmp.path(), &target).await;
     // Wait until Prometheus has scraped enough for a rate.
     let started = Instant::now();
     loop {
