@@ -198,9 +198,12 @@ pub async fn run(
     let store = Store::connect(&db.url).await?;
     let n = sizes.runs;
     let gap = SPREAD_MS / n as i64;
-    // The first ticks fall due over the five minutes from now, in virtual
-    // and (for `serve` at the end) in real time.
-    let base = epoch_ms(SystemClock.now()) - SPREAD_MS;
+    // T0s lie between ten and five minutes ago. The virtual clock walks
+    // from the first ticks (five minutes ago) for a few minutes; when the
+    // real `serve` starts at the end, the real time has passed where it
+    // stopped, so serve catches up on the overdue ticks and then fires the
+    // rest as they fall due, as after a restart.
+    let base = epoch_ms(SystemClock.now()) - 2 * SPREAD_MS;
     let stride = (n / sizes.small_runs).max(1);
     let small: Vec<usize> = (0..n).step_by(stride).collect();
     let rest: Vec<usize> = (0..n).filter(|s| s % stride != 0).collect();
