@@ -182,7 +182,7 @@ impl ClickPlan {
             )
         } else {
             let k = op - n - SIGNERS.len();
-            let undo = (k / n) % 2 == 0;
+            let undo = (k / n).is_multiple_of(2);
             let item = item(k);
             let action = if undo {
                 Action::ItemUndo { phase, item }
