@@ -8,6 +8,13 @@
 //! its outgoing messages and its timers before one commit. On PostgreSQL the
 //! lock is `SELECT … FOR UPDATE`; on SQLite every write transaction starts
 //! with `BEGIN IMMEDIATE`, which takes the database's single write lock.
+//!
+//! On SQLite, writers of this process first queue on an async mutex: a
+//! connection that finds the write lock taken waits in SQLite's busy handler,
+//! which sleeps in steps of up to 100 ms instead of waking when the lock is
+//! released, so under concurrent clicks a few unlucky ones waited seconds.
+//! The mutex hands the turn over at once and in order; another process on
+//! the same file still meets `busy_timeout`.
 
 mod audit;
 mod incidents;
@@ -15,12 +22,14 @@ mod monitor;
 mod queue;
 mod runs;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::AuditEntry;
 pub use incidents::PageRecord;
@@ -41,6 +50,8 @@ pub const DEFAULT_URL: &str = "sqlite://tminus.db";
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite: one writer at a time in this process (see the module comment).
+    writer: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -55,6 +66,9 @@ impl std::fmt::Debug for Store {
 pub struct Tx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
+    /// Held until the transaction ends; declared after `tx` so it is released
+    /// only once the transaction has committed or rolled back.
+    _turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl Store {
@@ -98,7 +112,11 @@ impl Store {
             .connect(&url)
             .await
             .context("cannot open the database (check DATABASE_URL)")?;
-        let store = Store { pool, dialect };
+        let store = Store {
+            pool,
+            dialect,
+            writer: Arc::new(Mutex::new(())),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -118,8 +136,19 @@ impl Store {
         self.dialect
     }
 
+    /// Wait for this process's turn to write (SQLite); `None` on PostgreSQL,
+    /// whose row locks need no queue. Taken before a pool connection, so a
+    /// waiting writer holds none.
+    pub(crate) async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match self.dialect {
+            Dialect::Sqlite => Some(self.writer.clone().lock_owned().await),
+            Dialect::Postgres => None,
+        }
+    }
+
     /// Start a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
+        let turn = self.write_turn().await;
         let tx = match self.dialect {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Dialect::Postgres => self.pool.begin().await,
@@ -128,6 +157,7 @@ impl Store {
         Ok(Tx {
             tx,
             dialect: self.dialect,
+            _turn: turn,
         })
     }
 
