@@ -90,13 +90,36 @@ pub struct ClaimedMessage {
 }
 
 impl Tx {
-    /// Queue a message for delivery when the transaction commits.
+    /// Queue a message for delivery when the transaction commits. A keyed
+    /// message (a card edited in place) whose previous version is still
+    /// waiting, and not being delivered right now, replaces it: the platform
+    /// gets one edit with the newest card instead of a queue of stale ones,
+    /// which matters most while it rate-limits us.
     pub async fn enqueue(
         &mut self,
         run: Option<RunId>,
         msg: &Outgoing,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let payload = serde_json::to_string(msg)?;
+        if let Some(key) = &msg.key {
+            let replaced = sqlx::query(
+                "UPDATE outbox SET payload = $1 WHERE message_key = $2 AND platform = $3 \
+                 AND channel = $4 AND delivered_at IS NULL AND failed_at IS NULL \
+                 AND (lease_until IS NULL OR lease_until < $5)",
+            )
+            .bind(&payload)
+            .bind(key)
+            .bind(msg.platform.as_str())
+            .bind(msg.lane())
+            .bind(ms(now))
+            .execute(&mut *self.tx)
+            .await
+            .context("replacing a waiting edit")?;
+            if replaced.rows_affected() > 0 {
+                return Ok(());
+            }
+        }
         sqlx::query(
             "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -105,7 +128,7 @@ impl Tx {
         .bind(msg.lane())
         .bind(run.map(|r| r.0))
         .bind(msg.key.as_deref())
-        .bind(serde_json::to_string(msg)?)
+        .bind(payload)
         .bind(ms(now))
         .execute(&mut *self.tx)
         .await
