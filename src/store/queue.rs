@@ -90,36 +90,13 @@ pub struct ClaimedMessage {
 }
 
 impl Tx {
-    /// Queue a message for delivery when the transaction commits. A keyed
-    /// message (a card edited in place) whose previous version is still
-    /// waiting, and not being delivered right now, replaces it: the platform
-    /// gets one edit with the newest card instead of a queue of stale ones,
-    /// which matters most while it rate-limits us.
+    /// Queue a message for delivery when the transaction commits.
     pub async fn enqueue(
         &mut self,
         run: Option<RunId>,
         msg: &Outgoing,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let payload = serde_json::to_string(msg)?;
-        if let Some(key) = &msg.key {
-            let replaced = sqlx::query(
-                "UPDATE outbox SET payload = $1 WHERE message_key = $2 AND platform = $3 \
-                 AND channel = $4 AND delivered_at IS NULL AND failed_at IS NULL \
-                 AND (lease_until IS NULL OR lease_until < $5)",
-            )
-            .bind(&payload)
-            .bind(key)
-            .bind(msg.platform.as_str())
-            .bind(msg.lane())
-            .bind(ms(now))
-            .execute(&mut *self.tx)
-            .await
-            .context("replacing a waiting edit")?;
-            if replaced.rows_affected() > 0 {
-                return Ok(());
-            }
-        }
         sqlx::query(
             "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -128,7 +105,7 @@ impl Tx {
         .bind(msg.lane())
         .bind(run.map(|r| r.0))
         .bind(msg.key.as_deref())
-        .bind(payload)
+        .bind(serde_json::to_string(msg)?)
         .bind(ms(now))
         .execute(&mut *self.tx)
         .await
@@ -247,7 +224,33 @@ impl Store {
     /// the oldest undelivered message of the lane, when no other message of
     /// the lane is claimed by a live lease. This keeps each lane in order
     /// while lanes proceed independently.
+    ///
+    /// Edits superseded by a newer one of the same card are skipped (see
+    /// [`Store::supersede`]); the lane's next message is claimed instead.
     pub async fn claim_messages(
+        &self,
+        platform: Platform,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>> {
+        loop {
+            let claimed = self.claim_heads(platform, owner, now, lease, limit).await?;
+            let total = claimed.len();
+            let mut live = Vec::with_capacity(total);
+            for m in claimed {
+                if !self.supersede(&m, now).await? {
+                    live.push(m);
+                }
+            }
+            if !live.is_empty() || live.len() == total {
+                return Ok(live);
+            }
+        }
+    }
+
+    async fn claim_heads(
         &self,
         platform: Platform,
         owner: &str,
@@ -287,7 +290,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("claiming outgoing messages")?;
-        let mut claimed = rows
+        let mut claimed: Vec<ClaimedMessage> = rows
             .iter()
             .map(|row| {
                 Ok(ClaimedMessage {
@@ -300,6 +303,43 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         claimed.sort_by_key(|m| m.id);
         Ok(claimed)
+    }
+
+    /// An edit of a card with a newer edit waiting behind it in its lane is
+    /// not sent: it is marked delivered as superseded, and the newer one
+    /// brings the card up to date. One call with the newest card instead of
+    /// a queue of stale ones, which matters most while a platform
+    /// rate-limits. True if `m` was superseded.
+    async fn supersede(&self, m: &ClaimedMessage, now: DateTime<Utc>) -> Result<bool> {
+        let Some(key) = &m.message.key else {
+            return Ok(false);
+        };
+        let pending = "message_key = $1 AND platform = $2 AND channel = $3 AND id > $4 \
+                       AND delivered_at IS NULL AND failed_at IS NULL";
+        let newer: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT id FROM outbox WHERE {pending} LIMIT 1"
+        )))
+        .bind(key)
+        .bind(m.message.platform.as_str())
+        .bind(m.message.lane())
+        .bind(m.id)
+        .fetch_optional(&self.pool)
+        .await
+        .context("looking for a newer edit")?;
+        if newer.is_none() {
+            return Ok(false);
+        }
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "UPDATE outbox SET delivered_at = $2, last_error = 'superseded by a newer edit', \
+             lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(m.id)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .context("skipping a superseded edit")?;
+        Ok(true)
     }
 
     pub async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
