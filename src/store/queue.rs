@@ -91,12 +91,39 @@ pub struct ClaimedMessage {
 
 impl Tx {
     /// Queue a message for delivery when the transaction commits.
+    ///
+    /// On SQLite a card edit replaces the previous edit of the same card
+    /// while that one still waits (and is not being delivered): SQLite
+    /// updates rows in place, so this saves the delivery worker a claim and
+    /// a write under the one write lock per superseded edit. PostgreSQL
+    /// would leave a dead row version per rewrite of that hot row, so there
+    /// every edit is queued and [`Store::supersede`] skips the stale ones at
+    /// claim time. Either way a platform gets the newest card, in order.
     pub async fn enqueue(
         &mut self,
         run: Option<RunId>,
         msg: &Outgoing,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let payload = serde_json::to_string(msg)?;
+        if let (Some(key), Dialect::Sqlite) = (&msg.key, self.dialect) {
+            let replaced = sqlx::query(
+                "UPDATE outbox SET payload = $1 WHERE message_key = $2 AND platform = $3 \
+                 AND channel = $4 AND delivered_at IS NULL AND failed_at IS NULL \
+                 AND (lease_until IS NULL OR lease_until < $5)",
+            )
+            .bind(&payload)
+            .bind(key)
+            .bind(msg.platform.as_str())
+            .bind(msg.lane())
+            .bind(ms(now))
+            .execute(&mut *self.tx)
+            .await
+            .context("replacing a waiting edit")?;
+            if replaced.rows_affected() > 0 {
+                return Ok(());
+            }
+        }
         sqlx::query(
             "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -105,7 +132,7 @@ impl Tx {
         .bind(msg.lane())
         .bind(run.map(|r| r.0))
         .bind(msg.key.as_deref())
-        .bind(serde_json::to_string(msg)?)
+        .bind(payload)
         .bind(ms(now))
         .execute(&mut *self.tx)
         .await

@@ -833,9 +833,12 @@ async fn concurrent_clicks_on_one_run_never_lose_an_update() {
         }
         let outbox = outbox_of(&pool, kind, id).await;
         let key = phase_key(id, &phase.id);
+        // Nothing delivers here. PostgreSQL queues every click's card; on
+        // SQLite each replaced the one still waiting (see `Tx::enqueue`).
+        let cards_queued = |n: usize| if kind == "sqlite" { 1 } else { n };
         assert_eq!(
             count_key(&outbox, &key),
-            1 + required.len(),
+            cards_queued(1 + required.len()),
             "[{kind}] the phase card from start plus one update per click"
         );
 
@@ -886,21 +889,25 @@ async fn concurrent_clicks_on_one_run_never_lose_an_update() {
         let outbox = outbox_of(&pool, kind, id).await;
         assert_eq!(
             count_key(&outbox, &key),
-            1 + required.len() + signers.len(),
+            cards_queued(1 + required.len() + signers.len()),
             "[{kind}] one phase-card update per sign-off"
         );
         // Each update was decided on the state the one before it left: in
         // queue order the cards show 0, 1, 2, … items done, then 1, 2, …
         // approvals. A command working from a stale read would repeat a count.
+        // On SQLite only the last, replacing the others, is left.
         let progress: Vec<(usize, usize)> = outbox
             .iter()
             .filter(|(k, _)| k.as_deref() == Some(key.as_str()))
             .map(|(_, m)| card_progress(&m.card))
             .collect();
-        let expected: Vec<(usize, usize)> = (0..=required.len())
+        let mut expected: Vec<(usize, usize)> = (0..=required.len())
             .map(|n| (n, 0))
             .chain((1..=signers.len()).map(|n| (required.len(), n)))
             .collect();
+        if kind == "sqlite" {
+            expected.drain(..expected.len() - 1);
+        }
         assert_eq!(progress, expected, "[{kind}] phase cards in queue order");
         pool.close().await;
     }
@@ -1597,7 +1604,7 @@ async fn outbox_lanes_keep_their_order() {
 }
 
 #[tokio::test]
-async fn an_edit_with_a_newer_one_waiting_is_skipped_not_sent() {
+async fn a_stale_card_edit_is_never_sent() {
     for db in all_dbs().await {
         let kind = db.kind;
         let store = Store::connect(&db.url).await.expect("connect");
@@ -1632,7 +1639,14 @@ async fn an_edit_with_a_newer_one_waiting_is_skipped_not_sent() {
             }
             store.mark_delivered(m.id, t0).await.unwrap();
         }
-        assert_eq!(sent, ["notice", "v3"], "[{kind}] v1 and v2 were superseded");
+        // SQLite: v2 replaced v1 while it waited. PostgreSQL: v1 and v2
+        // were queued and skipped at claim time. Never a stale card.
+        let (want, superseded): (&[&str], i64) = if kind == "sqlite" {
+            (&["v2", "notice", "v3"], 0)
+        } else {
+            (&["notice", "v3"], 2)
+        };
+        assert_eq!(sent, want, "[{kind}]");
         assert_eq!(store.outbox_depth().await.unwrap(), 0, "[{kind}]");
         let pool = raw(&db).await;
         let skipped: i64 = sqlx::query_scalar(
@@ -1642,7 +1656,7 @@ async fn an_edit_with_a_newer_one_waiting_is_skipped_not_sent() {
         .fetch_one(&pool)
         .await
         .unwrap();
-        assert_eq!(skipped, 2, "[{kind}] kept, marked as superseded");
+        assert_eq!(skipped, superseded, "[{kind}] kept, marked as superseded");
         pool.close().await;
         store.close().await;
     }
