@@ -335,6 +335,26 @@ async fn fire(client: &reqwest::Client, kind: Kind, reqs: Vec<Prepared>, c: usiz
     }
 }
 
+/// Wait until every queued message is delivered (at most two minutes);
+/// returns how long that took.
+async fn drain(pool: &sqlx::AnyPool) -> Result<Duration> {
+    let started = Instant::now();
+    while count(
+        pool,
+        "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+    )
+    .await?
+        > 0
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the outbox did not drain within two minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(started.elapsed())
+}
+
 async fn run_ids(pool: &sqlx::AnyPool, platform: &str) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar::<_, i64>(
         "SELECT id FROM runs WHERE platform = $1 AND runbook = 'bench' ORDER BY id",
@@ -383,6 +403,7 @@ pub async fn run(
     println!("\n### Acknowledgements, {name} (load {})\n", loadavg());
     println!("| request | concurrency | requests | p50 ms | p90 ms | p99 ms | max ms | per second | server CPU ms/request | audit rows written |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut drained = Duration::ZERO;
     for kind in [
         Kind::SlackCommand,
         Kind::DiscordCommand,
@@ -400,6 +421,11 @@ pub async fn run(
                 .map(|_| builder.build(kind))
                 .collect();
             let n = reqs.len();
+            // Each batch starts with nothing left to deliver from the one
+            // before (thousands of root messages and cards after the start
+            // batches); the messages it queues itself are delivered during it.
+            let waited = drain(&pool).await?;
+            drained = drained.max(waited);
             let audit0 = count(&pool, "SELECT COUNT(*) FROM audit_log").await?;
             let cpu0 = serve.cpu();
             let cell = fire(&client, kind, reqs, c).await;
@@ -446,6 +472,10 @@ pub async fn run(
             }
         }
     }
+    println!(
+        "\nThe longest wait for the outbox to drain between batches: {:.1} s.",
+        drained.as_secs_f64()
+    );
     let errors = serve.logged_errors();
     if errors > 0 {
         report.note(format!(

@@ -102,7 +102,7 @@ async fn slack(
         }
         "chat.update" => {
             c.slack_messages.fetch_add(1, Ordering::Relaxed);
-            json!({"ok": true, "channel": channel, "ts": body["ts"], "text": ""})
+            json!({"ok": true, "channel": channel, "ts": body["ts"], "text": "", "message": {"text": ""}})
         }
         "chat.postEphemeral" => json!({"ok": true, "message_ts": "1700000000.999999"}),
         "conversations.open" => json!({"ok": true, "channel": {"id": "D0BENCH"}}),

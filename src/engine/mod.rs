@@ -508,7 +508,8 @@ impl Engine {
     ) -> Result<Reply> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        let Some(mut run) = tx.lock_run(run_id).await? else {
+        let (run, new) = tx.lock_run_once(run_id, key, now).await?;
+        let Some(mut run) = run else {
             return Ok(Reply::refuse("That deployment does not exist."));
         };
         let runbook = self.runbook(&run)?;
@@ -520,10 +521,8 @@ impl Engine {
         if events.is_empty() {
             return Ok(Reply::private("Nothing to change: that was already done."));
         }
-        if let Some(key) = key {
-            if !tx.first_time(key, now).await? {
-                return Ok(Reply::private("Already handled."));
-            }
+        if !new {
+            return Ok(Reply::private("Already handled."));
         }
         tx.save_run(&before, &run).await?;
         let summary = self

@@ -25,18 +25,19 @@ pub struct AuditEntry {
 
 impl Tx {
     pub async fn audit(&mut self, e: &AuditEntry) -> Result<()> {
-        sqlx::query(
+        self.defer(
             "INSERT INTO audit_log (run_id, at, actor, platform, location, action, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                e.run.map(|r| r.0).into(),
+                ms(e.at).into(),
+                (&e.actor).into(),
+                (&e.platform).into(),
+                (&e.location).into(),
+                (&e.action).into(),
+                (&e.detail).into(),
+            ],
         )
-        .bind(e.run.map(|r| r.0))
-        .bind(ms(e.at))
-        .bind(&e.actor)
-        .bind(&e.platform)
-        .bind(&e.location)
-        .bind(&e.action)
-        .bind(&e.detail)
-        .execute(&mut *self.tx)
         .await
         .context("writing the audit log")?;
         Ok(())
@@ -46,7 +47,7 @@ impl Tx {
 impl Tx {
     /// A run's audit entries as this transaction sees them, its own included.
     pub async fn audit_for_run(&mut self, run: RunId) -> Result<Vec<AuditEntry>> {
-        entries(&mut self.tx, run).await
+        entries(self.conn().await?, run).await
     }
 }
 

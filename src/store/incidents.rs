@@ -48,7 +48,7 @@ impl Tx {
         .bind(ms(i.opened_at))
         .bind(i64::from(i.generation))
         .bind(i64::from(i.next_seq))
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await
         .context("opening an incident")
     }
@@ -63,7 +63,7 @@ impl Tx {
         let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1{lock}");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.conn().await?)
             .await
             .context("loading an incident")?;
         row.as_ref().map(incident_from_row).transpose()
@@ -83,7 +83,7 @@ impl Tx {
         .bind(i.resolved_by.as_ref().map(PersonId::as_str))
         .bind(i.resolved_at.map(ms))
         .bind(i.resolution.as_deref())
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await
         .context("saving an incident")?;
         Ok(())
@@ -95,7 +95,7 @@ impl Tx {
             "SELECT id FROM incidents WHERE run_id = $1 AND status <> 'resolved' ORDER BY id LIMIT 1",
         )
         .bind(run.0)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.conn().await?)
         .await?)
     }
 
@@ -114,19 +114,19 @@ impl Tx {
         .bind(page.step as i64)
         .bind(&page.via)
         .bind(ms(page.at))
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await
         .context("recording a page")?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn pages_for(&mut self, incident: i64) -> Result<Vec<PageRecord>> {
-        pages(&mut self.tx, incident).await
+        pages(self.conn().await?, incident).await
     }
 
     /// Overrides that have not ended by `now`.
     pub async fn overrides(&mut self, now: DateTime<Utc>) -> Result<Vec<Override>> {
-        overrides(&mut self.tx, now).await
+        overrides(self.conn().await?, now).await
     }
 
     pub async fn insert_override(
@@ -145,7 +145,7 @@ impl Tx {
         .bind(ms(o.until))
         .bind(created_by.as_str())
         .bind(ms(now))
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await
         .context("saving an override")?;
         Ok(())
@@ -194,7 +194,7 @@ impl Tx {
         &mut self,
         run: RunId,
     ) -> Result<Vec<(Incident, Vec<PageRecord>)>> {
-        incidents_for_run(&mut self.tx, run).await
+        incidents_for_run(self.conn().await?, run).await
     }
 }
 

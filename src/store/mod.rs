@@ -9,12 +9,16 @@
 //! lock is `SELECT … FOR UPDATE`; on SQLite every write transaction starts
 //! with `BEGIN IMMEDIATE`, which takes the database's single write lock.
 //!
-//! On SQLite, writers of this process first queue on an async mutex: a
-//! connection that finds the write lock taken waits in SQLite's busy handler,
-//! which sleeps in steps of up to 100 ms instead of waking when the lock is
-//! released, so under concurrent clicks a few unlucky ones waited seconds.
-//! The mutex hands the turn over at once and in order; another process on
-//! the same file still meets `busy_timeout`.
+//! On SQLite, writers of this process queue on an async mutex that guards
+//! one connection kept for writing. A connection that finds the write lock
+//! taken waits in SQLite's busy handler, which sleeps in steps of up to
+//! 100 ms instead of waking when the lock is released, so under concurrent
+//! clicks a few unlucky ones waited seconds; the mutex hands the turn over at
+//! once and in order. Keeping the connection out of the pool also saves each
+//! write the pool's two health checks (on acquire and on release), each a
+//! round trip to the connection's thread while the lock is held. Another
+//! process on the same file still meets `busy_timeout`. Reads outside a
+//! transaction use the pool.
 
 mod audit;
 mod incidents;
@@ -22,13 +26,15 @@ mod monitor;
 mod queue;
 mod runs;
 
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use audit::AuditEntry;
@@ -50,25 +56,204 @@ pub const DEFAULT_URL: &str = "sqlite://tminus.db";
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
-    /// SQLite: one writer at a time in this process (see the module comment).
-    writer: Arc<Mutex<()>>,
+    /// SQLite: the write connection, one writer at a time in this process
+    /// (see the module comment); `None` on PostgreSQL.
+    writer: Option<Arc<Mutex<WriteConn>>>,
 }
 
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("dialect", &self.dialect)
-            .finish()
+/// SQLite's write connection. `open` is true from `BEGIN` until `COMMIT` or
+/// `ROLLBACK`, so a transaction dropped half-way is rolled back before the
+/// connection is used again.
+struct WriteConn {
+    conn: AnyConnection,
+    open: bool,
+}
+
+impl WriteConn {
+    async fn settle(&mut self) {
+        if self.open {
+            self.conn.execute("ROLLBACK").await.ok();
+            self.open = false;
+        }
+    }
+}
+
+/// A connection to write with outside a transaction (each statement commits
+/// on its own): SQLite's write connection, in its turn, or one from the
+/// PostgreSQL pool.
+enum Writer {
+    Sqlite(OwnedMutexGuard<WriteConn>),
+    Postgres(PoolConnection<Any>),
+}
+
+impl Deref for Writer {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Writer::Sqlite(w) => &w.conn,
+            Writer::Postgres(c) => c,
+        }
+    }
+}
+
+impl DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Writer::Sqlite(w) => &mut w.conn,
+            Writer::Postgres(c) => c,
+        }
+    }
+}
+
+/// The connection a [`Tx`] runs on.
+enum TxConn {
+    /// SQLite's write connection inside `BEGIN IMMEDIATE`.
+    Sqlite(OwnedMutexGuard<WriteConn>),
+    Postgres(Transaction<'static, Any>),
+    /// Committed.
+    Done,
+}
+
+impl Deref for TxConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            TxConn::Sqlite(w) => &w.conn,
+            TxConn::Postgres(tx) => tx,
+            TxConn::Done => unreachable!("a committed transaction is not used"),
+        }
+    }
+}
+
+impl DerefMut for TxConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            TxConn::Sqlite(w) => &mut w.conn,
+            TxConn::Postgres(tx) => tx,
+            TxConn::Done => unreachable!("a committed transaction is not used"),
+        }
+    }
+}
+
+impl Drop for Tx {
+    /// A SQLite transaction dropped without a commit (a refusal returns
+    /// early, a request is cancelled) is rolled back at once, still in its
+    /// turn, so the write lock is not held until the next writer comes.
+    /// (Without a runtime the next writer rolls it back first.)
+    fn drop(&mut self) {
+        if let TxConn::Sqlite(mut w) = std::mem::replace(&mut self.tx, TxConn::Done) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { w.settle().await });
+            }
+        }
     }
 }
 
 /// A write transaction.
+///
+/// On SQLite, statements whose answer nobody waits for (see [`Tx::defer`])
+/// are kept in `pending` and sent together with the next statement that
+/// answers, or with the `COMMIT`: SQLite runs a string of statements in one
+/// call to its connection's thread. Each call is a hand-over between threads
+/// while the database's one write lock is held, and on a small virtual
+/// machine waking a thread costs more than the statement, so a click costs
+/// four calls instead of ten. `BEGIN IMMEDIATE` waits there too.
 pub struct Tx {
-    tx: Transaction<'static, Any>,
+    tx: TxConn,
     dialect: Dialect,
-    /// Held until the transaction ends; declared after `tx` so it is released
-    /// only once the transaction has committed or rolled back.
-    _turn: Option<OwnedMutexGuard<()>>,
+    pending: Batch,
+}
+
+/// One argument of a statement built with [`Batch`].
+#[derive(Clone, Debug)]
+pub(crate) enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        Arg::Int(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(Some(v.clone()))
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(Some(v))
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        Arg::Text(v.map(str::to_string))
+    }
+}
+
+/// Statements joined into one string, their `$N` placeholders renumbered so
+/// each statement's arguments follow the ones before.
+#[derive(Default)]
+struct Batch {
+    sql: String,
+    args: Vec<Arg>,
+}
+
+impl Batch {
+    fn one(sql: &str, args: &[Arg]) -> Batch {
+        let mut batch = Batch::default();
+        batch.push(sql, args);
+        batch
+    }
+
+    fn push(&mut self, sql: &str, args: &[Arg]) {
+        if !self.sql.is_empty() {
+            self.sql.push_str(";\n");
+        }
+        let offset = self.args.len();
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            self.sql.push_str(&rest[..=at]);
+            rest = &rest[at + 1..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if let Ok(n) = rest[..digits].parse::<usize>() {
+                self.sql.push_str(&(n + offset).to_string());
+                rest = &rest[digits..];
+            }
+        }
+        self.sql.push_str(rest);
+        self.args.extend_from_slice(args);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sql.is_empty()
+    }
+
+    fn query(self) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
+        self.args.into_iter().fold(
+            sqlx::query(sqlx::AssertSqlSafe(self.sql)),
+            |q, arg| match arg {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+            },
+        )
+    }
 }
 
 impl Store {
@@ -92,6 +277,9 @@ impl Store {
         };
         let options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite connection is a file handle: the check on acquire
+            // would only cost a round trip to its thread.
+            .test_before_acquire(dialect == Dialect::Postgres)
             .max_connections(match dialect {
                 Dialect::Sqlite => 4,
                 Dialect::Postgres => 10,
@@ -112,12 +300,16 @@ impl Store {
             .connect(&url)
             .await
             .context("cannot open the database (check DATABASE_URL)")?;
-        let store = Store {
+        let mut store = Store {
             pool,
             dialect,
-            writer: Arc::new(Mutex::new(())),
+            writer: None,
         };
         store.migrate().await?;
+        if dialect == Dialect::Sqlite {
+            let conn = store.pool.acquire().await?.detach();
+            store.writer = Some(Arc::new(Mutex::new(WriteConn { conn, open: false })));
+        }
         Ok(store)
     }
 
@@ -136,28 +328,42 @@ impl Store {
         self.dialect
     }
 
-    /// Wait for this process's turn to write (SQLite); `None` on PostgreSQL,
-    /// whose row locks need no queue. Taken before a pool connection, so a
-    /// waiting writer holds none.
-    pub(crate) async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
-        match self.dialect {
-            Dialect::Sqlite => Some(self.writer.clone().lock_owned().await),
-            Dialect::Postgres => None,
-        }
+    /// SQLite: wait for this process's turn on the write connection.
+    async fn write_turn(writer: &Arc<Mutex<WriteConn>>) -> OwnedMutexGuard<WriteConn> {
+        let mut turn = writer.clone().lock_owned().await;
+        turn.settle().await;
+        turn
+    }
+
+    /// A connection for a write outside a transaction: on SQLite the write
+    /// connection in this process's turn, on PostgreSQL (whose row locks
+    /// need no queue) one from the pool.
+    async fn writer(&self) -> Result<Writer> {
+        Ok(match &self.writer {
+            Some(writer) => Writer::Sqlite(Self::write_turn(writer).await),
+            None => Writer::Postgres(self.pool.acquire().await?),
+        })
     }
 
     /// Start a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        let turn = self.write_turn().await;
-        let tx = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
+        let tx = match &self.writer {
+            Some(writer) => TxConn::Sqlite(Self::write_turn(writer).await),
+            None => TxConn::Postgres(
+                self.pool
+                    .begin()
+                    .await
+                    .context("cannot start a transaction")?,
+            ),
+        };
+        let mut pending = Batch::default();
+        if self.dialect == Dialect::Sqlite {
+            pending.push("BEGIN IMMEDIATE", &[]);
         }
-        .context("cannot start a transaction")?;
         Ok(Tx {
             tx,
             dialect: self.dialect,
-            _turn: turn,
+            pending,
         })
     }
 
@@ -192,29 +398,115 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.lock().await.settle().await;
+        }
         self.pool.close().await;
     }
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await.context("cannot commit")
+    pub async fn commit(mut self) -> Result<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        match std::mem::replace(&mut self.tx, TxConn::Done) {
+            TxConn::Sqlite(mut turn) => {
+                if !turn.open && pending.sql == "BEGIN IMMEDIATE" {
+                    // Nothing was written.
+                    return Ok(());
+                }
+                pending.push("COMMIT", &[]);
+                turn.open = true;
+                let done = pending.query().execute(&mut turn.conn).await;
+                if done.is_ok() {
+                    turn.open = false;
+                } else {
+                    // A failed statement or COMMIT can leave the transaction open.
+                    turn.settle().await;
+                }
+                done.context("cannot commit")?;
+                Ok(())
+            }
+            TxConn::Postgres(tx) => tx.commit().await.context("cannot commit"),
+            TxConn::Done => Ok(()),
+        }
+    }
+
+    /// The connection, every deferred statement sent first.
+    pub(crate) async fn conn(&mut self) -> Result<&mut AnyConnection> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            self.mark_open();
+            pending
+                .query()
+                .execute(&mut *self.tx)
+                .await
+                .context("writing")?;
+        }
+        Ok(&mut self.tx)
+    }
+
+    fn mark_open(&mut self) {
+        if let TxConn::Sqlite(turn) = &mut self.tx {
+            turn.open = true;
+        }
+    }
+
+    /// A write whose answer nobody waits for. On SQLite it waits in this
+    /// transaction and goes with the next statement sent (see [`Tx`]), so
+    /// an error it meets shows there; on PostgreSQL it is sent at once.
+    pub(crate) async fn defer(&mut self, sql: &str, args: &[Arg]) -> Result<()> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                self.pending.push(sql, args);
+                Ok(())
+            }
+            Dialect::Postgres => {
+                Batch::one(sql, args).query().execute(&mut *self.tx).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Statements that answer with rows, after every deferred one; on SQLite
+    /// all in one call. Rows of all statements, in order.
+    pub(crate) async fn fetch(&mut self, statements: &[(&str, &[Arg])]) -> Result<Vec<AnyRow>> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let mut batch = std::mem::take(&mut self.pending);
+                for (sql, args) in statements {
+                    batch.push(sql, args);
+                }
+                self.mark_open();
+                Ok(batch.query().fetch_all(&mut *self.tx).await?)
+            }
+            Dialect::Postgres => {
+                let mut rows = Vec::new();
+                for (sql, args) in statements {
+                    rows.extend(
+                        Batch::one(sql, args)
+                            .query()
+                            .fetch_all(&mut *self.tx)
+                            .await?,
+                    );
+                }
+                Ok(rows)
+            }
+        }
     }
 
     /// Record that a request with this key was handled; false if it already was.
     /// Keys come from the platforms (a Slack event id, a Discord interaction id).
     pub async fn first_time(&mut self, key: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2) \
-             ON CONFLICT (request_key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(ms(now))
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let rows = self
+            .fetch(&[(FIRST_TIME_SQL, &[key.into(), ms(now).into()])])
+            .await?;
+        Ok(rows.len() == 1)
     }
 }
+
+/// Records a request key; answers with a row only if the key is new.
+const FIRST_TIME_SQL: &str = "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2) \
+     ON CONFLICT (request_key) DO NOTHING RETURNING request_key";
 
 pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()

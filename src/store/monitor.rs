@@ -36,14 +36,14 @@ impl Tx {
         .bind(level)
         .bind(readings)
         .bind(ms(now))
-        .execute(&mut *self.tx)
+        .execute(self.conn().await?)
         .await
         .context("recording a monitoring tick")?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn ticks_for_run(&mut self, run: RunId) -> Result<Vec<TickRecord>> {
-        ticks(&mut self.tx, run).await
+        ticks(self.conn().await?, run).await
     }
 }
 

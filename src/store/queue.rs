@@ -106,52 +106,56 @@ impl Tx {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let payload = serde_json::to_string(msg)?;
-        if let (Some(key), Dialect::Sqlite) = (&msg.key, self.dialect) {
-            let replaced = sqlx::query(
-                "UPDATE outbox SET payload = $1 WHERE message_key = $2 AND platform = $3 \
-                 AND channel = $4 AND delivered_at IS NULL AND failed_at IS NULL \
-                 AND (lease_until IS NULL OR lease_until < $5)",
+        let insert = "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at)";
+        let args = [
+            msg.platform.as_str().into(),
+            msg.lane().into(),
+            run.map(|r| r.0).into(),
+            msg.key.as_deref().into(),
+            payload.into(),
+            ms(now).into(),
+        ];
+        if msg.key.is_some() && self.dialect == Dialect::Sqlite {
+            // The edit replaces the waiting one, if any; `changes()` tells
+            // the insert after it whether it did.
+            self.defer(
+                "UPDATE outbox SET payload = $5 WHERE message_key = $4 AND platform = $1 \
+                 AND channel = $2 AND delivered_at IS NULL AND failed_at IS NULL \
+                 AND (lease_until IS NULL OR lease_until < $6)",
+                &args,
             )
-            .bind(&payload)
-            .bind(key)
-            .bind(msg.platform.as_str())
-            .bind(msg.lane())
-            .bind(ms(now))
-            .execute(&mut *self.tx)
             .await
             .context("replacing a waiting edit")?;
-            if replaced.rows_affected() > 0 {
-                return Ok(());
-            }
+            self.defer(
+                &format!("{insert} SELECT $1, $2, $3, $4, $5, $6, $6 WHERE changes() = 0"),
+                &args,
+            )
+            .await
+            .context("queueing a message")?;
+        } else {
+            self.defer(
+                &format!("{insert} VALUES ($1, $2, $3, $4, $5, $6, $6)"),
+                &args,
+            )
+            .await
+            .context("queueing a message")?;
         }
-        sqlx::query(
-            "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind(msg.platform.as_str())
-        .bind(msg.lane())
-        .bind(run.map(|r| r.0))
-        .bind(msg.key.as_deref())
-        .bind(payload)
-        .bind(ms(now))
-        .execute(&mut *self.tx)
-        .await
-        .context("queueing a message")?;
         Ok(())
     }
 
     /// Schedule a timer; a timer with the same key already scheduled wins.
     pub async fn schedule(&mut self, kind: &TimerKind, due: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
+        self.defer(
             "INSERT INTO timers (timer_key, kind, run_id, due_at, payload) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (timer_key) DO NOTHING",
+            &[
+                kind.key().into(),
+                kind.name().into(),
+                kind.run().map(|r| r.0).into(),
+                ms(due).into(),
+                serde_json::to_string(kind)?.into(),
+            ],
         )
-        .bind(kind.key())
-        .bind(kind.name())
-        .bind(kind.run().map(|r| r.0))
-        .bind(ms(due))
-        .bind(serde_json::to_string(kind)?)
-        .execute(&mut *self.tx)
         .await
         .context("scheduling a timer")?;
         Ok(())
@@ -164,7 +168,7 @@ impl Tx {
             sqlx::query("UPDATE timers SET fired_at = $2 WHERE id = $1 AND fired_at IS NULL")
                 .bind(id)
                 .bind(ms(now))
-                .execute(&mut *self.tx)
+                .execute(self.conn().await?)
                 .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -199,13 +203,13 @@ impl Store {
                ORDER BY due_at, id LIMIT $4{skip_locked}) \
              RETURNING id, due_at, payload"
         );
-        let _turn = self.write_turn().await;
+        let mut w = self.writer().await?;
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(owner)
             .bind(ms(now + lease))
             .bind(ms(now))
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *w)
             .await
             .context("claiming timers")?;
         let mut timers = rows
@@ -307,14 +311,14 @@ impl Store {
                ORDER BY o.id LIMIT $5{skip_locked}) \
              RETURNING id, attempts, created_at, payload"
         );
-        let _turn = self.write_turn().await;
+        let mut w = self.writer().await?;
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(owner)
             .bind(ms(now + lease))
             .bind(platform.as_str())
             .bind(ms(now))
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *w)
             .await
             .context("claiming outgoing messages")?;
         let mut claimed: Vec<ClaimedMessage> = rows
@@ -356,32 +360,32 @@ impl Store {
         if newer.is_none() {
             return Ok(false);
         }
-        let _turn = self.write_turn().await;
+        let mut w = self.writer().await?;
         sqlx::query(
             "UPDATE outbox SET delivered_at = $2, last_error = 'superseded by a newer edit', \
              lease_owner = NULL, lease_until = NULL WHERE id = $1",
         )
         .bind(m.id)
         .bind(ms(now))
-        .execute(&self.pool)
+        .execute(&mut *w)
         .await
         .context("skipping a superseded edit")?;
         Ok(true)
     }
 
     pub async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        let _turn = self.write_turn().await;
+        let mut w = self.writer().await?;
         sqlx::query("UPDATE outbox SET delivered_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1")
             .bind(id)
             .bind(ms(now))
-            .execute(&self.pool)
+            .execute(&mut *w)
             .await?;
         Ok(())
     }
 
     /// Put a message back for another attempt at `retry_at`.
     pub async fn retry_later(&self, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()> {
-        let _turn = self.write_turn().await;
+        let mut w = self.writer().await?;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3, \
              lease_owner = NULL, lease_until = NULL WHERE id = $1",
@@ -389,14 +393,14 @@ impl Store {
         .bind(id)
         .bind(ms(retry_at))
         .bind(error)
-        .execute(&self.pool)
+        .execute(&mut *w)
         .await?;
         Ok(())
     }
 
     /// Give up on a message: it stays in the outbox, marked failed, with why.
     pub async fn mark_failed(&self, id: i64, now: DateTime<Utc>, error: &str) -> Result<()> {
-        let _turn = self.write_turn().await;
+        let mut w = self.writer().await?;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, failed_at = $2, last_error = $3, \
              lease_owner = NULL, lease_until = NULL WHERE id = $1",
@@ -404,7 +408,7 @@ impl Store {
         .bind(id)
         .bind(ms(now))
         .bind(error)
-        .execute(&self.pool)
+        .execute(&mut *w)
         .await?;
         Ok(())
     }
@@ -441,7 +445,7 @@ impl Store {
         thread_ref: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let _turn = self.write_turn().await;
+        let mut w = self.writer().await?;
         sqlx::query(
             "INSERT INTO messages (message_key, platform, channel, platform_ref, thread_ref, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_key) DO UPDATE SET \
@@ -453,7 +457,7 @@ impl Store {
         .bind(platform_ref)
         .bind(thread_ref)
         .bind(ms(now))
-        .execute(&self.pool)
+        .execute(&mut *w)
         .await?;
         Ok(())
     }

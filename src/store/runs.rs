@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 
-use super::{col, from_ms, ms, opt_from_ms, Dialect, Store, Tx};
+use super::{col, from_ms, ms, opt_from_ms, Arg, Dialect, Store, Tx};
 use crate::domain::{
     ItemState, PersonId, Platform, RoleId, Run, RunId, RunStatus, SignOff, Verdict,
 };
@@ -25,7 +26,7 @@ impl Tx {
              RETURNING last",
         )
         .bind(&channel_key)
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await
         .context("allocating the run number")?;
         run.number = number;
@@ -49,7 +50,7 @@ impl Tx {
         .bind(run.t0.map(ms))
         .bind(run.ended_at.map(ms))
         .bind(run.end_reason.as_deref())
-        .fetch_one(&mut *self.tx)
+        .fetch_one(self.conn().await?)
         .await
         .context("inserting the run")?;
         run.id = RunId(id);
@@ -64,12 +65,65 @@ impl Tx {
     /// Load a run and hold its write lock until the transaction ends, so
     /// concurrent commands on one run apply one after the other.
     pub async fn lock_run(&mut self, id: RunId) -> Result<Option<Run>> {
-        load_run(&mut self.tx, self.dialect, id, true).await
+        self.load_run(id, true).await
     }
 
     /// Load a run inside the transaction without taking its lock.
     pub async fn read_run(&mut self, id: RunId) -> Result<Option<Run>> {
-        load_run(&mut self.tx, self.dialect, id, false).await
+        self.load_run(id, false).await
+    }
+
+    /// [`Tx::lock_run`] and [`Tx::first_time`] for `key` together (in one
+    /// call on SQLite); with no key the request counts as new. Returns the
+    /// run and whether the request is new. Whoever goes on to refuse or
+    /// change nothing drops the transaction, which forgets the key again.
+    pub async fn lock_run_once(
+        &mut self,
+        id: RunId,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<Run>, bool)> {
+        let (run, seen) = self.load_run_with(id, true, key.map(|k| (k, now))).await?;
+        Ok((run, key.is_none() || seen))
+    }
+
+    async fn load_run(&mut self, id: RunId, lock: bool) -> Result<Option<Run>> {
+        Ok(self.load_run_with(id, lock, None).await?.0)
+    }
+
+    /// The run's row and its children, and the request key recorded when
+    /// one is given (true if it was new): in one call on SQLite, the rows
+    /// told apart by their columns.
+    async fn load_run_with(
+        &mut self,
+        id: RunId,
+        lock: bool,
+        key: Option<(&str, DateTime<Utc>)>,
+    ) -> Result<(Option<Run>, bool)> {
+        let run_sql = run_sql(self.dialect, lock);
+        let args = [Arg::from(id.0)];
+        let key_args: Vec<Arg> = key
+            .iter()
+            .flat_map(|(k, at)| [Arg::from(*k), ms(*at).into()])
+            .collect();
+        let mut statements = vec![(run_sql.as_str(), &args[..]), (CHILDREN_SQL, &args[..])];
+        if key.is_some() {
+            statements.push((super::FIRST_TIME_SQL, &key_args[..]));
+        }
+        let rows = self.fetch(&statements).await.context("loading the run")?;
+        let mut new_key = false;
+        let mut run = None;
+        let mut children = Vec::new();
+        for row in rows {
+            if row.try_column("request_key").is_ok() {
+                new_key = true;
+            } else if row.try_column("kind").is_ok() {
+                children.push(row);
+            } else {
+                run = Some(row);
+            }
+        }
+        Ok((assemble(id, run.as_ref(), &children)?, new_key))
     }
 
     /// Write what changed between `before` and `after` (the same run).
@@ -85,18 +139,19 @@ impl Tx {
         if unchanged {
             return self.write_children(before, after).await;
         }
-        sqlx::query(
+        self.defer(
             "UPDATE runs SET status = $2, phase = $3, phase_entered_at = $4, t0 = $5, \
              ended_at = $6, end_reason = $7 WHERE id = $1",
+            &[
+                after.id.0.into(),
+                after.status.as_str().into(),
+                (&after.phase).into(),
+                ms(after.phase_entered_at).into(),
+                after.t0.map(ms).into(),
+                after.ended_at.map(ms).into(),
+                after.end_reason.as_deref().into(),
+            ],
         )
-        .bind(after.id.0)
-        .bind(after.status.as_str())
-        .bind(&after.phase)
-        .bind(ms(after.phase_entered_at))
-        .bind(after.t0.map(ms))
-        .bind(after.ended_at.map(ms))
-        .bind(after.end_reason.as_deref())
-        .execute(&mut *self.tx)
         .await
         .context("updating the run")?;
         self.write_children(before, after).await
@@ -109,12 +164,11 @@ impl Tx {
             .iter()
             .filter(|(k, _)| !after.items.contains_key(*k))
         {
-            sqlx::query("DELETE FROM run_items WHERE run_id = $1 AND phase = $2 AND item = $3")
-                .bind(id)
-                .bind(&key.0)
-                .bind(&key.1)
-                .execute(&mut *self.tx)
-                .await?;
+            self.defer(
+                "DELETE FROM run_items WHERE run_id = $1 AND phase = $2 AND item = $3",
+                &[id.into(), (&key.0).into(), (&key.1).into()],
+            )
+            .await?;
         }
         for ((phase, item), state) in &after.items {
             if before.items.get(&(phase.clone(), item.clone())) == Some(state) {
@@ -127,20 +181,21 @@ impl Tx {
                     ("not_applicable", by, at, Some(reason))
                 }
             };
-            sqlx::query(
+            self.defer(
                 "INSERT INTO run_items (run_id, phase, item, state, by_person, at, reason) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (run_id, phase, item) DO UPDATE SET state = excluded.state, \
                  by_person = excluded.by_person, at = excluded.at, reason = excluded.reason",
+                &[
+                    id.into(),
+                    phase.into(),
+                    item.into(),
+                    name.into(),
+                    by.as_str().into(),
+                    ms(*at).into(),
+                    reason.map(String::as_str).into(),
+                ],
             )
-            .bind(id)
-            .bind(phase)
-            .bind(item)
-            .bind(name)
-            .bind(by.as_str())
-            .bind(ms(*at))
-            .bind(reason.map(String::as_str))
-            .execute(&mut *self.tx)
             .await
             .context("saving an item")?;
         }
@@ -153,20 +208,21 @@ impl Tx {
                 Verdict::Approved => ("approved", None),
                 Verdict::Rejected { reason } => ("rejected", Some(reason.as_str())),
             };
-            sqlx::query(
+            self.defer(
                 "INSERT INTO signoffs (run_id, phase, role, person, verdict, reason, at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (run_id, phase, role, person) DO UPDATE SET \
                  verdict = excluded.verdict, reason = excluded.reason, at = excluded.at",
+                &[
+                    id.into(),
+                    (&s.phase).into(),
+                    s.role.as_str().into(),
+                    s.person.as_str().into(),
+                    verdict.into(),
+                    reason.into(),
+                    ms(s.at).into(),
+                ],
             )
-            .bind(id)
-            .bind(&s.phase)
-            .bind(s.role.as_str())
-            .bind(s.person.as_str())
-            .bind(verdict)
-            .bind(reason)
-            .bind(ms(s.at))
-            .execute(&mut *self.tx)
             .await
             .context("saving a sign-off")?;
         }
@@ -177,7 +233,7 @@ impl Tx {
 impl Store {
     pub async fn run(&self, id: RunId) -> Result<Option<Run>> {
         let mut conn = self.pool.acquire().await?;
-        load_run(&mut conn, self.dialect, id, false).await
+        load_run(&mut conn, self.dialect, id).await
     }
 
     /// The run numbered `number` in a channel.
@@ -242,43 +298,47 @@ impl Store {
     }
 }
 
-async fn load_run(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    id: RunId,
-    lock: bool,
-) -> Result<Option<Run>> {
+fn run_sql(dialect: Dialect, lock: bool) -> String {
     let lock = if lock && dialect == Dialect::Postgres {
         " FOR UPDATE"
     } else {
         ""
     };
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{lock}"
-    ));
-    let Some(row) = sqlx::query(sql)
+    format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{lock}")
+}
+
+/// Items and sign-offs in one statement: `a`, `b`, `c` are item, state,
+/// by_person for an item and role, person, verdict for a sign-off.
+const CHILDREN_SQL: &str =
+    "SELECT 'item' AS kind, phase, item AS a, state AS b, by_person AS c, at, reason \
+     FROM run_items WHERE run_id = $1 \
+     UNION ALL \
+     SELECT 'signoff' AS kind, phase, role AS a, person AS b, verdict AS c, at, reason \
+     FROM signoffs WHERE run_id = $1 \
+     ORDER BY kind, at, b";
+
+async fn load_run(conn: &mut AnyConnection, dialect: Dialect, id: RunId) -> Result<Option<Run>> {
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(run_sql(dialect, false)))
         .bind(id.0)
         .fetch_optional(&mut *conn)
         .await?
     else {
         return Ok(None);
     };
-    let mut run = run_from_row(&row)?;
-    // Items and sign-offs in one statement: one round trip fewer while the
-    // write lock is held. `a`, `b`, `c` are item, state, by_person for an
-    // item and role, person, verdict for a sign-off.
-    let rows = sqlx::query(
-        "SELECT 'item' AS kind, phase, item AS a, state AS b, by_person AS c, at, reason \
-         FROM run_items WHERE run_id = $1 \
-         UNION ALL \
-         SELECT 'signoff' AS kind, phase, role AS a, person AS b, verdict AS c, at, reason \
-         FROM signoffs WHERE run_id = $1 \
-         ORDER BY kind, at, b",
-    )
-    .bind(id.0)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
+    let rows = sqlx::query(CHILDREN_SQL)
+        .bind(id.0)
+        .fetch_all(&mut *conn)
+        .await?;
+    assemble(id, Some(&row), &rows)
+}
+
+/// A run from its row and its children's rows.
+fn assemble(id: RunId, row: Option<&AnyRow>, rows: &[AnyRow]) -> Result<Option<Run>> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let mut run = run_from_row(row)?;
+    for row in rows {
         let phase: String = col(row, "phase")?;
         let (a, b, c): (String, String, String) = (col(row, "a")?, col(row, "b")?, col(row, "c")?);
         let at = from_ms(col(row, "at")?);

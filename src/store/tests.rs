@@ -1,1 +1,83 @@
+use super::*;
 
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+async fn sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    (dir, store)
+}
+
+async fn keys(store: &Store) -> Vec<String> {
+    sqlx::query_scalar("SELECT request_key FROM processed_requests ORDER BY request_key")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+}
+
+#[test]
+fn a_batch_numbers_each_statements_arguments_after_the_ones_before() {
+    let mut batch = Batch::default();
+    batch.push("SELECT $1, $2", &[1.into(), 2.into()]);
+    batch.push(
+        "UPDATE t SET a = $2 WHERE b = $1 OR c = $10",
+        &[3.into(), 4.into()],
+    );
+    batch.push("COMMIT", &[]);
+    assert_eq!(
+        batch.sql,
+        "SELECT $1, $2;\nUPDATE t SET a = $4 WHERE b = $3 OR c = $12;\nCOMMIT"
+    );
+    assert_eq!(batch.args.len(), 4);
+}
+
+#[tokio::test]
+async fn deferred_writes_land_with_the_commit_and_in_order() {
+    let (_dir, store) = sqlite().await;
+    let mut tx = store.begin().await.unwrap();
+    let insert = "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2)";
+    tx.defer(insert, &["b".into(), 1.into()]).await.unwrap();
+    tx.defer(insert, &["a".into(), 2.into()]).await.unwrap();
+    // Nothing is sent before the commit, so another connection sees nothing.
+    assert!(keys(&store).await.is_empty());
+    // A statement that answers sees the writes before it.
+    assert!(!tx.first_time("a", now()).await.unwrap());
+    assert!(tx.first_time("c", now()).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(keys(&store).await, ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_is_rolled_back_and_frees_the_writer() {
+    let (_dir, store) = sqlite().await;
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.first_time("k", now()).await.unwrap());
+    drop(tx);
+    // The next writer gets the connection, and the key was forgotten.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.first_time("k", now()).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert!(!tx.first_time("k", now()).await.unwrap());
+    drop(tx);
+    assert_eq!(keys(&store).await, ["k"]);
+}
+
+#[tokio::test]
+async fn a_deferred_write_that_fails_fails_the_commit_and_keeps_nothing() {
+    let (_dir, store) = sqlite().await;
+    let mut tx = store.begin().await.unwrap();
+    let insert = "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2)";
+    tx.defer(insert, &["x".into(), 1.into()]).await.unwrap();
+    tx.defer(insert, &["x".into(), 2.into()]).await.unwrap();
+    let err = tx.commit().await.unwrap_err();
+    assert!(format!("{err:#}").contains("UNIQUE"), "{err:#}");
+    assert!(keys(&store).await.is_empty());
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.first_time("x", now()).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(keys(&store).await, ["x"]);
+}
