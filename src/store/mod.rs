@@ -307,8 +307,14 @@ impl Store {
         };
         store.migrate().await?;
         if dialect == Dialect::Sqlite {
-            let conn = store.pool.acquire().await?.detach();
+            let mut conn = store.pool.acquire().await?.detach();
+            // The commit that fills the write-ahead log past its limit would
+            // copy it back into the database and wait for the disk (an fsync,
+            // milliseconds here) while holding the write lock; instead a
+            // background task does that beside the writers.
+            conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
             store.writer = Some(Arc::new(Mutex::new(WriteConn { conn, open: false })));
+            tokio::spawn(checkpoints(store.pool.clone()));
         }
         Ok(store)
     }
@@ -402,6 +408,29 @@ impl Store {
             writer.lock().await.settle().await;
         }
         self.pool.close().await;
+    }
+}
+
+/// How often the write-ahead log is copied back into a SQLite database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Copy the write-ahead log back into the database now and then, on a
+/// reading connection: a passive checkpoint runs beside the writer and never
+/// waits for it. Once it has copied everything, the next write starts the
+/// log over from its beginning, so the log stays small. Ends when the pool
+/// is closed.
+async fn checkpoints(pool: AnyPool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "copying the write-ahead log into the database failed");
+        }
     }
 }
 

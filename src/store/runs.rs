@@ -100,30 +100,20 @@ impl Tx {
         lock: bool,
         key: Option<(&str, DateTime<Utc>)>,
     ) -> Result<(Option<Run>, bool)> {
-        let run_sql = run_sql(self.dialect, lock);
+        let sql = run_statements(self.dialect, lock);
         let args = [Arg::from(id.0)];
         let key_args: Vec<Arg> = key
             .iter()
             .flat_map(|(k, at)| [Arg::from(*k), ms(*at).into()])
             .collect();
-        let mut statements = vec![(run_sql.as_str(), &args[..]), (CHILDREN_SQL, &args[..])];
+        let mut statements: Vec<(&str, &[Arg])> =
+            sql.iter().map(|s| (s.as_str(), &args[..])).collect();
         if key.is_some() {
             statements.push((super::FIRST_TIME_SQL, &key_args[..]));
         }
         let rows = self.fetch(&statements).await.context("loading the run")?;
-        let mut new_key = false;
-        let mut run = None;
-        let mut children = Vec::new();
-        for row in rows {
-            if row.try_column("request_key").is_ok() {
-                new_key = true;
-            } else if row.try_column("kind").is_ok() {
-                children.push(row);
-            } else {
-                run = Some(row);
-            }
-        }
-        Ok((assemble(id, run.as_ref(), &children)?, new_key))
+        let new_key = rows.iter().any(|r| r.try_column("request_key").is_ok());
+        Ok((assemble(id, &rows)?, new_key))
     }
 
     /// Write what changed between `before` and `after` (the same run).
@@ -298,68 +288,86 @@ impl Store {
     }
 }
 
-fn run_sql(dialect: Dialect, lock: bool) -> String {
-    let lock = if lock && dialect == Dialect::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
-    format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{lock}")
+/// The statements that load a run: its row, and its items and sign-offs
+/// as one JSON array in a `children` column — one row instead of one per
+/// child, which the database driver hands over one at a time. Each child is
+/// `[kind, phase, a, b, c, at, reason]`, where `a`, `b`, `c` are item,
+/// state, by_person for an item and role, person, verdict for a sign-off.
+///
+/// On SQLite both come in one statement. On PostgreSQL the children are
+/// read by a second statement, after the first has the run's row lock: a
+/// statement reads the rows committed when it began, so one that waited for
+/// the lock would miss what the transaction it waited for wrote.
+fn run_statements(dialect: Dialect, lock: bool) -> Vec<String> {
+    let children =
+        "SELECT 'item' AS kind, phase, item AS a, state AS b, by_person AS c, at, reason \
+         FROM run_items WHERE run_id = $1 \
+         UNION ALL \
+         SELECT 'signoff' AS kind, phase, role AS a, person AS b, verdict AS c, at, reason \
+         FROM signoffs WHERE run_id = $1";
+    match dialect {
+        Dialect::Sqlite => vec![format!(
+            "SELECT {RUN_COLUMNS}, (SELECT json_group_array(json_array(kind, phase, a, b, c, at, reason)) \
+             FROM ({children})) AS children FROM runs WHERE id = $1"
+        )],
+        Dialect::Postgres => vec![
+            format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1{}",
+                if lock { " FOR UPDATE" } else { "" }
+            ),
+            format!(
+                "SELECT COALESCE(json_agg(json_build_array(kind, phase, a, b, c, at, reason)), '[]')::text \
+                 AS children FROM ({children}) AS ch"
+            ),
+        ],
+    }
 }
-
-/// Items and sign-offs in one statement: `a`, `b`, `c` are item, state,
-/// by_person for an item and role, person, verdict for a sign-off.
-const CHILDREN_SQL: &str =
-    "SELECT 'item' AS kind, phase, item AS a, state AS b, by_person AS c, at, reason \
-     FROM run_items WHERE run_id = $1 \
-     UNION ALL \
-     SELECT 'signoff' AS kind, phase, role AS a, person AS b, verdict AS c, at, reason \
-     FROM signoffs WHERE run_id = $1 \
-     ORDER BY kind, at, b";
 
 async fn load_run(conn: &mut AnyConnection, dialect: Dialect, id: RunId) -> Result<Option<Run>> {
-    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(run_sql(dialect, false)))
-        .bind(id.0)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let rows = sqlx::query(CHILDREN_SQL)
-        .bind(id.0)
-        .fetch_all(&mut *conn)
-        .await?;
-    assemble(id, Some(&row), &rows)
+    let mut rows = Vec::new();
+    for sql in run_statements(dialect, false) {
+        rows.extend(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id.0)
+                .fetch_optional(&mut *conn)
+                .await?,
+        );
+    }
+    assemble(id, &rows)
 }
 
-/// A run from its row and its children's rows.
-fn assemble(id: RunId, row: Option<&AnyRow>, rows: &[AnyRow]) -> Result<Option<Run>> {
-    let Some(row) = row else {
+/// One item or sign-off as [`run_statements`] lists it.
+type Child = (String, String, String, String, String, i64, Option<String>);
+
+/// A run from the rows [`run_statements`] answer with (and any others,
+/// which are passed over); `None` without the run's row.
+fn assemble(id: RunId, rows: &[AnyRow]) -> Result<Option<Run>> {
+    let Some(row) = rows.iter().find(|r| r.try_column("service").is_ok()) else {
         return Ok(None);
     };
     let mut run = run_from_row(row)?;
-    for row in rows {
-        let phase: String = col(row, "phase")?;
-        let (a, b, c): (String, String, String) = (col(row, "a")?, col(row, "b")?, col(row, "c")?);
-        let at = from_ms(col(row, "at")?);
-        let reason =
-            || -> Result<String> { Ok(col::<Option<String>>(row, "reason")?.unwrap_or_default()) };
-        if col::<String>(row, "kind")? == "item" {
+    let children = rows
+        .iter()
+        .find(|r| r.try_column("children").is_ok())
+        .context("the items and sign-offs are missing")?;
+    let mut children: Vec<Child> = serde_json::from_str(&col::<String>(children, "children")?)
+        .with_context(|| format!("reading the items and sign-offs of run {id}"))?;
+    children.sort_by(|x, y| (&x.0, x.5, &x.3).cmp(&(&y.0, y.5, &y.3)));
+    for (kind, phase, a, b, c, at, reason) in children {
+        let at = from_ms(at);
+        let reason = reason.unwrap_or_default();
+        if kind == "item" {
             let by = PersonId::new(c);
             let state = match b.as_str() {
                 "done" => ItemState::Done { by, at },
-                "not_applicable" => ItemState::NotApplicable {
-                    by,
-                    at,
-                    reason: reason()?,
-                },
+                "not_applicable" => ItemState::NotApplicable { by, at, reason },
                 other => anyhow::bail!("run {id} has an item in unknown state {other:?}"),
             };
             run.items.insert((phase, a), state);
         } else {
             let verdict = match c.as_str() {
                 "approved" => Verdict::Approved,
-                _ => Verdict::Rejected { reason: reason()? },
+                _ => Verdict::Rejected { reason },
             };
             run.signoffs.push(SignOff {
                 phase,
