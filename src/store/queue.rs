@@ -270,8 +270,10 @@ impl Store {
             let claimed = self.claim_heads(platform, owner, now, lease, limit).await?;
             let total = claimed.len();
             let mut live = Vec::with_capacity(total);
-            for m in claimed {
-                if !self.supersede(&m, now).await? {
+            for (m, superseded) in claimed {
+                if superseded {
+                    self.supersede(&m, now).await?;
+                } else {
                     live.push(m);
                 }
             }
@@ -288,7 +290,7 @@ impl Store {
         now: DateTime<Utc>,
         lease: chrono::Duration,
         limit: i64,
-    ) -> Result<Vec<ClaimedMessage>> {
+    ) -> Result<Vec<(ClaimedMessage, bool)>> {
         let skip_locked = self.skip_locked();
         // The lanes with undelivered messages are found by hopping from one
         // channel to the next in the `outbox_pending` index (a recursive
@@ -309,7 +311,10 @@ impl Store {
                  FROM lanes WHERE lanes.channel IS NOT NULL) \
                AND o.next_attempt_at <= $4 AND (o.lease_until IS NULL OR o.lease_until < $4) \
                ORDER BY o.id LIMIT $5{skip_locked}) \
-             RETURNING id, attempts, created_at, payload"
+             RETURNING id, attempts, created_at, payload, CAST(CASE WHEN message_key IS NOT NULL AND EXISTS (\
+               SELECT 1 FROM outbox n WHERE n.message_key = outbox.message_key \
+               AND n.platform = outbox.platform AND n.channel = outbox.channel AND n.id > outbox.id \
+               AND n.delivered_at IS NULL AND n.failed_at IS NULL) THEN 1 ELSE 0 END AS BIGINT) AS superseded"
         );
         let mut w = self.writer().await?;
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -321,18 +326,19 @@ impl Store {
             .fetch_all(&mut *w)
             .await
             .context("claiming outgoing messages")?;
-        let mut claimed: Vec<ClaimedMessage> = rows
+        let mut claimed = rows
             .iter()
             .map(|row| {
-                Ok(ClaimedMessage {
+                let message = ClaimedMessage {
                     id: col(row, "id")?,
                     attempts: col(row, "attempts")?,
                     created_at: from_ms(col(row, "created_at")?),
                     message: serde_json::from_str(&col::<String>(row, "payload")?)?,
-                })
+                };
+                Ok((message, col::<i64>(row, "superseded")? == 1))
             })
             .collect::<Result<Vec<_>>>()?;
-        claimed.sort_by_key(|m| m.id);
+        claimed.sort_by_key(|(m, _)| m.id);
         Ok(claimed)
     }
 
@@ -340,26 +346,8 @@ impl Store {
     /// not sent: it is marked delivered as superseded, and the newer one
     /// brings the card up to date. One call with the newest card instead of
     /// a queue of stale ones, which matters most while a platform
-    /// rate-limits. True if `m` was superseded.
-    async fn supersede(&self, m: &ClaimedMessage, now: DateTime<Utc>) -> Result<bool> {
-        let Some(key) = &m.message.key else {
-            return Ok(false);
-        };
-        let pending = "message_key = $1 AND platform = $2 AND channel = $3 AND id > $4 \
-                       AND delivered_at IS NULL AND failed_at IS NULL";
-        let newer: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT id FROM outbox WHERE {pending} LIMIT 1"
-        )))
-        .bind(key)
-        .bind(m.message.platform.as_str())
-        .bind(m.message.lane())
-        .bind(m.id)
-        .fetch_optional(&self.pool)
-        .await
-        .context("looking for a newer edit")?;
-        if newer.is_none() {
-            return Ok(false);
-        }
+    /// rate-limits. The claim finds such edits (its `superseded` column).
+    async fn supersede(&self, m: &ClaimedMessage, now: DateTime<Utc>) -> Result<()> {
         let mut w = self.writer().await?;
         sqlx::query(
             "UPDATE outbox SET delivered_at = $2, last_error = 'superseded by a newer edit', \
@@ -370,7 +358,7 @@ impl Store {
         .execute(&mut *w)
         .await
         .context("skipping a superseded edit")?;
-        Ok(true)
+        Ok(())
     }
 
     pub async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
