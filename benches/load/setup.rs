@@ -29,6 +29,9 @@ pub struct Sizes {
     pub lateness_window: Duration,
     pub rss_window: Duration,
     pub outbox_messages: usize,
+    /// The longest the acknowledgement runs wait, in all, for the outbox to
+    /// drain before their batches.
+    pub drain_budget: Duration,
 }
 
 impl Sizes {
@@ -44,6 +47,7 @@ impl Sizes {
                 lateness_window: Duration::from_secs(3),
                 rss_window: Duration::from_secs(2),
                 outbox_messages: 128,
+                drain_budget: Duration::from_secs(10),
             }
         } else {
             Sizes {
@@ -56,6 +60,7 @@ impl Sizes {
                 lateness_window: Duration::from_secs(45),
                 rss_window: Duration::from_secs(15),
                 outbox_messages: 4_000,
+                drain_budget: Duration::from_secs(90),
             }
         }
     }
