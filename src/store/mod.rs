@@ -313,8 +313,9 @@ impl Store {
             // milliseconds here) while holding the write lock; instead a
             // background task does that beside the writers.
             conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-            store.writer = Some(Arc::new(Mutex::new(WriteConn { conn, open: false })));
-            tokio::spawn(checkpoints(store.pool.clone()));
+            let writer = Arc::new(Mutex::new(WriteConn { conn, open: false }));
+            tokio::spawn(checkpoints(store.pool.clone(), Arc::downgrade(&writer)));
+            store.writer = Some(writer);
         }
         Ok(store)
     }
@@ -418,11 +419,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// reading connection: a passive checkpoint runs beside the writer and never
 /// waits for it. Once it has copied everything, the next write starts the
 /// log over from its beginning, so the log stays small. Ends when the pool
-/// is closed.
-async fn checkpoints(pool: AnyPool) {
+/// is closed or the last copy of the store is dropped (`writer` is gone).
+async fn checkpoints(pool: AnyPool, writer: std::sync::Weak<Mutex<WriteConn>>) {
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
-        if pool.is_closed() {
+        if pool.is_closed() || writer.strong_count() == 0 {
             return;
         }
         if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {

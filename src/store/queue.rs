@@ -298,6 +298,11 @@ impl Store {
         // follows the number of lanes, not the depth of the outbox. Comparing
         // every pending message with its lane's head instead cost
         // milliseconds per claim once thousands were queued.
+        //
+        // The head's own conditions are stated on `o` as well: when
+        // PostgreSQL's `FOR UPDATE` waits for a row another worker just
+        // changed, it re-checks only those against the new row, so a head
+        // that worker delivered (its lease cleared) is not claimed again.
         let pending = "platform = $3 AND delivered_at IS NULL AND failed_at IS NULL";
         let sql = format!(
             "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN (\
@@ -309,6 +314,7 @@ impl Store {
                SELECT o.id FROM outbox o WHERE o.id IN (\
                  SELECT (SELECT MIN(id) FROM outbox WHERE {pending} AND channel = lanes.channel) \
                  FROM lanes WHERE lanes.channel IS NOT NULL) \
+               AND o.delivered_at IS NULL AND o.failed_at IS NULL \
                AND o.next_attempt_at <= $4 AND (o.lease_until IS NULL OR o.lease_until < $4) \
                ORDER BY o.id LIMIT $5{skip_locked}) \
              RETURNING id, attempts, created_at, payload, CAST(CASE WHEN message_key IS NOT NULL AND EXISTS (\
