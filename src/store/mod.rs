@@ -157,7 +157,7 @@ impl Drop for Tx {
 /// call to its connection's thread. Each call is a hand-over between threads
 /// while the database's one write lock is held, and on a small virtual
 /// machine waking a thread costs more than the statement, so a click costs
-/// four calls instead of ten. `BEGIN IMMEDIATE` waits there too.
+/// two calls instead of about ten. `BEGIN IMMEDIATE` waits there too.
 pub struct Tx {
     tx: TxConn,
     dialect: Dialect,
