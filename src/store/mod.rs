@@ -365,7 +365,7 @@ impl Store {
         };
         let mut pending = Batch::default();
         if self.dialect == Dialect::Sqlite {
-            pending.push("BEGIN IMMEDIATE", &[]);
+            pending.push(BEGIN, &[]);
         }
         Ok(Tx {
             tx,
@@ -412,6 +412,9 @@ impl Store {
     }
 }
 
+/// How a SQLite write transaction starts: with the database's write lock.
+const BEGIN: &str = "BEGIN IMMEDIATE";
+
 /// How often the write-ahead log is copied back into a SQLite database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -440,7 +443,7 @@ impl Tx {
         let mut pending = std::mem::take(&mut self.pending);
         match std::mem::replace(&mut self.tx, TxConn::Done) {
             TxConn::Sqlite(mut turn) => {
-                if !turn.open && pending.sql == "BEGIN IMMEDIATE" {
+                if !turn.open && pending.sql == BEGIN {
                     // Nothing was written.
                     return Ok(());
                 }
