@@ -18,6 +18,13 @@ pub enum Pressed {
     OpenIncident { run: RunId, summary: Option<String> },
     /// Acknowledge or resolve an incident.
     Incident(i64, IncidentAction),
+    /// Run the automated checks of a run's phase again ("Check again").
+    Recheck { run: RunId, phase: String },
+}
+
+/// The id of a phase's "Check again" button.
+pub fn recheck(run: RunId, phase: &str) -> String {
+    format!("checklist.recheck:{run}:{phase}")
 }
 
 /// The id of the "Open incident" button of a run.
@@ -50,6 +57,13 @@ pub fn pressed(id: &str, reason: Option<String>) -> Option<Pressed> {
             arg.parse().ok()?,
             IncidentAction::Resolve { note: reason },
         )),
+        "checklist.recheck" => {
+            let (run, phase) = arg.split_once(':')?;
+            Some(Pressed::Recheck {
+                run: RunId(run.parse().ok()?),
+                phase: phase.to_string(),
+            })
+        }
         _ => decode(id, reason).map(|(run, action)| Pressed::Run(run, action)),
     }
 }
@@ -70,7 +84,7 @@ pub fn wants_reason(id: &str) -> bool {
         Some(Pressed::Run(_, action)) => needs_reason(&action),
         Some(Pressed::OpenIncident { .. }) => true,
         Some(Pressed::Incident(_, action)) => matches!(action, IncidentAction::Resolve { .. }),
-        None => false,
+        Some(Pressed::Recheck { .. }) | None => false,
     }
 }
 
@@ -91,6 +105,9 @@ pub fn encode(run: RunId, action: &Action) -> String {
         Action::Abort { .. } => format!("deploy.abort:{run}"),
         Action::Rollback { .. } => format!("deploy.rollback:{run}"),
         Action::FixForward { .. } => format!("deploy.fixforward:{run}"),
+        // A check's result comes from the bot; the button behind it asks
+        // for the phase's checks to run again.
+        Action::RecordCheck { phase, .. } => recheck(run, phase),
     }
 }
 
@@ -141,6 +158,7 @@ pub fn needs_reason(action: &Action) -> bool {
             | Action::Reject { .. }
             | Action::Abort { .. }
             | Action::Rollback { .. }
+            | Action::FixForward { .. }
     )
 }
 
@@ -179,6 +197,9 @@ mod tests {
             },
             Action::Rollback {
                 reason: Some("errors".into()),
+            },
+            Action::FixForward {
+                reason: Some("a one-line fix is ready".into()),
             },
         ]
     }
@@ -233,6 +254,14 @@ mod tests {
         assert!(wants_reason(&open));
         assert!(wants_reason("deploy.abort:1"));
         assert!(!wants_reason("phase.advance:1:pre"));
+        assert_eq!(
+            pressed(&recheck(RunId(7), "pre"), None),
+            Some(Pressed::Recheck {
+                run: RunId(7),
+                phase: "pre".into()
+            })
+        );
+        assert!(wants_reason("deploy.fixforward:1"));
         assert_eq!(pressed("incident.ack:x", None), None);
         assert_eq!(pressed("incident.nope:1", None), None);
     }

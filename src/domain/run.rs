@@ -95,6 +95,18 @@ pub enum Verdict {
     Rejected { reason: String },
 }
 
+/// The latest result of an item's automated HTTP check: whether it
+/// passed, what it saw (status and latency, or why it failed) and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub passed: bool,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Who marks an item done when its automated check passes.
+pub const AUTOMATED_CHECK: &str = "automated check";
+
 /// A person's latest word on a role's sign-off for a phase.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignOff {
@@ -130,6 +142,12 @@ pub struct Run {
     /// Item states keyed by (phase id, item id); absent means pending.
     pub items: BTreeMap<(String, String), ItemState>,
     pub signoffs: Vec<SignOff>,
+    /// The latest automated check result of items that have a check,
+    /// keyed by (phase id, item id); absent means not run yet.
+    pub checks: BTreeMap<(String, String), CheckResult>,
+    /// The run's incident that is not resolved yet, if any (read with the
+    /// run; incidents are written elsewhere). A run cannot complete with one.
+    pub open_incident: Option<i64>,
 }
 
 /// What a person asks of a run.
@@ -169,6 +187,12 @@ pub enum Action {
     /// Decide to fix a troubled release forward instead of rolling it back.
     FixForward {
         reason: Option<String>,
+    },
+    /// Record what an item's automated check saw (the bot's action).
+    RecordCheck {
+        phase: String,
+        item: String,
+        result: CheckResult,
     },
 }
 
@@ -214,6 +238,18 @@ pub enum Event {
         reason: String,
     },
     RolledBack,
+    /// An item's automated check passed (and marked the item done if it was pending).
+    CheckPassed {
+        phase: String,
+        item: String,
+        detail: String,
+    },
+    /// An item's automated check failed; the phase cannot be left while it does.
+    CheckFailed {
+        phase: String,
+        item: String,
+        detail: String,
+    },
 }
 
 impl Event {
@@ -232,6 +268,8 @@ impl Event {
             Event::RollbackStarted { .. } => "run.rollback_started",
             Event::FixForwardChosen { .. } => "run.fix_forward",
             Event::RolledBack => "run.rolled_back",
+            Event::CheckPassed { .. } => "check.passed",
+            Event::CheckFailed { .. } => "check.failed",
         }
     }
 }
@@ -348,6 +386,8 @@ impl Run {
             end_reason: None,
             items: BTreeMap::new(),
             signoffs: Vec::new(),
+            checks: BTreeMap::new(),
+            open_incident: None,
         }
     }
 
@@ -413,11 +453,39 @@ impl Run {
             )];
         };
         let mut unmet = Vec::new();
-        for item in phase.items.iter().filter(|i| !i.optional) {
-            if matches!(self.item_state(&phase.id, &item.id), ItemState::Pending) {
-                unmet.push(format!("not done: {}", item.text));
+        for item in &phase.items {
+            let state = self.item_state(&phase.id, &item.id);
+            // A failing check blocks until it passes, or until a person marks
+            // the item done by hand (or not applicable) and answers for it.
+            match self.check(&phase.id, &item.id) {
+                Some(c) if !c.passed && matches!(state, ItemState::Pending) => {
+                    unmet.push(format!("check failing: {} — {}", item.text, c.detail));
+                }
+                _ if !item.optional && matches!(state, ItemState::Pending) => {
+                    unmet.push(format!("not done: {}", item.text));
+                }
+                _ => {}
             }
         }
+        unmet.extend(self.gate_unmet(phase, dir));
+        let last = runbook.next_phase(&phase.id).is_none() && self.status == RunStatus::Active;
+        if let (true, Some(id)) = (last, self.open_incident) {
+            unmet.push(format!(
+                "incident #{id} is still open: resolve it before the deployment can complete"
+            ));
+        }
+        unmet
+    }
+
+    /// The latest automated check result of an item, if its check has run.
+    pub fn check(&self, phase: &str, item: &str) -> Option<&CheckResult> {
+        self.checks.get(&(phase.to_string(), item.to_string()))
+    }
+
+    /// What the phase's gate still lacks: rejections, missing sign-offs, and
+    /// the four-eyes rule; empty when the gate is met.
+    pub fn gate_unmet(&self, phase: &Phase, dir: &Directory) -> Vec<String> {
+        let mut unmet = Vec::new();
         let progress = self.gate_progress(phase);
         for p in &progress {
             let role = dir.role_name(&p.role);
@@ -612,6 +680,47 @@ impl Run {
                 let reason = require_reason(reason, "fixing forward")?;
                 Ok(vec![Event::FixForwardChosen { reason }])
             }
+            Action::RecordCheck {
+                phase,
+                item,
+                result,
+            } => {
+                if phase != self.phase {
+                    // The run moved on while the check ran: it no longer matters.
+                    return Ok(vec![]);
+                }
+                self.current_item(runbook, &phase, &item)?;
+                let key = (phase.clone(), item.clone());
+                self.checks.insert(key.clone(), result.clone());
+                let detail = result.detail.clone();
+                let state = self.item_state(&phase, &item).clone();
+                // Every run of a check is an event: the card shows when it ran.
+                let mut events = Vec::new();
+                if result.passed {
+                    events.push(Event::CheckPassed {
+                        phase: phase.clone(),
+                        item: item.clone(),
+                        detail,
+                    });
+                    if matches!(state, ItemState::Pending) {
+                        let by = PersonId::new(AUTOMATED_CHECK);
+                        self.items.insert(key, ItemState::Done { by, at: result.at });
+                        events.push(Event::ItemDone { phase, item });
+                    }
+                } else {
+                    // A failing check takes back what a passing one marked done.
+                    if matches!(&state, ItemState::Done { by, .. } if by.as_str() == AUTOMATED_CHECK)
+                    {
+                        self.items.remove(&key);
+                    }
+                    events.push(Event::CheckFailed {
+                        phase,
+                        item,
+                        detail,
+                    });
+                }
+                Ok(events)
+            }
             Action::Rollback { reason } => {
                 let Some(rollback) = &runbook.rollback else {
                     return Err(Refusal::NoRollback);
@@ -635,18 +744,30 @@ impl Run {
         }
     }
 
-    /// The monitoring window is over: a run still walking its regular phases
-    /// completes (one rolling back finishes its rollback as usual).
-    pub fn end_of_window(&mut self, now: DateTime<Utc>) -> Vec<Event> {
-        if self.status != RunStatus::Active {
+    /// What the run still needs before it can end, for the thread at the end
+    /// of its monitoring window: what its current phase lacks, then the
+    /// phases not walked yet. Empty for a closed run.
+    pub fn still_needed(&self, runbook: &Runbook, dir: &Directory) -> Vec<String> {
+        if !self.status.is_open() {
             return vec![];
         }
-        self.finish(
-            RunStatus::Completed,
-            Some("monitoring window ended".into()),
-            now,
-        );
-        vec![Event::Completed]
+        let title = runbook
+            .phase(&self.phase)
+            .map_or(self.phase.as_str(), |p| p.title.as_str());
+        let mut needed: Vec<String> = self
+            .unmet(runbook, dir)
+            .into_iter()
+            .map(|u| format!("{title}: {u}"))
+            .collect();
+        needed.push(format!("finish {title}"));
+        let after: Vec<&str> = match runbook.position(&self.phase) {
+            Some(at) => runbook.phases[at..].iter().map(|p| p.title.as_str()).collect(),
+            None => vec![],
+        };
+        if !after.is_empty() {
+            needed.push(format!("walk {}", after.join(", then ")));
+        }
+        needed
     }
 
     fn finish(&mut self, status: RunStatus, reason: Option<String>, now: DateTime<Utc>) {

@@ -109,8 +109,14 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
         };
         lines.push(line);
         if let Some(check) = &item.check {
+            let result = match run.check(&phase.id, &item.id) {
+                Some(c) if c.passed => format!("✅ passed: {}, at {}", c.detail, hhmm(c.at)),
+                Some(c) => format!("❌ failing: {}, at {}", c.detail, hhmm(c.at)),
+                None if current => "⏳ running".to_string(),
+                None => "not run".to_string(),
+            };
             lines.push(format!(
-                "    automated check: GET {} expects {}",
+                "    automated check: GET {} expects {} — {result}",
                 check.url, check.expect_status
             ));
         }
@@ -222,6 +228,14 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
             next,
             ButtonStyle::Primary,
         ));
+        if phase.items.iter().any(|i| i.check.is_some()) {
+            buttons.push(Button {
+                id: crate::chat::buttons::recheck(run.id, &phase.id),
+                label: "Check again".into(),
+                style: ButtonStyle::Default,
+                needs_reason: false,
+            });
+        }
         if run.status == RunStatus::Active && run.t0.is_some() && runbook.rollback.is_some() {
             buttons.push(button(
                 run,

@@ -5,6 +5,7 @@
 //! returns the [`Reply`] the adapter shows the actor.
 
 pub mod cards;
+mod checks;
 pub mod command;
 mod incidents;
 mod monitoring;
@@ -207,6 +208,10 @@ impl Engine {
                 }
                 Some(Pressed::Incident(id, action)) => {
                     self.incident_action(actor, &person, id, action, request_key)
+                        .await
+                }
+                Some(Pressed::Recheck { run, phase }) => {
+                    self.recheck(actor, &person, run, &phase, request_key)
                         .await
                 }
                 None => Ok(Reply::refuse(
@@ -489,6 +494,7 @@ impl Engine {
         .await?;
         self.schedule_reminder(&mut tx, &run, runbook, 1, now)
             .await?;
+        self.schedule_checks(&mut tx, &run, runbook, now).await?;
         tx.commit().await?;
         Ok(Reply::changed(format!(
             "Started deployment #{} of {} {} with runbook {}; follow it in the thread.",
@@ -616,8 +622,27 @@ impl Engine {
                     )
                 }
                 Event::Completed => {
-                    notices.push(format!("🎉 Deployment #{} completed.", run.number));
+                    let mut text = format!("🎉 Deployment #{} completed.", run.number);
+                    if let Some(cut) = monitoring_cut_short(run, runbook, now) {
+                        text.push(' ');
+                        text.push_str(&cut);
+                    }
+                    notices.push(text);
                     format!("{name} completed the deployment")
+                }
+                Event::CheckPassed { phase, item, detail } => {
+                    format!("automated check passed: {} ({detail})", item_text(phase, item))
+                }
+                Event::CheckFailed { phase, item, detail } => {
+                    let text = format!(
+                        "❌ Automated check failed: {} — {detail}",
+                        item_text(phase, item)
+                    );
+                    // Said in the thread when it starts failing, not at every re-run.
+                    if before.check(phase, item).is_none_or(|c| c.passed) {
+                        notices.push(text.clone());
+                    }
+                    text
                 }
                 Event::Aborted { reason } => {
                     notices.push(format!(
@@ -681,6 +706,7 @@ impl Engine {
                 self.send_thread(tx, run, Some(cards::phase_key(run, &phase.id)), card, now)
                     .await?;
                 self.schedule_reminder(tx, run, runbook, 1, now).await?;
+                self.schedule_checks(tx, run, runbook, now).await?;
             }
         }
         if run.status != before.status || run.phase != before.phase {
@@ -796,8 +822,14 @@ impl Engine {
     /// same transaction as its effects, and a timer already fired does nothing.
     #[instrument(skip_all, fields(timer_id = timer.id))]
     pub async fn fire(&self, timer: &Timer) -> Result<()> {
-        if let TimerKind::MonitorTick { run, at } = &timer.kind {
-            return self.monitor_tick(timer.id, *run, *at).await;
+        match &timer.kind {
+            TimerKind::MonitorTick { run, at } => {
+                return self.monitor_tick(timer.id, *run, *at).await
+            }
+            TimerKind::ItemChecks { run, phase, .. } => {
+                return self.run_checks(timer.id, *run, phase).await
+            }
+            _ => {}
         }
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
@@ -825,7 +857,9 @@ impl Engine {
                 self.fire_ack_timeout(&mut tx, *incident, *generation, now)
                     .await?
             }
-            TimerKind::MonitorTick { .. } => unreachable!("handled above"),
+            TimerKind::MonitorTick { .. } | TimerKind::ItemChecks { .. } => {
+                unreachable!("handled above")
+            }
         }
         tx.commit().await
     }
@@ -869,6 +903,17 @@ fn timer_actor(platform: Platform) -> Actor {
         user: BOT.into(),
         channel: "timer".into(),
     }
+}
+
+/// When a run completes before its monitoring window is over, the watch
+/// ends with it: say so, and how far it got.
+fn monitoring_cut_short(run: &Run, runbook: &Runbook, now: DateTime<Utc>) -> Option<String> {
+    let (monitoring, t0) = (runbook.monitoring.as_ref()?, run.t0?);
+    let window = *crate::domain::monitor::tick_offsets(monitoring).last()?;
+    let since = crate::domain::Dur::from_millis((now - t0).num_milliseconds().max(0));
+    (since < window).then(|| {
+        format!("Monitoring stops with it, at T+{since} of its {window} window.")
+    })
 }
 
 fn no_run(which: String) -> Reply {

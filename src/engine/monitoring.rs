@@ -2,8 +2,9 @@
 //! window runs the probes, judges the readings, records the tick once,
 //! edits the run's monitoring card in place and speaks up in the thread only
 //! when the verdict gets worse or recovers. A critical verdict opens an
-//! incident, which pages the runbook's escalation policy; the end of the window completes the
-//! run. Probes run before the tick's transaction, so a slow probe never
+//! incident, which pages the runbook's escalation policy; the end of the
+//! window ends monitoring and says what the run still needs (it never
+//! completes a run: people do, by walking its last phase). Probes run before the tick's transaction, so a slow probe never
 //! holds a lock; the transaction then marks the timer fired and records the
 //! tick, which is what makes a tick count once across retries and restarts.
 
@@ -14,7 +15,7 @@ use tracing::info;
 use super::{cards, Engine, BOT};
 use crate::domain::monitor::{due_tick, judge, tick_offsets, Level, Reading};
 use crate::domain::runbook::Severity;
-use crate::domain::{PersonId, Run, RunId, Runbook};
+use crate::domain::{Run, RunId, Runbook};
 use crate::store::{ms, TimerKind, Tx};
 
 type Readings = Vec<(String, Reading)>;
@@ -76,7 +77,7 @@ impl Engine {
     async fn record(
         &self,
         tx: &mut Tx,
-        mut run: Run,
+        run: Run,
         readings: Readings,
         now: DateTime<Utc>,
     ) -> Result<()> {
@@ -108,7 +109,7 @@ impl Engine {
             .and_then(|p| serde_json::from_str(&p.readings).ok())
             .unwrap_or_default();
         let total = tick_offsets(monitoring).len();
-        let card = cards::monitor_card(
+        let mut card = cards::monitor_card(
             &run,
             &runbook,
             &judgement,
@@ -118,6 +119,12 @@ impl Engine {
             history.len() + 1,
             total,
         );
+        if next.is_none() {
+            card = card.section(
+                None,
+                vec!["The monitoring window has ended: this is the final verdict.".into()],
+            );
+        }
         self.send_thread(tx, &run, Some(format!("run:{}:monitor", run.id)), card, now)
             .await?;
 
@@ -205,26 +212,66 @@ impl Engine {
                 .await
             }
             None => {
-                let before = run.clone();
-                let events = run.end_of_window(now);
-                if events.is_empty() {
-                    return Ok(());
-                }
-                tx.save_run(&before, &run).await?;
-                let who = PersonId::new(BOT);
-                self.announce(
-                    tx,
-                    &before,
-                    &run,
-                    &runbook,
-                    &who,
-                    &timer_actor,
-                    &events,
-                    now,
-                )
-                .await?;
-                Ok(())
+                let levels: Vec<Level> = history
+                    .iter()
+                    .map(|t| Level::parse(&t.level))
+                    .chain([level])
+                    .collect();
+                self.window_ended(tx, &run, &runbook, &levels, now).await
             }
         }
+    }
+
+    /// The last tick of the window has been recorded. The window's end ends
+    /// monitoring, not the run: the thread hears the final verdict, what is
+    /// still needed before the deployment can complete, and a warning when
+    /// no reading of the whole window could be taken.
+    async fn window_ended(
+        &self,
+        tx: &mut Tx,
+        run: &Run,
+        runbook: &Runbook,
+        levels: &[Level],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let dir = &self.config.directory;
+        let last = levels.last().copied().unwrap_or(Level::Unknown);
+        let mut lines = vec![format!(
+            "⏱️ Monitoring: the window is over after {} checks; final verdict {}.",
+            levels.len(),
+            last.as_str().to_uppercase()
+        )];
+        if levels.iter().all(|l| *l == Level::Unknown) {
+            lines.push(
+                "⚠️ Not one reading of the window could be taken: nothing was verified. \
+                 Check the runbook's probes."
+                    .into(),
+            );
+        }
+        let needed = run.still_needed(runbook, dir);
+        if !needed.is_empty() {
+            lines.push(format!(
+                "Deployment #{} is not complete yet. Still needed:",
+                run.number
+            ));
+            lines.extend(needed.iter().map(|n| format!("• {n}")));
+        }
+        let mut card = cards::notice(lines.join("\n"));
+        card.mentions.push(run.started_by.clone());
+        self.send_thread(tx, run, None, card, now).await?;
+        let timer_actor = super::timer_actor(run.platform);
+        tx.audit(&self.audit_entry(
+            run,
+            BOT,
+            &timer_actor,
+            "monitor.window_ended",
+            format!(
+                "final verdict {}; still needed: {}",
+                last.as_str(),
+                if needed.is_empty() { "nothing".to_string() } else { needed.join("; ") }
+            ),
+            now,
+        ))
+        .await
     }
 }

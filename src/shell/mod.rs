@@ -225,7 +225,13 @@ impl<W: Write> Shell<W> {
         if let Some(card) = &reply.card {
             render::card(&mut self.out, card, self.engine.config(), &mut self.shown)?;
         }
-        self.drain().await
+        self.drain().await?;
+        // Work asked for at once (an item's automated checks) runs now, as
+        // `serve`'s scheduler would within a second.
+        if self.scheduler.run_due(self.clock.now()).await? > 0 {
+            self.drain().await?;
+        }
+        Ok(())
     }
 
     /// Move the clock forward by `by`, firing each timer at the moment it

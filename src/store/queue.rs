@@ -33,6 +33,9 @@ pub enum TimerKind {
     /// An acknowledgement (of climb `generation`) ran out: page again unless
     /// the incident was resolved or acknowledged since.
     AckTimeout { incident: i64, generation: u32 },
+    /// Run the automated checks of a run's phase (asked at `at`, epoch ms:
+    /// when the phase opened or someone pressed "Check again").
+    ItemChecks { run: RunId, phase: String, at: i64 },
 }
 
 impl TimerKind {
@@ -42,14 +45,15 @@ impl TimerKind {
             TimerKind::MonitorTick { .. } => "monitor_tick",
             TimerKind::Escalate { .. } => "escalate",
             TimerKind::AckTimeout { .. } => "ack_timeout",
+            TimerKind::ItemChecks { .. } => "item_checks",
         }
     }
 
     fn run(&self) -> Option<RunId> {
         match self {
-            TimerKind::SignoffReminder { run, .. } | TimerKind::MonitorTick { run, .. } => {
-                Some(*run)
-            }
+            TimerKind::SignoffReminder { run, .. }
+            | TimerKind::MonitorTick { run, .. }
+            | TimerKind::ItemChecks { run, .. } => Some(*run),
             TimerKind::Escalate { .. } | TimerKind::AckTimeout { .. } => None,
         }
     }
@@ -70,6 +74,7 @@ impl TimerKind {
                 incident,
                 generation,
             } => format!("ack-timeout:{incident}:{generation}"),
+            TimerKind::ItemChecks { run, phase, at } => format!("checks:{run}:{phase}:{at}"),
         }
     }
 }

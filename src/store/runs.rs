@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::{col, from_ms, ms, opt_from_ms, Arg, Dialect, Store, Tx};
 use crate::domain::{
-    ItemState, PersonId, Platform, RoleId, Run, RunId, RunStatus, SignOff, Verdict,
+    CheckResult, ItemState, PersonId, Platform, RoleId, Run, RunId, RunStatus, SignOff, Verdict,
 };
 
 const RUN_COLUMNS: &str = "id, platform, channel, number, service, version, env, runbook, \
@@ -57,6 +57,7 @@ impl Tx {
         let empty = Run {
             items: BTreeMap::new(),
             signoffs: Vec::new(),
+            checks: BTreeMap::new(),
             ..run.clone()
         };
         self.write_children(&empty, run).await
@@ -189,6 +190,27 @@ impl Tx {
             .await
             .context("saving an item")?;
         }
+        for ((phase, item), c) in &after.checks {
+            if before.checks.get(&(phase.clone(), item.clone())) == Some(c) {
+                continue;
+            }
+            self.defer(
+                "INSERT INTO item_checks (run_id, phase, item, outcome, detail, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (run_id, phase, item) DO UPDATE SET outcome = excluded.outcome, \
+                 detail = excluded.detail, at = excluded.at",
+                &[
+                    id.into(),
+                    phase.into(),
+                    item.into(),
+                    if c.passed { "passed" } else { "failed" }.into(),
+                    (&c.detail).into(),
+                    ms(c.at).into(),
+                ],
+            )
+            .await
+            .context("saving a check result")?;
+        }
         for s in after
             .signoffs
             .iter()
@@ -288,11 +310,12 @@ impl Store {
     }
 }
 
-/// The statements that load a run: its row, and its items and sign-offs
-/// as one JSON array in a `children` column — one row instead of one per
+/// The statements that load a run: its row, and its items, sign-offs,
+/// check results and unresolved incidents as one JSON array in a `children` column — one row instead of one per
 /// child, which the database driver hands over one at a time. Each child is
 /// `[kind, phase, a, b, c, at, reason]`, where `a`, `b`, `c` are item,
-/// state, by_person for an item and role, person, verdict for a sign-off.
+/// state, by_person for an item; role, person, verdict for a sign-off;
+/// item, outcome, detail for a check; and the id and status of an incident.
 ///
 /// On SQLite both come in one statement. On PostgreSQL the children are
 /// read by a second statement, after the first has the run's row lock: a
@@ -304,7 +327,14 @@ fn run_statements(dialect: Dialect, lock: bool) -> Vec<String> {
          FROM run_items WHERE run_id = $1 \
          UNION ALL \
          SELECT 'signoff' AS kind, phase, role AS a, person AS b, verdict AS c, at, reason \
-         FROM signoffs WHERE run_id = $1";
+         FROM signoffs WHERE run_id = $1 \
+         UNION ALL \
+         SELECT 'check' AS kind, phase, item AS a, outcome AS b, detail AS c, at, NULL AS reason \
+         FROM item_checks WHERE run_id = $1 \
+         UNION ALL \
+         SELECT 'incident' AS kind, '' AS phase, CAST(id AS TEXT) AS a, status AS b, '' AS c, \
+         opened_at AS at, NULL AS reason \
+         FROM incidents WHERE run_id = $1 AND status <> 'resolved'";
     match dialect {
         Dialect::Sqlite => vec![format!(
             "SELECT {RUN_COLUMNS}, (SELECT json_group_array(json_array(kind, phase, a, b, c, at, reason)) \
@@ -356,7 +386,13 @@ fn assemble(id: RunId, rows: &[AnyRow]) -> Result<Option<Run>> {
     for (kind, phase, a, b, c, at, reason) in children {
         let at = from_ms(at);
         let reason = reason.unwrap_or_default();
-        if kind == "item" {
+        if kind == "incident" {
+            let incident: i64 = a.parse().context("an incident id")?;
+            run.open_incident = Some(run.open_incident.map_or(incident, |i| i.min(incident)));
+        } else if kind == "check" {
+            let passed = b == "passed";
+            run.checks.insert((phase, a), CheckResult { passed, detail: c, at });
+        } else if kind == "item" {
             let by = PersonId::new(c);
             let state = match b.as_str() {
                 "done" => ItemState::Done { by, at },
@@ -404,5 +440,7 @@ fn run_from_row(row: &AnyRow) -> Result<Run> {
         end_reason: col(row, "end_reason")?,
         items: BTreeMap::new(),
         signoffs: Vec::new(),
+        checks: BTreeMap::new(),
+        open_incident: None,
     })
 }

@@ -212,9 +212,21 @@ async fn walk_a_run(config_dir: &Path, db_url: &str) {
     let run = store.run(RunId(1)).await.unwrap().unwrap();
     assert_eq!(
         run.status.as_str(),
-        "completed",
-        "the window's end completes the run"
+        "active",
+        "the window's end ends monitoring, not the run"
     );
+    let w = "watch".to_string();
+    act(
+        "alice",
+        click(Action::ItemDone {
+            phase: w.clone(),
+            item: "dashboards".into(),
+        }),
+    )
+    .await;
+    act("alice", click(Action::Advance { phase: w })).await;
+    let run = store.run(RunId(1)).await.unwrap().unwrap();
+    assert_eq!(run.status.as_str(), "completed", "its last phase walked");
     store.close().await;
 }
 
