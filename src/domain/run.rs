@@ -704,7 +704,8 @@ impl Run {
                     });
                     if matches!(state, ItemState::Pending) {
                         let by = PersonId::new(AUTOMATED_CHECK);
-                        self.items.insert(key, ItemState::Done { by, at: result.at });
+                        self.items
+                            .insert(key, ItemState::Done { by, at: result.at });
                         events.push(Event::ItemDone { phase, item });
                     }
                 } else {
@@ -761,7 +762,10 @@ impl Run {
             .collect();
         needed.push(format!("finish {title}"));
         let after: Vec<&str> = match runbook.position(&self.phase) {
-            Some(at) => runbook.phases[at..].iter().map(|p| p.title.as_str()).collect(),
+            Some(at) => runbook.phases[at..]
+                .iter()
+                .map(|p| p.title.as_str())
+                .collect(),
             None => vec![],
         };
         if !after.is_empty() {

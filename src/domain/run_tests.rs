@@ -2163,3 +2163,154 @@ fn fixing_forward_is_for_the_rollback_roles_and_needs_a_reason() {
         "the decision is recorded, the run goes on as it was"
     );
 }
+
+// ------------------------------------------------- incidents and checks
+
+#[test]
+fn an_open_incident_keeps_the_last_phase_from_completing() {
+    let mut h = H::started_by("alice");
+    h.reach_verify();
+    h.ok("alice", done("verify", "health"));
+    h.run.open_incident = Some(7);
+    let refusal = h.refused("alice", advance("verify"));
+    assert!(
+        refusal.to_string().contains("incident #7 is still open"),
+        "{refusal}"
+    );
+    h.run.open_incident = None;
+    assert_eq!(h.ok("alice", advance("verify")), vec![Event::Completed]);
+}
+
+#[test]
+fn an_open_incident_does_not_hold_back_earlier_phases() {
+    let mut h = H::started_by("alice");
+    h.satisfy_pre();
+    h.run.open_incident = Some(7);
+    assert_eq!(
+        h.ok("alice", advance("pre")),
+        vec![ev_entered("pre", "prod")]
+    );
+}
+
+#[test]
+fn still_needed_lists_the_current_phase_then_the_phases_ahead() {
+    let mut h = H::started_by("alice");
+    h.reach_prod();
+    h.ok("alice", done("prod", "deploy"));
+    let needed = h.run.still_needed(&h.rb, &h.dir);
+    assert_eq!(
+        needed,
+        vec![
+            "Production: DevOps sign-off: 0 of 1 (ask Alice or Dan)".to_string(),
+            "finish Production".to_string(),
+            "walk Verification".to_string(),
+        ]
+    );
+    h.ok("dan", sign("prod", "devops"));
+    h.ok("alice", advance("prod"));
+    h.ok("alice", done("verify", "health"));
+    assert_eq!(
+        h.run.still_needed(&h.rb, &h.dir),
+        vec!["finish Verification".to_string()]
+    );
+    h.ok("alice", advance("verify"));
+    assert!(h.run.still_needed(&h.rb, &h.dir).is_empty(), "completed");
+}
+
+fn checked_runbook() -> Runbook {
+    let mut rb = runbook();
+    rb.phases[2].items[0].check = Some(crate::domain::HttpCheck {
+        url: "http://127.0.0.1:9/health".into(),
+        expect_status: 200,
+        timeout: crate::domain::Dur::from_millis(2000),
+        body_contains: None,
+    });
+    rb
+}
+
+fn check_result(passed: bool, detail: &str, minutes: i64) -> Action {
+    Action::RecordCheck {
+        phase: "verify".into(),
+        item: "health".into(),
+        result: CheckResult {
+            passed,
+            detail: detail.into(),
+            at: at(minutes),
+        },
+    }
+}
+
+#[test]
+fn a_passing_check_marks_its_item_done_by_the_automated_check() {
+    let mut h = H::with(checked_runbook(), "alice");
+    h.reach_verify();
+    let events = h.ok(AUTOMATED_CHECK, check_result(true, "HTTP 200 in 12 ms", 1));
+    assert_eq!(
+        events,
+        vec![
+            Event::CheckPassed {
+                phase: "verify".into(),
+                item: "health".into(),
+                detail: "HTTP 200 in 12 ms".into()
+            },
+            ev_done("verify", "health"),
+        ]
+    );
+    assert!(matches!(
+        h.run.item_state("verify", "health"),
+        ItemState::Done { by, .. } if by.as_str() == AUTOMATED_CHECK
+    ));
+    assert!(h.unmet().is_empty(), "{:?}", h.unmet());
+}
+
+#[test]
+fn a_failing_check_blocks_the_phase_and_takes_back_a_pass() {
+    let mut h = H::with(checked_runbook(), "alice");
+    h.reach_verify();
+    h.ok(AUTOMATED_CHECK, check_result(true, "HTTP 200 in 12 ms", 1));
+    let events = h.ok(
+        AUTOMATED_CHECK,
+        check_result(false, "HTTP 503, expected 200 (40 ms)", 2),
+    );
+    assert_eq!(
+        events,
+        vec![Event::CheckFailed {
+            phase: "verify".into(),
+            item: "health".into(),
+            detail: "HTTP 503, expected 200 (40 ms)".into()
+        }]
+    );
+    assert_eq!(h.run.item_state("verify", "health"), &ItemState::Pending);
+    assert_eq!(
+        h.unmet(),
+        vec!["check failing: Check the health endpoint — HTTP 503, expected 200 (40 ms)"]
+    );
+    let refusal = h.refused("alice", advance("verify"));
+    assert!(refusal.to_string().contains("check failing"), "{refusal}");
+    // A person may answer for it by hand; the card still shows the failure.
+    h.ok("alice", done("verify", "health"));
+    assert!(h.unmet().is_empty());
+    assert!(!h.run.check("verify", "health").unwrap().passed);
+}
+
+#[test]
+fn a_failing_check_does_not_undo_what_a_person_marked_done() {
+    let mut h = H::with(checked_runbook(), "alice");
+    h.reach_verify();
+    h.ok("dan", done("verify", "health"));
+    h.ok(
+        AUTOMATED_CHECK,
+        check_result(false, "no answer within 2s", 1),
+    );
+    assert!(matches!(
+        h.run.item_state("verify", "health"),
+        ItemState::Done { by, .. } if by.as_str() == "dan"
+    ));
+}
+
+#[test]
+fn a_check_result_for_a_phase_already_left_changes_nothing() {
+    let mut h = H::with(checked_runbook(), "alice");
+    h.reach_prod();
+    h.noop(AUTOMATED_CHECK, check_result(false, "refused", 1));
+}

@@ -32,7 +32,7 @@ impl Engine {
         let kind = TimerKind::ItemChecks {
             run: run.id,
             phase: run.phase.clone(),
-            at: ms(now),
+            at: unique_ms(now),
         };
         tx.schedule(&kind, now).await?;
         Ok(true)
@@ -148,4 +148,20 @@ impl Engine {
         }
         tx.commit().await
     }
+}
+
+/// `now` in epoch milliseconds, but later than any this process gave
+/// before: two requests for checks within one millisecond (or at one
+/// moment of a virtual clock) are two timers, not one. The click that asks
+/// is made once by its request key, not by this.
+fn unique_ms(now: DateTime<Utc>) -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let want = ms(now);
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(want.max(last + 1))
+        })
+        .unwrap_or(want);
+    want.max(prev + 1)
 }

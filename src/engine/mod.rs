@@ -211,8 +211,7 @@ impl Engine {
                         .await
                 }
                 Some(Pressed::Recheck { run, phase }) => {
-                    self.recheck(actor, &person, run, &phase, request_key)
-                        .await
+                    self.recheck(actor, &person, run, &phase, request_key).await
                 }
                 None => Ok(Reply::refuse(
                     "That button is not one of mine, or it is out of date.",
@@ -630,10 +629,21 @@ impl Engine {
                     notices.push(text);
                     format!("{name} completed the deployment")
                 }
-                Event::CheckPassed { phase, item, detail } => {
-                    format!("automated check passed: {} ({detail})", item_text(phase, item))
+                Event::CheckPassed {
+                    phase,
+                    item,
+                    detail,
+                } => {
+                    format!(
+                        "automated check passed: {} ({detail})",
+                        item_text(phase, item)
+                    )
                 }
-                Event::CheckFailed { phase, item, detail } => {
+                Event::CheckFailed {
+                    phase,
+                    item,
+                    detail,
+                } => {
                     let text = format!(
                         "❌ Automated check failed: {} — {detail}",
                         item_text(phase, item)
@@ -911,9 +921,8 @@ fn monitoring_cut_short(run: &Run, runbook: &Runbook, now: DateTime<Utc>) -> Opt
     let (monitoring, t0) = (runbook.monitoring.as_ref()?, run.t0?);
     let window = *crate::domain::monitor::tick_offsets(monitoring).last()?;
     let since = crate::domain::Dur::from_millis((now - t0).num_milliseconds().max(0));
-    (since < window).then(|| {
-        format!("Monitoring stops with it, at T+{since} of its {window} window.")
-    })
+    (since < window)
+        .then(|| format!("Monitoring stops with it, at T+{since} of its {window} window."))
 }
 
 fn no_run(which: String) -> Reply {

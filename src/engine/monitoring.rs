@@ -268,7 +268,11 @@ impl Engine {
             format!(
                 "final verdict {}; still needed: {}",
                 last.as_str(),
-                if needed.is_empty() { "nothing".to_string() } else { needed.join("; ") }
+                if needed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    needed.join("; ")
+                }
             ),
             now,
         ))

@@ -304,6 +304,10 @@ impl Store {
         // every pending message with its lane's head instead cost
         // milliseconds per claim once thousands were queued.
         //
+        // Only an edit of a card already posted can be superseded: the
+        // card's first post keeps its place in the lane (the incident card
+        // before the page behind it), and the newer edit follows it.
+        //
         // The head's own conditions are stated on `o` as well: when
         // PostgreSQL's `FOR UPDATE` waits for a row another worker just
         // changed, it re-checks only those against the new row, so a head
@@ -325,7 +329,9 @@ impl Store {
              RETURNING id, attempts, created_at, payload, CAST(CASE WHEN message_key IS NOT NULL AND EXISTS (\
                SELECT 1 FROM outbox n WHERE n.message_key = outbox.message_key \
                AND n.platform = outbox.platform AND n.channel = outbox.channel AND n.id > outbox.id \
-               AND n.delivered_at IS NULL AND n.failed_at IS NULL) THEN 1 ELSE 0 END AS BIGINT) AS superseded"
+               AND n.delivered_at IS NULL AND n.failed_at IS NULL) \
+               AND EXISTS (SELECT 1 FROM messages p WHERE p.message_key = outbox.message_key) \
+               THEN 1 ELSE 0 END AS BIGINT) AS superseded"
         );
         let mut w = self.writer().await?;
         let rows = sqlx::query(AssertSqlSafe(sql))

@@ -391,7 +391,14 @@ fn assemble(id: RunId, rows: &[AnyRow]) -> Result<Option<Run>> {
             run.open_incident = Some(run.open_incident.map_or(incident, |i| i.min(incident)));
         } else if kind == "check" {
             let passed = b == "passed";
-            run.checks.insert((phase, a), CheckResult { passed, detail: c, at });
+            run.checks.insert(
+                (phase, a),
+                CheckResult {
+                    passed,
+                    detail: c,
+                    at,
+                },
+            );
         } else if kind == "item" {
             let by = PersonId::new(c);
             let state = match b.as_str() {

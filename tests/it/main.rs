@@ -4,6 +4,7 @@
 //! `TEST_DATABASE_URL` is set (CI sets it and fails if it is unreachable).
 
 mod check_config;
+mod checks;
 mod discord;
 mod escalation;
 mod fake_discord;

@@ -388,6 +388,23 @@ async fn two_processes_on_one_postgres_send_every_page_and_message_once() {
         );
         assert!(seen.insert(key.clone()), "posted twice: {key:?}");
     }
+    // The incidents channel shows each incident's card before its first
+    // page: the card's first post keeps its place in the lane even when
+    // an edit of it waits behind the page.
+    let incidents_channel: Vec<String> = calls
+        .iter()
+        .filter(|c| {
+            c.ok() && c.method == "chat.postMessage" && c.str("channel") == Some("C0INCIDENT")
+        })
+        .map(|c| c.all_text())
+        .collect();
+    for n in 1..=BURST {
+        let at = |what: &str| incidents_channel.iter().position(|t| t.contains(what));
+        let card = at(&format!("🚨 Incident #{n} ·")).expect("the incident card was posted");
+        let page = at(&format!("📟 Incident #{n} — escalation step 1"))
+            .expect("the first page was posted");
+        assert!(card < page, "incident #{n}: page before card");
+    }
     let store = Store::connect(&db.url).await.unwrap();
     assert_eq!(store.all_pages().await.unwrap().len(), BURST * 3);
 }

@@ -204,11 +204,6 @@ async fn walk_a_run(config_dir: &Path, db_url: &str) {
             act("bruno", ack).await;
         }
     }
-    let resolve = Request::Click {
-        id: buttons::incident(1, &IncidentAction::Resolve { note: None }),
-        reason: Some("spike from a cache flush; recovered".into()),
-    };
-    act("bruno", resolve).await;
     let run = store.run(RunId(1)).await.unwrap().unwrap();
     assert_eq!(
         run.status.as_str(),
@@ -224,6 +219,24 @@ async fn walk_a_run(config_dir: &Path, db_url: &str) {
         }),
     )
     .await;
+    let actor = Actor {
+        platform: Platform::Shell,
+        user: "alice".into(),
+        channel: "#deployments".into(),
+    };
+    let refused = engine
+        .handle(&actor, click(Action::Advance { phase: w.clone() }), None)
+        .await;
+    assert!(
+        refused.refused && refused.text.contains("incident #1 is still open"),
+        "an open incident keeps the run from completing: {}",
+        refused.text
+    );
+    let resolve = Request::Click {
+        id: buttons::incident(1, &IncidentAction::Resolve { note: None }),
+        reason: Some("spike from a cache flush; recovered".into()),
+    };
+    act("bruno", resolve).await;
     act("alice", click(Action::Advance { phase: w })).await;
     let run = store.run(RunId(1)).await.unwrap().unwrap();
     assert_eq!(run.status.as_str(), "completed", "its last phase walked");
