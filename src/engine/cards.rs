@@ -630,3 +630,12 @@ mod tests {
         assert!(critical.buttons.iter().all(|b| b.id.starts_with("deploy.")));
     }
 }
+
+/// A run's Markdown report as a card, line by line (adapters split it over
+/// as many messages as their platform needs), with the run page's link.
+pub fn report_card(run: &Run, markdown: &str, link: Option<&str>) -> Card {
+    let mut card = Card::new(format!("Deployment report — {}", run_label(run)))
+        .section(None, markdown.lines().map(str::to_string).collect());
+    card.footer = link.map(|l| format!("Run page: {l}"));
+    card
+}

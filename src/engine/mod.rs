@@ -324,7 +324,7 @@ impl Engine {
                 let Some(run) = self.find_run(actor.platform, &channel, run, false).await? else {
                     return Ok(no_run(run_number_text(run)));
                 };
-                Ok(Reply::private(self.report(&run).await?))
+                self.send_report(actor, person, &run, key).await
             }
             Command::Abort { run, reason } => {
                 let Some(found) = self
@@ -414,6 +414,50 @@ impl Engine {
             &ticks,
             &incidents,
         ))
+    }
+
+    /// The whole report of a run, for the person who asked: a direct
+    /// message of as many parts as the platform needs (an answer to a
+    /// command holds a few thousand characters at most; a report can hold
+    /// tens of thousands), with the run page's link in the answer and the
+    /// report.
+    async fn send_report(
+        &self,
+        actor: &Actor,
+        person: &Person,
+        run: &Run,
+        key: Option<&str>,
+    ) -> Result<Reply> {
+        let now = self.clock.now();
+        let md = self.report(run).await?;
+        let link = self.run_link(run, now);
+        let mut tx = self.store.begin().await?;
+        if let Some(key) = key {
+            if !tx.first_time(key, now).await? {
+                return Ok(Reply::private(
+                    "Already sent: this request was handled before.",
+                ));
+            }
+        }
+        let msg = Outgoing {
+            platform: actor.platform,
+            to: Destination::Direct {
+                person: person.id.clone(),
+            },
+            key: None,
+            card: cards::report_card(run, &md, link.as_deref()),
+        };
+        tx.enqueue(Some(run.id), &msg, now).await?;
+        tx.commit().await?;
+        let mut text = format!(
+            "The report of deployment #{} ({} lines) is on its way to you by direct message.",
+            run.number,
+            md.lines().count()
+        );
+        if let Some(link) = link {
+            text.push_str(&format!(" Run page: {link}"));
+        }
+        Ok(Reply::private(text))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -739,11 +783,7 @@ impl Engine {
             let ticks = tx.ticks_for_run(run.id).await?;
             let incidents = tx.incidents_for_run(run.id).await?;
             let md = report::markdown(run, runbook, dir, &audit, &ticks, &incidents);
-            let mut card = Card::new(format!("Deployment report — {}", cards::run_label(run)))
-                .section(None, md.lines().map(str::to_string).collect());
-            if let Some(link) = self.run_link(run, now) {
-                card.footer = Some(format!("Run page: {link}"));
-            }
+            let card = cards::report_card(run, &md, self.run_link(run, now).as_deref());
             self.send_thread(tx, run, Some(format!("run:{}:report", run.id)), card, now)
                 .await?;
         }

@@ -26,7 +26,7 @@ use crate::helpers::{all_dbs, config, TestDb};
 
 const START: &str = "2026-11-23T09:00:00Z";
 
-enum Adapter {
+pub(crate) enum Adapter {
     Slack {
         fake: FakeSlack,
         slack: Arc<Slack>,
@@ -47,18 +47,18 @@ struct Posted {
     buttons: Vec<(String, String)>,
 }
 
-struct Env {
-    engine: Engine,
+pub(crate) struct Env {
+    pub(crate) engine: Engine,
     clock: Arc<VirtualClock>,
     scheduler: Scheduler,
-    config: Arc<Config>,
-    adapter: Adapter,
+    pub(crate) config: Arc<Config>,
+    pub(crate) adapter: Adapter,
     start: DateTime<Utc>,
     _db: TestDb,
 }
 
 impl Env {
-    async fn start(db: TestDb, platform: Platform) -> Env {
+    pub(crate) async fn start(db: TestDb, platform: Platform) -> Env {
         let store = Store::connect(&db.url).await.expect("connect");
         let start: DateTime<Utc> = START.parse().unwrap();
         let clock = Arc::new(VirtualClock::new(start));
@@ -116,7 +116,7 @@ impl Env {
         }
     }
 
-    fn platform_id(&self, person: &str) -> String {
+    pub(crate) fn platform_id(&self, person: &str) -> String {
         let p = &self.config.directory.people[&PersonId::new(person)];
         match self.adapter {
             Adapter::Slack { .. } => p.slack.clone().unwrap(),
@@ -124,7 +124,7 @@ impl Env {
         }
     }
 
-    fn channels(&self) -> &tminus::config::ChannelPair {
+    pub(crate) fn channels(&self) -> &tminus::config::ChannelPair {
         let name = match self.adapter {
             Adapter::Slack { .. } => "slack",
             Adapter::Discord { .. } => "discord",
@@ -133,7 +133,7 @@ impl Env {
     }
 
     /// Type a slash command as `person`; returns what the bot answered.
-    async fn command(&self, person: &str, name: &str, text: &str) -> String {
+    pub(crate) async fn command(&self, person: &str, name: &str, text: &str) -> String {
         let user = self.platform_id(person);
         let channel = self.channels().deployments.clone();
         let answer = match &self.adapter {
@@ -229,7 +229,7 @@ impl Env {
     }
 
     /// Deliver everything queued.
-    async fn drain(&self) {
+    pub(crate) async fn drain(&self) {
         loop {
             let n = match &self.adapter {
                 Adapter::Slack { worker, .. } => worker.step().await.unwrap(),

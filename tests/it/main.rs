@@ -13,6 +13,7 @@ mod helpers;
 mod monitoring;
 mod oncall;
 mod prometheus;
+mod report;
 mod restart;
 mod serve;
 mod shell;
