@@ -133,8 +133,9 @@ impl Severity {
         }
     }
 
+    /// A severity by name, in any case (`critical`, `Critical`, `CRITICAL`).
     pub fn parse(s: &str) -> Option<Severity> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "low" => Some(Severity::Low),
             "medium" => Some(Severity::Medium),
             "high" => Some(Severity::High),

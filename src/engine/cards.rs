@@ -470,6 +470,22 @@ pub fn reminder_card(
             }
         }
     }
+    let four_eyes: Vec<String> = run
+        .gate_unmet(phase, dir)
+        .into_iter()
+        .filter(|u| u.starts_with("four-eyes rule"))
+        .collect();
+    if !four_eyes.is_empty() {
+        // Only the starter has signed: anyone else in the gate's roles may.
+        lines.extend(four_eyes.iter().map(|u| super::capitalise(u)));
+        for need in &phase.gate.signoffs {
+            for m in dir.role(&need.role).map_or(&[][..], |r| &r.members[..]) {
+                if *m != run.started_by && !card.mentions.contains(m) {
+                    card.mentions.push(m.clone());
+                }
+            }
+        }
+    }
     card.section(None, lines)
 }
 

@@ -345,7 +345,14 @@ impl Engine {
                 .await
             }
             Command::Rollback { run, reason } => {
-                let Some(found) = self.find_run(actor.platform, &channel, run, true).await? else {
+                let found = match run {
+                    Some(_) => self.find_run(actor.platform, &channel, run, true).await?,
+                    None => match self.rollback_target(actor.platform, &channel).await? {
+                        Ok(found) => Some(found),
+                        Err(refusal) => return Ok(refusal),
+                    },
+                };
+                let Some(found) = found else {
                     return Ok(no_run(run_number_text(run)));
                 };
                 self.act(
@@ -358,6 +365,42 @@ impl Engine {
                     key,
                 )
                 .await
+            }
+        }
+    }
+
+    /// The run `/deploy rollback <reason>` means when it names none: the one
+    /// open run of the channel that has reached production. With none, or
+    /// with several, the person is asked to say which, rather than rolling
+    /// back a run that was never deployed or another team's release.
+    async fn rollback_target(
+        &self,
+        platform: Platform,
+        channel: &str,
+    ) -> Result<std::result::Result<Run, Reply>> {
+        let mut deployed = Vec::new();
+        for r in self.store.recent_runs(platform, channel, 50).await? {
+            if r.status.is_open() {
+                if let Some(run) = self.store.run(r.id).await? {
+                    if run.t0.is_some() {
+                        deployed.push(run);
+                    }
+                }
+            }
+        }
+        match deployed.len() {
+            1 => Ok(Ok(deployed.remove(0))),
+            0 => Ok(Err(Reply::refuse(
+                "No open deployment in this channel has reached production, so there is nothing to roll back. \
+                 To stop one, use /deploy abort <number> <reason>.",
+            ))),
+            _ => {
+                let numbers: Vec<String> = deployed.iter().map(|r| format!("#{}", r.number)).collect();
+                Ok(Err(Reply::refuse(format!(
+                    "Several deployments are in production here ({}): say which, e.g. /deploy rollback {} <reason>.",
+                    numbers.join(", "),
+                    deployed[0].number
+                ))))
             }
         }
     }
@@ -930,7 +973,8 @@ impl Engine {
             return Ok(());
         };
         let dir = &self.config.directory;
-        if run.gate_progress(phase).iter().any(|p| !p.is_met()) {
+        // Everything the gate lacks, the four-eyes rule included.
+        if !run.gate_unmet(phase, dir).is_empty() {
             let waited =
                 crate::domain::Dur::from_millis((now - run.phase_entered_at).num_milliseconds());
             let card = cards::reminder_card(run, phase, dir, waited);

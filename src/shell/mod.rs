@@ -82,14 +82,25 @@ impl<W: Write> Shell<W> {
         self.drain().await?;
         self.wait(Dur::ZERO).await?;
         self.buttons = std::mem::take(&mut self.shown);
-        let mut lines = input.lines();
+        let mut input = input;
+        let mut raw = Vec::new();
         loop {
             if interactive {
                 write!(self.out, "{}> ", self.me)?;
                 self.out.flush()?;
             }
-            let Some(line) = lines.next_line().await? else {
+            raw.clear();
+            if input.read_until(b'\n', &mut raw).await? == 0 {
                 break;
+            }
+            // A line that is not UTF-8 (a stray byte from a terminal or a
+            // file) is answered, not allowed to end the session.
+            let Ok(line) = std::str::from_utf8(&raw) else {
+                writeln!(
+                    self.out,
+                    "That line is not valid UTF-8 text; type it again."
+                )?;
+                continue;
             };
             let line = line.trim();
             if line.is_empty() {

@@ -335,5 +335,65 @@ fn the_shell_explains_bad_input() {
     assert!(s
         .send(&format!("click {reject}"))
         .contains("needs a reason"));
+    // Nothing of run #1 reached production: there is nothing to roll back.
+    let out = s.send("/deploy rollback errors everywhere");
+    assert!(
+        out.contains("No open deployment in this channel has reached production"),
+        "{out}"
+    );
+    // Severity in any case.
+    let out = s.send("/deploy incident checkout 500s --severity Critical");
+    assert!(out.contains("Opened incident"), "{out}");
+    s.quit();
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_answered_and_the_shell_goes_on() {
+    use std::io::Write as _;
+    let db = sqlite_db();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tminus"))
+        .args(["shell", "--config"])
+        .arg(crate::helpers::bot_config())
+        .args(["--db", &db.url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"/deploy \xff\xfe list\n/deploy help\n")
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not valid UTF-8"), "{text}");
+    assert!(text.contains("/deploy start <service> <version>"), "{text}");
+}
+
+#[test]
+fn a_gate_held_only_by_the_four_eyes_rule_is_reminded() {
+    let runbook = r#"name = "Four eyes"
+signoff_reminder = "10m"
+
+[[phases]]
+id = "prod"
+title = "Production"
+signoffs = [{ role = "devops", quorum = 1 }]
+four_eyes = true
+  [[phases.items]]
+  id = "deploy"
+  text = "Deploy"
+"#;
+    let dir = crate::helpers::config_with("", &[("foureyes", runbook)]);
+    let db = sqlite_db();
+    let mut s = ShellSession::start_with(&db.url, STARTER, dir.path());
+    s.send("/deploy start shop v1 --runbook foureyes");
+    s.press("Done: Deploy", None);
+    let out = s.press("Sign off as", None);
+    assert!(!out.contains("Only members"), "alice is in DevOps: {out}");
+    let out = s.send("wait 11m");
+    assert!(out.contains("has waited 10m for sign-off"), "{out}");
+    assert!(out.contains("Four-eyes rule"), "{out}");
     s.quit();
 }
