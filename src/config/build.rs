@@ -163,20 +163,45 @@ fn read(path: &Path, errors: &mut Vec<ConfigError>) -> Option<Source> {
     }
 }
 
+/// Parse a file, reporting every unknown key rather than only the first:
+/// serde stops at the first one, so its line is blanked (offsets, and so
+/// line numbers, stay as they were) and the file is read again, until it
+/// parses or fails for another reason; the rest of the file is then
+/// checked as usual. The recorded errors still refuse the configuration.
 fn parse<T: DeserializeOwned>(src: &Source, errors: &mut Vec<ConfigError>) -> Option<T> {
-    match toml::from_str::<T>(&src.text) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let key = src.key_at(span.start);
+    const MAX_UNKNOWN: usize = 50;
+    let mut text = std::borrow::Cow::Borrowed(src.text.as_str());
+    let mut unknown = 0;
+    loop {
+        let e = match toml::from_str::<T>(&text) {
+            // With unknown keys blanked the rest is still checked; the errors
+            // already recorded refuse the configuration.
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().to_string();
+        let is_unknown = message.starts_with("unknown field") && e.span().is_some();
+        // After a blanked line, only further unknown keys are reported: any
+        // other error may come from the blanking (a value over several lines).
+        if unknown == 0 || is_unknown {
             errors.push(ConfigError {
                 file: src.path.clone(),
                 line: src.line(&span).max(1),
-                key,
-                message: e.message().trim().to_string(),
+                key: src.key_at(span.start),
+                message,
             });
-            None
         }
+        if !is_unknown || unknown == MAX_UNKNOWN {
+            return None;
+        }
+        unknown += 1;
+        let at = span.start.min(text.len());
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        let mut blanked = text.into_owned();
+        blanked.replace_range(start..end, &" ".repeat(end - start));
+        text = std::borrow::Cow::Owned(blanked);
     }
 }
 

@@ -182,3 +182,38 @@ title = "Nothing in it"
     }
     assert!(stderr.contains("problem(s) in"), "{stderr}");
 }
+
+#[test]
+fn unknown_keys_do_not_hide_the_other_problems_of_a_runbook() {
+    let dir = copy();
+    let path = dir.path().join("runbooks/typos.toml");
+    std::fs::write(
+        &path,
+        r#"name = "Typos"
+colour = "blue"
+
+[[phases]]
+id = "one"
+title = "One"
+signoffs = [{ role = "no-such-role", quorum = 1 }]
+  [[phases.items]]
+  id = "a"
+  text = "A"
+  optinal = true
+"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}:2: colour: unknown field `colour`"),
+        format!("{file}:11: phases.items.optinal: unknown field `optinal`"),
+        format!("{file}:7: phases[0].signoffs[0].role: unknown role `no-such-role`"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "wanted {expected} in:\n{stderr}"
+        );
+    }
+}
