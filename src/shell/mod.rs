@@ -13,7 +13,6 @@ use anyhow::Result;
 use chrono::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use crate::chat::Button;
 use crate::clock::{Clock, VirtualClock};
 use crate::domain::{Dur, PersonId, Platform};
 use crate::engine::{command, Actor, Engine, Request};
@@ -38,10 +37,8 @@ pub struct Shell<W: Write> {
     clock: Arc<VirtualClock>,
     me: PersonId,
     channel: String,
-    /// The buttons `click` presses: those drawn by the latest line that drew any.
-    buttons: Vec<Button>,
-    /// Buttons drawn while handling the current line.
-    shown: Vec<Button>,
+    /// Every button drawn this session, by its number; `click` presses them.
+    shown: render::Buttons,
     owner: String,
     out: W,
 }
@@ -60,8 +57,7 @@ impl<W: Write> Shell<W> {
             clock,
             me,
             channel,
-            buttons: Vec::new(),
-            shown: Vec::new(),
+            shown: render::Buttons::default(),
             out,
         }
     }
@@ -81,7 +77,6 @@ impl<W: Write> Shell<W> {
         // Deliver whatever an earlier session left queued, then anything due.
         self.drain().await?;
         self.wait(Dur::ZERO).await?;
-        self.buttons = std::mem::take(&mut self.shown);
         let mut input = input;
         let mut raw = Vec::new();
         loop {
@@ -120,15 +115,9 @@ impl<W: Write> Shell<W> {
         Ok(())
     }
 
-    /// Handle one line; false to stop. The buttons drawn while handling it,
-    /// numbered from 1 in the order shown, become the ones `click` presses.
+    /// Handle one line; false to stop.
     pub async fn line(&mut self, line: &str) -> Result<bool> {
-        self.shown.clear();
-        let more = self.dispatch(line).await?;
-        if !self.shown.is_empty() {
-            self.buttons = std::mem::take(&mut self.shown);
-        }
-        Ok(more)
+        self.dispatch(line).await
     }
 
     async fn dispatch(&mut self, line: &str) -> Result<bool> {
@@ -199,8 +188,7 @@ impl<W: Write> Shell<W> {
         let Some(button) = n
             .parse::<usize>()
             .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| self.buttons.get(i))
+            .and_then(|n| self.shown.get(n))
             .cloned()
         else {
             writeln!(

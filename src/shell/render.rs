@@ -1,5 +1,9 @@
-//! Cards drawn as text for the terminal, buttons numbered from 1.
+//! Cards drawn as text for the terminal. Every button gets a number the
+//! first time it is drawn and keeps it for the session: a card redrawn by an
+//! edit, or the same button on another card, shows the same number, so
+//! `click 5` means one button however many outputs came between.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use crate::chat::{Button, Card, Destination, Outgoing};
@@ -22,13 +26,42 @@ pub fn header(out: &mut impl Write, msg: &Outgoing, edited: bool) -> std::io::Re
     writeln!(out, "── {place}{edited} ──")
 }
 
-/// Draw a card; its buttons are appended to `buttons` and numbered after
-/// the ones already there.
+/// The buttons drawn so far, numbered from 1 in the order first drawn.
+#[derive(Default)]
+pub struct Buttons {
+    drawn: Vec<Button>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Buttons {
+    /// The number of `button`, given now if it was never drawn before.
+    fn number(&mut self, button: &Button) -> usize {
+        match self.by_id.get(&button.id) {
+            Some(&n) => {
+                // The same id may come back with another label ("Undo").
+                self.drawn[n - 1] = button.clone();
+                n
+            }
+            None => {
+                self.drawn.push(button.clone());
+                self.by_id.insert(button.id.clone(), self.drawn.len());
+                self.drawn.len()
+            }
+        }
+    }
+
+    /// The button drawn with number `n`.
+    pub fn get(&self, n: usize) -> Option<&Button> {
+        n.checked_sub(1).and_then(|i| self.drawn.get(i))
+    }
+}
+
+/// Draw a card, its buttons with their session numbers.
 pub fn card(
     out: &mut impl Write,
     card: &Card,
     config: &Config,
-    buttons: &mut Vec<Button>,
+    buttons: &mut Buttons,
 ) -> std::io::Result<()> {
     writeln!(out, "{}", card.title)?;
     for section in &card.sections {
@@ -51,8 +84,7 @@ pub fn card(
         writeln!(out, " cc {}", names.join(" "))?;
     }
     for b in &card.buttons {
-        buttons.push(b.clone());
-        writeln!(out, "   [{}] {}", buttons.len(), b.label)?;
+        writeln!(out, "   [{}] {}", buttons.number(b), b.label)?;
     }
     Ok(())
 }

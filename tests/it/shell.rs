@@ -397,3 +397,27 @@ four_eyes = true
     assert!(out.contains("Four-eyes rule"), "{out}");
     s.quit();
 }
+
+#[test]
+fn a_button_keeps_its_number_for_the_whole_session() {
+    let db = sqlite_db();
+    let mut s = ShellSession::start(&db.url, STARTER);
+    let out = s.send("/deploy start checkout-api v1.2.3 --runbook quickstart");
+    assert!(out.contains("[2] Done: Release notes written"), "{out}");
+    assert!(out.contains("[5] Advance to Ship it"), "{out}");
+    // The card comes back edited, and again with /deploy status and a help
+    // answer in between: the same buttons under the same numbers.
+    let out = s.send("click 1");
+    assert!(out.contains("[2] Done: Release notes written"), "{out}");
+    assert!(out.contains("[5] Advance to Ship it"), "{out}");
+    assert!(
+        out.contains("[7] Undo: Tests pass"),
+        "a new button, a new number: {out}"
+    );
+    s.send("/deploy help");
+    let out = s.send("/deploy status 1");
+    assert!(out.contains("[5] Advance to Ship it"), "{out}");
+    let out = s.send("click 2");
+    assert!(out.contains("Release notes written — Alice"), "{out}");
+    s.quit();
+}
