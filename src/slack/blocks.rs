@@ -3,6 +3,11 @@
 //! of button text, 255-character action ids. A card too big for one message
 //! becomes several parts, each a message of its own; nothing is left for
 //! Slack to reject.
+//!
+//! Every message's top-level `text` — what notifications and screen
+//! readers show — is the card's whole plain text (title, sections, footer)
+//! clipped to Slack's 4,000 characters, not just its title: a title such as
+//! "On call now" alone says nothing.
 
 use slack_morphism::prelude::*;
 
@@ -15,8 +20,10 @@ pub const MAX_SECTION_TEXT: usize = 3000;
 pub const MAX_ACTIONS: usize = 25;
 pub const MAX_BUTTON_TEXT: usize = 75;
 pub const MAX_ACTION_ID: usize = 255;
-/// The fallback `text` shown in notifications; Slack advises 4000 at most.
-pub const MAX_FALLBACK_TEXT: usize = 3000;
+/// The top-level `text` shown in notifications and read by screen readers:
+/// Slack advises 4,000 characters at most (and `chat.update` refuses more
+/// with `msg_too_long`).
+pub const MAX_FALLBACK_TEXT: usize = 4000;
 /// Buttons per actions block: fewer than the limit, so rows stay readable.
 const BUTTONS_PER_ROW: usize = 5;
 
@@ -25,6 +32,28 @@ pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// `text` escaped for mrkdwn and clipped to `max` characters, never cutting
+/// an escape (`&amp;`) in half.
+pub fn clip_escaped(text: &str, max: usize) -> String {
+    let escaped = escape(text);
+    if escaped.chars().count() <= max {
+        return escaped;
+    }
+    let mut cut: String = escaped.chars().take(max.saturating_sub(1)).collect();
+    if let Some(amp) = cut.rfind('&') {
+        if !cut[amp..].contains(';') {
+            cut.truncate(amp);
+        }
+    }
+    cut.push('…');
+    cut
+}
+
+/// A card's top-level `text`: its plain text, escaped and clipped.
+pub fn fallback_text(card: &Card) -> String {
+    clip_escaped(&card.plain_text(), MAX_FALLBACK_TEXT)
 }
 
 fn mrkdwn(text: String) -> SlackBlockText {
@@ -116,7 +145,8 @@ pub fn render(card: &Card, dir: &Directory) -> Vec<SlackMessageContent> {
         blocks.push(SlackActionsBlock::new(elements).into());
     }
 
-    let fallback = clip(&card.title, MAX_FALLBACK_TEXT);
+    let fallback = fallback_text(card);
+    let continued = clip_escaped(&format!("{} (continued)", card.title), MAX_FALLBACK_TEXT);
     let mut parts = Vec::new();
     let mut rest = blocks;
     loop {
@@ -128,7 +158,7 @@ pub fn render(card: &Card, dir: &Directory) -> Vec<SlackMessageContent> {
         let part_text = if parts.is_empty() {
             fallback.clone()
         } else {
-            clip(&format!("{fallback} (continued)"), MAX_FALLBACK_TEXT)
+            continued.clone()
         };
         parts.push(
             SlackMessageContent::new()
@@ -211,6 +241,30 @@ mod tests {
             })
             .sum();
         assert_eq!(count, 300);
+    }
+
+    #[test]
+    fn the_top_level_text_carries_the_card_within_slacks_limit() {
+        let card = Card::new("On call now")
+            .section(
+                Some("Rotations"),
+                vec!["primary: Emeka Eze until Mon 30 Nov 09:00 (Europe/Berlin)".into()],
+            )
+            .section(Some("Open incidents"), vec!["#1 critical — <b> & c".into()]);
+        let parts = render(&card, &Directory::default());
+        let text = parts[0].text.as_deref().unwrap();
+        assert!(text.starts_with("On call now\nRotations\n"), "{text}");
+        assert!(text.contains("primary: Emeka Eze until"), "{text}");
+        assert!(text.contains("&lt;b&gt; &amp; c"), "{text}");
+
+        let huge = Card::new("t").section(None, vec!["a & b ".repeat(2000)]);
+        for part in render(&huge, &Directory::default()) {
+            let text = part.text.unwrap();
+            assert!(text.chars().count() <= MAX_FALLBACK_TEXT);
+            assert!(!text.ends_with("&…") && !text.ends_with("&am…"), "{text}");
+        }
+        let clipped = clip_escaped(&"&".repeat(10), 8);
+        assert_eq!(clipped, "&amp;…");
     }
 
     #[test]

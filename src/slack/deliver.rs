@@ -5,7 +5,8 @@
 //! (`chat.update` on the stored `ts`); every part of a split card gets a key
 //! of its own, so a retry after a partial success edits rather than posts
 //! again. 429 waits out `Retry-After`; 5xx, time-outs and connection errors
-//! back off.
+//! back off. A DM channel is opened with `conversations.open` and a string
+//! `users` ([`OpenDm`]), as Slack's API defines it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,15 @@ impl From<SlackClientError> for Failure {
             _ => Failure::Permanent(e.to_string()),
         }
     }
+}
+
+/// `conversations.open`'s arguments for a 1:1 DM. Slack's Web API takes
+/// `users` as a comma-separated string; slack-morphism's
+/// `SlackApiConversationsOpenRequest` holds a `Vec` and sends a JSON array,
+/// which Slack refuses with `users_list_not_supplied`.
+#[derive(serde::Serialize)]
+struct OpenDm<'a> {
+    users: &'a str,
 }
 
 /// Run a Web API call with a time-out.
@@ -181,9 +191,16 @@ impl SlackDelivery {
             return Ok(channel);
         }
         let session = self.slack.session();
-        let req =
-            SlackApiConversationsOpenRequest::new().with_users(vec![SlackUserId(user.to_string())]);
-        let opened = call(session.conversations_open(&req)).await?;
+        // Through slack-morphism's generic POST, so its error mapping (429,
+        // HTTP status, `ok: false`) and rate control stay those of every
+        // other call; only the request body is ours.
+        let opened: SlackApiConversationsOpenResponse<SlackBasicChannelInfo> =
+            call(session.http_session_api.http_post(
+                "conversations.open",
+                &OpenDm { users: user },
+                Some(&SLACK_TIER3_METHOD_CONFIG),
+            ))
+            .await?;
         let channel = opened.channel.id.0;
         self.remember(&key, &channel, &channel, None).await?;
         Ok(channel)
@@ -232,5 +249,16 @@ impl SlackDelivery {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dm_is_opened_with_users_as_a_string() {
+        let body = serde_json::to_value(OpenDm { users: "U0EMEKA" }).unwrap();
+        assert_eq!(body, serde_json::json!({"users": "U0EMEKA"}));
     }
 }

@@ -167,9 +167,16 @@ impl Slack {
     }
 
     fn reply_json(&self, reply: &Reply) -> Value {
+        // The top-level text carries the card too ("On call at …:" alone
+        // tells a notification or a screen reader nothing).
+        let mut text = reply.text.clone();
+        if let Some(card) = &reply.card {
+            text.push('\n');
+            text.push_str(&card.plain_text());
+        }
         let mut body = json!({
             "response_type": "ephemeral",
-            "text": blocks::clip(&reply.text, blocks::MAX_FALLBACK_TEXT),
+            "text": blocks::clip_escaped(&text, blocks::MAX_FALLBACK_TEXT),
         });
         let mut shown = vec![SlackBlock::from(SlackSectionBlock::new().with_text(
             SlackBlockText::MarkDown(SlackBlockMarkDownText::new(blocks::clip(

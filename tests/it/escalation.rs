@@ -4,7 +4,10 @@
 //! Seed 003's critical path — primary on-call at once, the backend lead at
 //! 5 minutes, rollback advice at 10, the CTO at 15 — must page exactly those
 //! people at exactly those minutes, by direct message and by a mention in the
-//! incidents channel; an Acknowledge at minute 7 must stop it.
+//! incidents channel; an Acknowledge at minute 7 must stop it. Every page the
+//! database records must arrive as its person's DM, with nothing in the
+//! outbox given up — on Slack through `conversations.open` as Slack's API
+//! document has it, which the fake enforces.
 
 use std::sync::Arc;
 
@@ -317,6 +320,63 @@ impl Env {
             .collect()
     }
 
+    /// Nothing given up: no failed row in the outbox and, on Slack, no
+    /// request the fake refused (its document check or Block Kit's limits).
+    async fn assert_all_delivered(&self, when: &str) {
+        let failed = self.engine.store().failed_messages().await.unwrap();
+        assert_eq!(failed, vec![], "{when}: messages given up");
+        if let Adapter::Slack { fake, .. } = &self.adapter {
+            assert_eq!(fake.violations(), Vec::<String>::new(), "{when}");
+        }
+    }
+
+    /// Every page the database recorded arrived as a direct message to its
+    /// person, and no DM came without a page. On Slack each DM channel was
+    /// opened with `users` as the string Slack's API takes.
+    async fn assert_every_page_arrived(&self) {
+        let mut recorded: Vec<(i64, String)> = self
+            .engine
+            .store()
+            .all_pages()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(incident, page)| (incident, page.person.to_string()))
+            .collect();
+        let incidents: std::collections::BTreeSet<i64> = recorded.iter().map(|(i, _)| *i).collect();
+        let mut delivered: Vec<(i64, String)> = incidents
+            .iter()
+            .flat_map(|&i| self.dm_pages(i).into_iter().map(move |(who, _)| (i, who)))
+            .collect();
+        recorded.sort();
+        delivered.sort();
+        assert!(!recorded.is_empty());
+        assert_eq!(delivered, recorded, "pages recorded vs DMs delivered");
+        if let Adapter::Slack { fake, .. } = &self.adapter {
+            let opens = fake.calls();
+            let opens: Vec<_> = opens
+                .iter()
+                .filter(|c| c.method == "conversations.open")
+                .collect();
+            assert!(!opens.is_empty());
+            for open in &opens {
+                assert!(open.ok(), "{open:?}");
+                let users = open.str("users").expect("users as a string");
+                let paged = self
+                    .config
+                    .directory
+                    .people
+                    .values()
+                    .any(|p| p.slack.as_deref() == Some(users));
+                assert!(paged, "conversations.open for {users:?}");
+            }
+            // One open per person paged, remembered after that.
+            let people: std::collections::BTreeSet<&String> =
+                recorded.iter().map(|(_, p)| p).collect();
+            assert_eq!(opens.len(), people.len(), "{opens:?}");
+        }
+    }
+
     fn mention(&self, person: &str) -> String {
         format!("<@{}>", self.platform_id(person))
     }
@@ -369,6 +429,7 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
         answer.contains("Opened incident #1"),
         "{platform} {kind}: {answer}"
     );
+    env.assert_all_delivered("the first page").await;
     let pages = env.dm_pages(1);
     assert_eq!(pages.len(), 1, "{pages:?}");
     assert_eq!(pages[0].0, primary);
@@ -486,6 +547,9 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
     env.at_minute(base + 22).await;
     let who: Vec<String> = env.dm_pages(2).into_iter().map(|(w, _)| w).collect();
     assert_eq!(who, vec![primary.clone(), "bruno".into(), primary.clone()]);
+
+    env.assert_all_delivered("the end").await;
+    env.assert_every_page_arrived().await;
 
     let store = env.engine.store();
     let incidents = store

@@ -1,36 +1,55 @@
 //! A fake Slack Web API on 127.0.0.1, for the tests: it records every call,
 //! answers as Slack does, can be told to fail (5xx, 429 with Retry-After)
-//! for a while, and checks every message against Block Kit's limits —
-//! a message over a limit is refused with `invalid_blocks`, as Slack would,
-//! and noted in `violations`.
+//! for a while, and holds every request to what Slack publishes.
+//!
+//! Two checks, each refusing what Slack would refuse with the error Slack
+//! names, and noting it in `violations`:
+//!
+//! - **Slack's OpenAPI document** (`../shared/specs/slack/
+//!   slack_web_openapi_v2.json`, read once per test binary): the method must
+//!   be one of its paths, every argument must be declared for that method,
+//!   required arguments present, and each of the declared type. This is
+//!   what caught DMs opened with `users` as a JSON array: the document says
+//!   a comma-separated string, and Slack answers `users_list_not_supplied`.
+//! - **Block Kit's limits** on every message (`invalid_blocks`).
+//!
+//! A request either check refuses fails the test that sent it: when the
+//! last handle on the fake is dropped it asserts that there were no
+//! violations and no wrong token (unless the test is already failing). A
+//! test that sends bad requests on purpose says so with
+//! [`FakeSlack::expect_violations`] and checks them itself.
 
 #![allow(dead_code)]
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// One request the bot made.
 #[derive(Clone, Debug)]
 pub struct Call {
     pub method: String,
+    /// The arguments: a JSON body as sent, or form and query fields as strings.
     pub body: Value,
     /// What the fake answered.
     pub status: u16,
     /// For successful posts: the ts the fake gave the message.
     pub ts: Option<String>,
+    /// The `error` of an `"ok": false` answer.
+    pub error: Option<String>,
 }
 
 impl Call {
     pub fn ok(&self) -> bool {
-        self.status == 200 && self.body.get("__refused").is_none()
+        self.status == 200 && self.error.is_none()
     }
 
     pub fn str(&self, field: &str) -> Option<&str> {
@@ -74,12 +93,46 @@ struct FakeState {
     violations: Vec<String>,
     ws_url: Option<String>,
     bad_token: bool,
+    /// The test sends bad requests on purpose and checks them itself.
+    expect_violations: bool,
+}
+
+fn lock(state: &Mutex<FakeState>) -> MutexGuard<'_, FakeState> {
+    // A test that panicked while holding the lock must not hide its own
+    // failure behind a poisoned mutex.
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Clone)]
 pub struct FakeSlack {
     pub addr: SocketAddr,
     state: Arc<Mutex<FakeState>>,
+    /// Shared by the test's handles only (not the server): its drop, with
+    /// the last handle, is where the test is held to the document.
+    _guard: Arc<Guard>,
+}
+
+/// Fails the test when the fake it watched refused a request.
+struct Guard {
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let st = lock(&self.state);
+        if st.expect_violations {
+            return;
+        }
+        assert!(
+            st.violations.is_empty(),
+            "the bot sent Slack requests that Slack would refuse:\n  {}",
+            st.violations.join("\n  ")
+        );
+        assert!(!st.bad_token, "the bot sent Slack a wrong or missing token");
+    }
 }
 
 pub const BOT_TOKEN: &str = "xoxb-test-token";
@@ -87,17 +140,24 @@ pub const APP_TOKEN: &str = "xapp-test-token";
 
 impl FakeSlack {
     pub async fn start() -> FakeSlack {
+        spec(); // a missing or broken document fails here, not mid-test
         let state = Arc::new(Mutex::new(FakeState {
             next_ts: 1,
             ..FakeState::default()
         }));
         let app = Router::new()
-            .route("/api/{method}", post(handle))
+            .route("/api/{method}", post(handle).get(handle))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeSlack { addr, state }
+        FakeSlack {
+            addr,
+            _guard: Arc::new(Guard {
+                state: state.clone(),
+            }),
+            state,
+        }
     }
 
     pub fn api_url(&self) -> String {
@@ -106,16 +166,22 @@ impl FakeSlack {
 
     /// Answer the next requests with these faults, in order.
     pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.state.lock().unwrap().faults.extend(faults);
+        lock(&self.state).faults.extend(faults);
     }
 
     /// Where `apps.connections.open` sends the bot.
     pub fn set_ws_url(&self, url: String) {
-        self.state.lock().unwrap().ws_url = Some(url);
+        lock(&self.state).ws_url = Some(url);
+    }
+
+    /// This test sends requests Slack would refuse on purpose: do not fail
+    /// it for them (it checks [`FakeSlack::violations`] itself).
+    pub fn expect_violations(&self) {
+        lock(&self.state).expect_violations = true;
     }
 
     pub fn calls(&self) -> Vec<Call> {
-        self.state.lock().unwrap().calls.clone()
+        lock(&self.state).calls.clone()
     }
 
     /// Successful calls of one method.
@@ -127,11 +193,11 @@ impl FakeSlack {
     }
 
     pub fn violations(&self) -> Vec<String> {
-        self.state.lock().unwrap().violations.clone()
+        lock(&self.state).violations.clone()
     }
 
     pub fn saw_a_bad_token(&self) -> bool {
-        self.state.lock().unwrap().bad_token
+        lock(&self.state).bad_token
     }
 
     /// Wait (up to 15 s) until `pred` holds for the recorded calls.
@@ -142,10 +208,11 @@ impl FakeSlack {
             pred,
             |c| {
                 format!(
-                    "{} {} {:?} {}",
+                    "{} {} {:?} {} {}",
                     c.status,
                     c.method,
                     c.ts,
+                    c.error.as_deref().unwrap_or("ok"),
                     c.str("text").unwrap_or_default()
                 )
             },
@@ -162,6 +229,263 @@ impl FakeSlack {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Slack's OpenAPI document
+
+/// A parameter's declared type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    String,
+    Boolean,
+    Integer,
+    Number,
+}
+
+#[derive(Debug)]
+struct ParamSpec {
+    kind: Kind,
+    required: bool,
+    /// The description says the string holds JSON (blocks, attachments,
+    /// view, …): in a JSON body Slack takes the array or object itself.
+    json: bool,
+}
+
+#[derive(Debug, Default)]
+struct MethodSpec {
+    /// Every formData and query parameter. The `token` header parameter is
+    /// not among them: the token travels in the Authorization header.
+    params: BTreeMap<String, ParamSpec>,
+    /// The errors the document lists for the method.
+    errors: Vec<String>,
+}
+
+impl MethodSpec {
+    /// `preferred` if the document lists it for this method, else Slack's
+    /// generic `invalid_arguments`.
+    fn error(&self, preferred: &str) -> String {
+        if self.errors.iter().any(|e| e == preferred) {
+            preferred.to_string()
+        } else {
+            "invalid_arguments".to_string()
+        }
+    }
+}
+
+/// Socket Mode's `apps.connections.open` (slack-morphism's listener calls
+/// it with the app-level token) is missing from the document, which
+/// predates Socket Mode; it takes no arguments.
+const UNDOCUMENTED: &[&str] = &["apps.connections.open"];
+
+fn spec_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/slack/slack_web_openapi_v2.json")
+}
+
+/// The document's methods, by name, parsed once per test binary.
+fn spec() -> &'static HashMap<String, MethodSpec> {
+    static SPEC: OnceLock<HashMap<String, MethodSpec>> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let path = spec_path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading Slack's OpenAPI document {}: {e}", path.display()));
+        let doc: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+        parse_spec(&doc)
+    })
+}
+
+fn parse_spec(doc: &Value) -> HashMap<String, MethodSpec> {
+    let mut methods = HashMap::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths").iter() {
+        let name = path.trim_start_matches('/').to_string();
+        let mut method = MethodSpec::default();
+        // Slack takes every method's arguments as a form or JSON body (or
+        // a query string) whichever verb the document names, so the verbs'
+        // parameters are merged.
+        for op in ops.as_object().into_iter().flat_map(|o| o.values()) {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if !matches!(p["in"].as_str(), Some("formData" | "query")) {
+                    continue;
+                }
+                let kind = match p["type"].as_str() {
+                    Some("boolean") => Kind::Boolean,
+                    Some("integer") => Kind::Integer,
+                    Some("number") => Kind::Number,
+                    _ => Kind::String,
+                };
+                let description = p["description"].as_str().unwrap_or_default();
+                method.params.insert(
+                    p["name"].as_str().expect("parameter name").to_string(),
+                    ParamSpec {
+                        kind,
+                        required: p["required"] == true,
+                        json: kind == Kind::String && description.to_lowercase().contains("json"),
+                    },
+                );
+            }
+            let errors = &op["responses"]["default"]["schema"]["properties"]["error"]["enum"];
+            method.errors.extend(
+                errors
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string),
+            );
+        }
+        methods.insert(name, method);
+    }
+    for name in UNDOCUMENTED {
+        methods.entry(name.to_string()).or_default();
+    }
+    methods
+}
+
+/// Why Slack would refuse a request: its error code and a sentence.
+#[derive(Debug)]
+struct Refusal {
+    error: String,
+    why: String,
+}
+
+fn refuse(error: impl Into<String>, why: impl Into<String>) -> Refusal {
+    Refusal {
+        error: error.into(),
+        why: why.into(),
+    }
+}
+
+/// Whether a value has the parameter's type. `form` says it came from a
+/// form body or query string, where every value is a string.
+fn type_matches(param: &ParamSpec, value: &Value, form: bool) -> bool {
+    match (param.kind, value) {
+        (Kind::String, Value::String(s)) if param.json => serde_json::from_str::<Value>(s).is_ok(),
+        (Kind::String, Value::String(_)) => true,
+        (Kind::String, Value::Array(_) | Value::Object(_)) => param.json && !form,
+        (Kind::Boolean, Value::Bool(_)) => true,
+        (Kind::Boolean, Value::String(s)) => form && (s == "true" || s == "false"),
+        (Kind::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+        (Kind::Integer, Value::String(s)) => s.trim().parse::<i64>().is_ok(),
+        (Kind::Number, Value::Number(_)) => true,
+        (Kind::Number, Value::String(s)) => s.trim().parse::<f64>().is_ok(),
+        _ => false,
+    }
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Check one request's arguments against the document's method.
+fn check_against_spec(method: &str, args: &Map<String, Value>, form: bool) -> Result<(), Refusal> {
+    let Some(spec) = spec().get(method) else {
+        return Err(refuse(
+            "unknown_method",
+            format!("{method} is not a method of Slack's Web API"),
+        ));
+    };
+    for (name, value) in args {
+        let Some(param) = spec.params.get(name) else {
+            return Err(refuse(
+                spec.error("invalid_arg_name"),
+                format!("{method} has no argument {name:?}"),
+            ));
+        };
+        if !type_matches(param, value, form) {
+            // What Slack says when `users` is not the comma-separated
+            // string it expects (a JSON array, say).
+            let error = if method == "conversations.open" && name == "users" {
+                "users_list_not_supplied".to_string()
+            } else {
+                "invalid_arguments".to_string()
+            };
+            return Err(refuse(
+                error,
+                format!(
+                    "{method}: {name} must be {:?}{}, not {}",
+                    param.kind,
+                    if param.json { " (JSON)" } else { "" },
+                    describe(value)
+                ),
+            ));
+        }
+    }
+    for (name, param) in &spec.params {
+        if param.required && !args.contains_key(name) {
+            let error = if name == "channel" {
+                spec.error("channel_not_found")
+            } else {
+                "invalid_arguments".to_string()
+            };
+            return Err(refuse(error, format!("{method}: {name} is required")));
+        }
+    }
+    // Rules the document states in words rather than in its schema.
+    match method {
+        "conversations.open" if !args.contains_key("users") && !args.contains_key("channel") => {
+            Err(refuse(
+                "users_list_not_supplied",
+                "conversations.open needs users or channel",
+            ))
+        }
+        "chat.postMessage" | "chat.postEphemeral" | "chat.update"
+            if !["text", "blocks", "attachments"]
+                .iter()
+                .any(|k| args.contains_key(*k)) =>
+        {
+            Err(refuse(
+                "no_text",
+                format!("{method} needs text, blocks or attachments"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A request's arguments: the query string's and the body's. Returns
+/// whether they came as strings (form or query) or as JSON.
+fn arguments(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<(Map<String, Value>, bool), Refusal> {
+    let mut args = Map::new();
+    let mut form = true;
+    if let Some(q) = query {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q)
+            .map_err(|e| refuse("invalid_form_data", format!("query string: {e}")))?;
+        args.extend(pairs.into_iter().map(|(k, v)| (k, Value::String(v))));
+    }
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/json") {
+        form = false;
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(o)) => args.extend(o),
+            Ok(_) => return Err(refuse("json_not_object", "the JSON body is not an object")),
+            Err(e) => return Err(refuse("invalid_json", format!("the JSON body: {e}"))),
+        }
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| refuse("invalid_form_data", format!("form body: {e}")))?;
+        args.extend(pairs.into_iter().map(|(k, v)| (k, Value::String(v))));
+    } else if !body.is_empty() {
+        return Err(refuse(
+            "invalid_post_type",
+            format!("a body of type {content_type:?}"),
+        ));
+    }
+    Ok((args, form))
+}
+
 /// Check a message payload against Block Kit's limits.
 fn check_limits(body: &Value) -> Vec<String> {
     let mut problems = Vec::new();
@@ -170,7 +494,12 @@ fn check_limits(body: &Value) -> Vec<String> {
             problems.push(format!("text is {} characters", text.chars().count()));
         }
     }
-    let blocks = body["blocks"].as_array().cloned().unwrap_or_default();
+    // `blocks` may come as a JSON array or as a JSON-encoded string.
+    let blocks = match &body["blocks"] {
+        Value::String(s) => serde_json::from_str::<Value>(s).unwrap_or_default(),
+        other => other.clone(),
+    };
+    let blocks = blocks.as_array().cloned().unwrap_or_default();
     if blocks.len() > 50 {
         problems.push(format!("{} blocks", blocks.len()));
     }
@@ -236,25 +565,51 @@ fn check_limits(body: &Value) -> Vec<String> {
 
 async fn handle(
     State(state): State<Arc<Mutex<FakeState>>>,
-    Path(method): Path<String>,
+    UrlPath(method): UrlPath<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-        Value::Object(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect(),
-        )
-    });
+    let parsed = arguments(&headers, query.as_deref(), &body);
+    let body = match &parsed {
+        Ok((args, _)) => Value::Object(args.clone()),
+        Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
+    };
     let auth = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let mut st = state.lock().unwrap();
+    let mut st = lock(&state);
+    let refused = |st: &mut FakeState, method: String, body: Value, r: Refusal| {
+        st.violations
+            .push(format!("{method}: {} ({})", r.why, r.error));
+        st.calls.push(Call {
+            method,
+            body,
+            status: 200,
+            ts: None,
+            error: Some(r.error.clone()),
+        });
+        Json(json!({
+            "ok": false,
+            "error": r.error,
+            "response_metadata": {"messages": [format!("[ERROR] {}", r.why)]}
+        }))
+        .into_response()
+    };
+    // Slack answers an unknown method before it looks at the token.
+    if !spec().contains_key(&method) {
+        let r = refuse(
+            "unknown_method",
+            format!("{method} is not a method of Slack's Web API"),
+        );
+        return refused(&mut st, method, body, r);
+    }
+    if auth.is_empty() {
+        let r = refuse("not_authed", "no Authorization header");
+        return refused(&mut st, method, body, r);
+    }
     let expected = if method == "apps.connections.open" {
         APP_TOKEN
     } else {
@@ -267,8 +622,13 @@ async fn handle(
             body,
             status: 200,
             ts: None,
+            error: Some("invalid_auth".into()),
         });
         return Json(json!({"ok": false, "error": "invalid_auth"})).into_response();
+    }
+    let checked = parsed.and_then(|(args, form)| check_against_spec(&method, &args, form));
+    if let Err(r) = checked {
+        return refused(&mut st, method, body, r);
     }
     if let Some(fault) = st.faults.pop_front() {
         let (status, response) = match fault {
@@ -294,6 +654,7 @@ async fn handle(
             body,
             status,
             ts: None,
+            error: None,
         });
         return response;
     }
@@ -304,15 +665,17 @@ async fn handle(
     if is_message {
         let problems = check_limits(&body);
         if !problems.is_empty() {
-            st.violations
-                .extend(problems.iter().map(|p| format!("{method}: {p}")));
-            let mut refused = body.clone();
-            refused["__refused"] = Value::Bool(true);
+            st.violations.extend(
+                problems
+                    .iter()
+                    .map(|p| format!("{method}: {p} (invalid_blocks)")),
+            );
             st.calls.push(Call {
                 method,
-                body: refused,
+                body,
                 status: 200,
                 ts: None,
+                error: Some("invalid_blocks".into()),
             });
             return Json(json!({"ok": false, "error": "invalid_blocks"})).into_response();
         }
@@ -333,19 +696,19 @@ async fn handle(
         }
         "chat.postEphemeral" => (None, json!({"ok": true, "message_ts": "1700000000.999999"})),
         "conversations.open" => {
-            let users = body["users"].as_str().map(str::to_string).or_else(|| {
-                body["users"].as_array().map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-            });
-            let user = users.unwrap_or_default();
-            (
-                None,
-                json!({"ok": true, "channel": {"id": format!("D{user}")}}),
-            )
+            // The document's check made `users` a string (or left it out
+            // for `channel`): one user is a 1:1 DM, named after them here.
+            let answer = match (body["users"].as_str(), body["channel"].as_str()) {
+                (Some(users), _) if users.contains(',') => {
+                    json!({"ok": true, "channel": {"id": format!("G{}", users.replace(',', ""))}})
+                }
+                (Some(user), _) => {
+                    json!({"ok": true, "channel": {"id": format!("D{}", user.trim())}})
+                }
+                (None, Some(channel)) => json!({"ok": true, "channel": {"id": channel}}),
+                (None, None) => json!({"ok": false, "error": "users_list_not_supplied"}),
+            };
+            (None, answer)
         }
         "views.open" => {
             let mut view = body["view"].clone();
@@ -361,13 +724,219 @@ async fn handle(
             Some(url) => (None, json!({"ok": true, "url": url})),
             None => (None, json!({"ok": false, "error": "not_configured"})),
         },
-        _ => (None, json!({"ok": false, "error": "unknown_method"})),
+        // A documented method the fake has no answer for: loud, so that
+        // the answer gets written here.
+        _ => {
+            st.violations
+                .push(format!("{method}: the fake has no answer for it"));
+            (
+                None,
+                json!({"ok": false, "error": "fake_slack_does_not_implement_this_method"}),
+            )
+        }
     };
+    let error = answer["error"].as_str().map(str::to_string);
     st.calls.push(Call {
         method,
         body,
         status: 200,
         ts: ts.clone(),
+        error,
     });
     Json(answer).into_response()
+}
+
+/// The fake itself: what it lets through and what it refuses, as Slack would.
+mod checks {
+    use super::*;
+
+    async fn send(fake: &FakeSlack, method: &str, body: Body<'_>) -> Value {
+        let http = reqwest::Client::new();
+        let url = format!("{}/{method}", fake.api_url());
+        let req = match body {
+            Body::Json(v) => http.post(url).bearer_auth(BOT_TOKEN).json(&v),
+            Body::Form(pairs) => http.post(url).bearer_auth(BOT_TOKEN).form(pairs),
+            Body::NoToken(v) => http.post(url).json(&v),
+        };
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    enum Body<'a> {
+        Json(Value),
+        Form(&'a [(&'a str, &'a str)]),
+        NoToken(Value),
+    }
+
+    fn error(answer: &Value) -> &str {
+        answer["error"].as_str().unwrap_or("ok")
+    }
+
+    #[test]
+    fn the_document_is_read_as_slack_writes_it() {
+        let spec = spec();
+        let open = &spec["conversations.open"];
+        assert_eq!(open.params["users"].kind, Kind::String);
+        assert!(!open.params["users"].json);
+        assert!(!open.params.contains_key("token"), "the token is a header");
+        let post = &spec["chat.postMessage"];
+        assert!(post.params["channel"].required);
+        assert!(post.params["blocks"].json && post.params["attachments"].json);
+        assert_eq!(post.params["unfurl_links"].kind, Kind::Boolean);
+        assert!(spec["views.open"].params["view"].json);
+        assert!(spec.contains_key("apps.connections.open"));
+        assert!(!spec.contains_key("chat.postMessages"));
+    }
+
+    #[tokio::test]
+    async fn requests_slack_would_refuse_are_refused_with_slacks_error() {
+        let fake = FakeSlack::start().await;
+        fake.expect_violations();
+        let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}]);
+        let cases: Vec<(&str, Body, &str)> = vec![
+            // The bug this check was written for.
+            (
+                "conversations.open",
+                Body::Json(json!({"users": ["U0EMEKA"]})),
+                "users_list_not_supplied",
+            ),
+            (
+                "conversations.open",
+                Body::Json(json!({})),
+                "users_list_not_supplied",
+            ),
+            (
+                "chat.postMessages",
+                Body::Json(json!({"channel": "C1"})),
+                "unknown_method",
+            ),
+            (
+                "chat.postMessage",
+                Body::Json(json!({"text": "hi"})),
+                "channel_not_found",
+            ),
+            (
+                "chat.postMessage",
+                Body::Json(json!({"channel": "C1", "text": "hi", "colour": "red"})),
+                "invalid_arg_name",
+            ),
+            (
+                "chat.postMessage",
+                Body::Json(json!({"channel": "C1", "text": "hi", "token": BOT_TOKEN})),
+                "invalid_arg_name",
+            ),
+            (
+                "chat.postMessage",
+                Body::Json(json!({"channel": ["C1"], "text": "hi"})),
+                "invalid_arguments",
+            ),
+            (
+                "chat.postMessage",
+                Body::Json(json!({"channel": "C1", "text": "hi", "unfurl_links": "yes"})),
+                "invalid_arguments",
+            ),
+            (
+                "chat.postMessage",
+                Body::Json(json!({"channel": "C1", "blocks": "not json"})),
+                "invalid_arguments",
+            ),
+            (
+                "chat.postMessage",
+                Body::Json(json!({"channel": "C1"})),
+                "no_text",
+            ),
+            (
+                "chat.update",
+                Body::Json(json!({"channel": "C1", "text": "hi"})),
+                "invalid_arguments",
+            ),
+            (
+                "chat.postMessage",
+                Body::NoToken(json!({"channel": "C1", "text": "hi"})),
+                "not_authed",
+            ),
+            (
+                "chat.postMessage",
+                Body::Json(
+                    json!({"channel": "C1", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]}),
+                ),
+                "invalid_blocks",
+            ),
+        ];
+        let refused = cases.len();
+        for (method, body, expected) in cases {
+            let answer = send(&fake, method, body).await;
+            assert_eq!(answer["ok"], false, "{method}: {answer}");
+            assert_eq!(error(&answer), expected, "{method}: {answer}");
+        }
+        // What Slack takes: a string `users`, JSON blocks in a JSON body,
+        // JSON-encoded strings and "true" in a form body, numbers as strings.
+        let ok: Vec<(&str, Body)> = vec![
+            (
+                "conversations.open",
+                Body::Json(json!({"users": "U0EMEKA"})),
+            ),
+            ("conversations.open", Body::Form(&[("users", "U0EMEKA")])),
+            (
+                "chat.postMessage",
+                Body::Json(
+                    json!({"channel": "C1", "text": "hi", "blocks": blocks, "unfurl_links": false}),
+                ),
+            ),
+            (
+                "chat.postMessage",
+                Body::Form(&[
+                    ("channel", "C1"),
+                    (
+                        "blocks",
+                        r#"[{"type":"section","text":{"type":"mrkdwn","text":"hi"}}]"#,
+                    ),
+                    ("unfurl_links", "true"),
+                ]),
+            ),
+            (
+                "chat.update",
+                Body::Json(json!({"channel": "C1", "ts": "1.2", "text": "hi"})),
+            ),
+        ];
+        for (method, body) in ok {
+            let answer = send(&fake, method, body).await;
+            assert_eq!(answer["ok"], true, "{method}: {answer}");
+        }
+        let opened: Vec<Value> = fake
+            .ok_calls("conversations.open")
+            .iter()
+            .map(|c| c.body["users"].clone())
+            .collect();
+        assert_eq!(opened, vec![json!("U0EMEKA"), json!("U0EMEKA")]);
+        let violations = fake.violations();
+        assert_eq!(violations.len(), refused, "{violations:#?}");
+        assert!(
+            violations[0].contains("conversations.open") && violations[0].contains("an array"),
+            "{violations:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_fails_the_test_that_sent_it() {
+        let fake = FakeSlack::start().await;
+        let answer = send(
+            &fake,
+            "conversations.open",
+            Body::Json(json!({"users": ["U0EMEKA"]})),
+        )
+        .await;
+        assert_eq!(error(&answer), "users_list_not_supplied");
+        let copy = fake.clone();
+        drop(fake);
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(copy)));
+        let message = dropped.expect_err("dropping the last handle fails the test");
+        let message = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            message.contains("conversations.open") && message.contains("users_list_not_supplied"),
+            "{message}"
+        );
+    }
 }

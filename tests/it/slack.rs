@@ -95,12 +95,16 @@ impl SlackEnv {
     }
 
     fn command_body(&self, person: &str, text: &str, trigger: &str) -> String {
+        self.slash_body("/deploy", person, text, trigger)
+    }
+
+    fn slash_body(&self, command: &str, person: &str, text: &str, trigger: &str) -> String {
         serde_urlencoded::to_string([
             ("token", "legacy-unused"),
             ("team_id", "T0TEAM"),
             ("channel_id", self.channel.as_str()),
             ("user_id", &slack_id(&self.config, person)),
-            ("command", "/deploy"),
+            ("command", command),
             ("text", text),
             ("response_url", "https://hooks.slack.invalid/commands/1"),
             ("trigger_id", trigger),
@@ -928,6 +932,62 @@ async fn a_mention_is_answered_with_help_once() {
     assert_eq!(help[0].str("thread_ts"), Some("1700000000.000100"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oncall_answer_names_who_is_on_call_in_its_top_level_text() {
+    let env = SlackEnv::start(sqlite_db()).await;
+    let holders = |at: chrono::DateTime<chrono::Utc>| -> Vec<(String, String)> {
+        env.config
+            .rotations
+            .values()
+            .map(|r| {
+                let person = r.holder(&[], at).person;
+                (
+                    r.name.clone(),
+                    env.config.directory.name(&person).to_string(),
+                )
+            })
+            .collect()
+    };
+    let before = holders(chrono::Utc::now());
+    let body = env.slash_body("/oncall", "zoe", "", &trigger());
+    let (status, answer) = env
+        .signed(
+            "/slack/commands",
+            &body,
+            "application/x-www-form-urlencoded",
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let after = holders(chrono::Utc::now());
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.starts_with("On call at "), "{text}");
+    assert!(text.chars().count() <= 4000, "{} characters", text.len());
+    assert!(!before.is_empty());
+    // What a notification or a screen reader gets: every rotation and who
+    // holds it (read before and after, should a hand-over fall between).
+    for (rotation, person) in before.iter().chain(&after) {
+        assert!(
+            text.contains(rotation.as_str()),
+            "{rotation} missing: {text}"
+        );
+        let named = before
+            .iter()
+            .chain(&after)
+            .filter(|(r, _)| r == rotation)
+            .any(|(_, p)| text.contains(&format!("{rotation}: {p}")));
+        assert!(named, "{rotation}'s holder {person} missing: {text}");
+    }
+    // The blocks say the same.
+    let shown = crate::helpers::all_strings(&answer["blocks"]);
+    for (_, person) in &before {
+        assert!(
+            text.contains(person.as_str()) && shown.contains(person.as_str()),
+            "{text}\n---\n{shown}"
+        );
+    }
+}
+
 /// Queue a message as the engine would, straight into the shared database.
 async fn enqueue(store: &Store, msg: &tminus::chat::Outgoing) {
     let mut tx = store.begin().await.unwrap();
@@ -972,9 +1032,10 @@ async fn direct_messages_open_the_dm_once() {
         1,
         "the DM channel is opened once and remembered"
     );
-    assert!(
-        opens[0].all_text().contains("U0CHEN"),
-        "{:?}",
+    assert_eq!(
+        opens[0].str("users"),
+        Some("U0CHEN"),
+        "users as the comma-separated string Slack takes: {:?}",
         opens[0].body
     );
     let posts: Vec<&Call> = calls
