@@ -584,6 +584,15 @@ pub fn monitor_card(
     card
 }
 
+/// A run's Markdown report as a card, line by line (adapters split it over
+/// as many messages as their platform needs), with the run page's link.
+pub fn report_card(run: &Run, markdown: &str, link: Option<&str>) -> Card {
+    let mut card = Card::new(format!("Deployment report — {}", run_label(run)))
+        .section(None, markdown.lines().map(str::to_string).collect());
+    card.footer = link.map(|l| format!("Run page: {l}"));
+    card
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,13 +654,4 @@ mod tests {
         assert!(card_for(0.001).buttons.is_empty());
         assert!(critical.buttons.iter().all(|b| b.id.starts_with("deploy.")));
     }
-}
-
-/// A run's Markdown report as a card, line by line (adapters split it over
-/// as many messages as their platform needs), with the run page's link.
-pub fn report_card(run: &Run, markdown: &str, link: Option<&str>) -> Card {
-    let mut card = Card::new(format!("Deployment report — {}", run_label(run)))
-        .section(None, markdown.lines().map(str::to_string).collect());
-    card.footer = link.map(|l| format!("Run page: {l}"));
-    card
 }
