@@ -12,7 +12,7 @@ use tminus::config::Config;
 use tminus::domain::{PersonId, Platform};
 use tminus::store::Store;
 
-use crate::fake_discord::{Call, FakeDiscord, Fault, APP_ID, TOKEN};
+use crate::fake_discord::{assert_valid_answer, Call, FakeDiscord, Fault, APP_ID, TOKEN};
 use crate::helpers::{all_dbs, config, sqlite_db, ServeProcess, TestDb};
 
 const GUILD: &str = "1100000000000000002";
@@ -122,7 +122,9 @@ impl DiscordEnv {
         let ts = chrono::Utc::now().timestamp().to_string();
         let (status, text) = self.post(&body, &Self::sign(&body, &ts)).await;
         assert_eq!(status, 200, "{text}");
-        serde_json::from_str(&text).unwrap()
+        let answer = serde_json::from_str(&text).unwrap();
+        assert_valid_answer(&answer);
+        answer
     }
 
     async fn command(&self, person: &str, sub: &str, options: Value) -> Value {
@@ -719,6 +721,7 @@ async fn gateway_interactions_go_through_the_same_handler() {
         serde_json::from_value(event["d"].clone()).expect("serenity parses the interaction");
     let value = tminus::discord::gateway::interaction_value(&typed).expect("a command interaction");
     let answer = discord.respond(value).await.unwrap();
+    assert_valid_answer(&answer);
     assert_eq!(answer["type"], 4);
     assert!(
         answer["data"]["content"]

@@ -11,6 +11,7 @@ mod fake_slack;
 mod helpers;
 mod monitoring;
 mod oncall;
+mod openapi;
 mod prometheus;
 mod restart;
 mod serve;
