@@ -445,6 +445,39 @@ async fn a_whole_run_through_discord() {
     }
 }
 
+/// Runbook text with inline code ("Unit tests (`npm run test`) …") shows
+/// as code in the card's embed, not as escaped backticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_in_checklist_items_renders_as_code() {
+    let env = DiscordEnv::start(sqlite_db()).await;
+    env.command(
+        "alice",
+        "start",
+        json!([
+        {"type": 3, "name": "service", "value": "workflow-app"},
+        {"type": 3, "name": "version", "value": "v3.1.0"},
+        {"type": 3, "name": "runbook", "value": "app-with-database"}]),
+    )
+    .await;
+    let calls = env
+        .fake
+        .wait_for("the first card", |c| {
+            posts_in(c, &env.channel)
+                .first()
+                .and_then(|r| r.id.clone())
+                .is_some_and(|root| !posts_in(c, &root).is_empty())
+        })
+        .await;
+    let thread = posts_in(&calls, &env.channel)[0].id.clone().unwrap();
+    let card = current_card(&env, &thread);
+    let description = card.body["embeds"][0]["description"].as_str().unwrap();
+    assert!(
+        description.contains("Unit tests (`npm run test`) and integration tests pass"),
+        "{description}"
+    );
+    assert!(!description.contains("\\`"), "{description}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signatures_get_401_and_change_nothing() {
     let env = DiscordEnv::start(sqlite_db()).await;

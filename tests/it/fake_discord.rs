@@ -474,12 +474,15 @@ async fn handle(
 mod tests {
     use super::*;
 
+    /// A request's content type and body.
+    type Body = Option<(&'static str, String)>;
+
     async fn send(
         fake: &FakeDiscord,
         method: &str,
         path: &str,
         token: bool,
-        body: Option<(&str, String)>,
+        body: Body,
     ) -> (u16, Value) {
         let url = format!("http://{}{path}", fake.addr);
         let mut req = reqwest::Client::new().request(method.parse().unwrap(), url);
@@ -495,7 +498,7 @@ mod tests {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    fn json_body(v: Value) -> Option<(&'static str, String)> {
+    fn json_body(v: Value) -> Body {
         Some(("application/json", v.to_string()))
     }
 
@@ -538,7 +541,7 @@ mod tests {
         );
         assert_eq!(fake.violations(), Vec::<String>::new());
 
-        let cases: Vec<(&str, String, bool, Option<(&str, String)>, u16)> = vec![
+        let cases: Vec<(&str, String, bool, Body, u16)> = vec![
             (
                 "POST",
                 "/api/v10/channels/1/massages".into(),
