@@ -167,6 +167,34 @@ impl DiscordEnv {
             .await
     }
 
+    /// `/deploy start SERVICE VERSION --runbook RUNBOOK` as alice.
+    async fn start_run(&self, service: &str, version: &str, runbook: &str) -> Value {
+        self.command(
+            "alice",
+            "start",
+            json!([
+            {"type": 3, "name": "service", "value": service},
+            {"type": 3, "name": "version", "value": version},
+            {"type": 3, "name": "runbook", "value": runbook}]),
+        )
+        .await
+    }
+
+    /// Wait until the root message of the channel's first run and a card in
+    /// its thread are posted; the thread's id.
+    async fn first_card(&self, what: &str) -> String {
+        let calls = self
+            .fake
+            .wait_for(what, |c| {
+                posts_in(c, &self.channel)
+                    .first()
+                    .and_then(|r| r.id.clone())
+                    .is_some_and(|root| !posts_in(c, &root).is_empty())
+            })
+            .await;
+        posts_in(&calls, &self.channel)[0].id.clone().unwrap()
+    }
+
     async fn store(&self) -> Store {
         Store::connect(&self.db.url).await.unwrap()
     }
@@ -243,16 +271,7 @@ async fn whole_run(db: TestDb) {
     assert_eq!(env.send(&json!({"id": next_id(), "application_id": APP_ID, "type": 1, "token": "t", "version": 1})).await, json!({"type": 1}));
 
     // Start: answered within the request, privately.
-    let answer = env
-        .command(
-            "alice",
-            "start",
-            json!([
-            {"type": 3, "name": "service", "value": "checkout-api"},
-            {"type": 3, "name": "version", "value": "v1.2.3"},
-            {"type": 3, "name": "runbook", "value": "quickstart"}]),
-        )
-        .await;
+    let answer = env.start_run("checkout-api", "v1.2.3", "quickstart").await;
     assert_eq!(answer["type"], 4);
     assert_eq!(answer["data"]["flags"], 64);
     assert!(
@@ -264,17 +283,9 @@ async fn whole_run(db: TestDb) {
     );
 
     // Root message, a thread from it, the first card in the thread.
-    let calls = env
-        .fake
-        .wait_for("root, thread and card", |c| {
-            posts_in(c, &env.channel)
-                .first()
-                .and_then(|r| r.id.clone())
-                .is_some_and(|root| !posts_in(c, &root).is_empty())
-        })
-        .await;
+    let thread = env.first_card("root, thread and card").await;
+    let calls = env.fake.calls();
     let root = posts_in(&calls, &env.channel)[0].clone();
-    let thread = root.id.clone().unwrap();
     assert!(
         root.all_text()
             .contains("checkout-api v1.2.3 — deployment #1, started by Alice Moreau"),
@@ -450,25 +461,9 @@ async fn a_whole_run_through_discord() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_in_checklist_items_renders_as_code() {
     let env = DiscordEnv::start(sqlite_db()).await;
-    env.command(
-        "alice",
-        "start",
-        json!([
-        {"type": 3, "name": "service", "value": "workflow-app"},
-        {"type": 3, "name": "version", "value": "v3.1.0"},
-        {"type": 3, "name": "runbook", "value": "app-with-database"}]),
-    )
-    .await;
-    let calls = env
-        .fake
-        .wait_for("the first card", |c| {
-            posts_in(c, &env.channel)
-                .first()
-                .and_then(|r| r.id.clone())
-                .is_some_and(|root| !posts_in(c, &root).is_empty())
-        })
+    env.start_run("workflow-app", "v3.1.0", "app-with-database")
         .await;
-    let thread = posts_in(&calls, &env.channel)[0].id.clone().unwrap();
+    let thread = env.first_card("the first card").await;
     let card = current_card(&env, &thread);
     let description = card.body["embeds"][0]["description"].as_str().unwrap();
     assert!(
@@ -570,25 +565,10 @@ async fn discord_trouble_delays_messages_but_loses_none() {
                 retry_after_secs: 0.5,
             },
         ]);
-        env.command(
-            "alice",
-            "start",
-            json!([
-            {"type": 3, "name": "service", "value": "checkout-api"},
-            {"type": 3, "name": "version", "value": "v2.0.0"},
-            {"type": 3, "name": "runbook", "value": "quickstart"}]),
-        )
-        .await;
-        let calls = env
-            .fake
-            .wait_for("root, thread and card despite trouble", |c| {
-                posts_in(c, &env.channel)
-                    .first()
-                    .and_then(|r| r.id.clone())
-                    .is_some_and(|root| !posts_in(c, &root).is_empty())
-            })
+        env.start_run("checkout-api", "v2.0.0", "quickstart").await;
+        let thread = env
+            .first_card("root, thread and card despite trouble")
             .await;
-        let thread = posts_in(&calls, &env.channel)[0].id.clone().unwrap();
         env.fake.fail_next([
             Fault::RateLimited {
                 retry_after_secs: 0.5,
@@ -676,16 +656,7 @@ async fn a_replayed_interaction_changes_state_once() {
             .contains("handled before"),
         "{again}"
     );
-    let calls = env
-        .fake
-        .wait_for("card", |c| {
-            posts_in(c, &env.channel)
-                .first()
-                .and_then(|r| r.id.clone())
-                .is_some_and(|root| !posts_in(c, &root).is_empty())
-        })
-        .await;
-    let thread = posts_in(&calls, &env.channel)[0].id.clone().unwrap();
+    let thread = env.first_card("card").await;
     let card = current_card(&env, &thread);
     let id = action(&card, "Done: Tests pass");
     let mut click = interaction(
