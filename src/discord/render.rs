@@ -40,14 +40,57 @@ fn chunks(lines: &[String], max: usize) -> Vec<String> {
     out
 }
 
-/// Escape Discord markdown in our text.
+/// Characters that would turn our text into Discord markdown: bold and
+/// italics, underline, strike-through, spoilers and quotes.
+const MARKDOWN: [char; 5] = ['*', '_', '~', '|', '>'];
+
+/// Our text with Discord markdown made literal, except inline code spans:
+/// "`make test` passes" keeps its code, written as it is (inside a span
+/// nothing is markdown, so a backslash there would show). A backtick with
+/// no partner, and runs of three or more (which start a code block), are
+/// escaped. Mentions need nothing here: an embed never notifies anyone, and
+/// the content's `allowed_mentions` lets only the mentioned users through.
 fn escape(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let run_at = |i: usize| chars[i..].iter().take_while(|c| **c == '`').count();
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '_' | '~' | '`' | '|' | '>') {
-            out.push('\\');
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c != '`' {
+            if MARKDOWN.contains(&c) {
+                out.push('\\');
+            }
+            out.push(c);
+            i += 1;
+            continue;
         }
-        out.push(c);
+        let run = run_at(i);
+        // The span closes at the next run of exactly as many backticks.
+        let mut close = None;
+        let mut j = i + run;
+        while run <= 2 && j < chars.len() {
+            if chars[j] == '`' {
+                let n = run_at(j);
+                if n == run {
+                    close = Some(j);
+                    break;
+                }
+                j += n;
+            } else {
+                j += 1;
+            }
+        }
+        match close {
+            Some(j) => {
+                out.extend(&chars[i..j + run]);
+                i = j + run;
+            }
+            None => {
+                out.push_str(&"\\`".repeat(run));
+                i += run;
+            }
+        }
     }
     out
 }
@@ -130,6 +173,54 @@ pub fn render(card: &Card, dir: &Directory) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::chat::Button;
+
+    #[test]
+    fn code_spans_stay_code_and_other_markdown_is_escaped() {
+        for (text, shown) in [
+            ("`make test` passes", "`make test` passes"),
+            (
+                "Unit tests (`npm run test`) and `npm ci --production`",
+                "Unit tests (`npm run test`) and `npm ci --production`",
+            ),
+            // Inside a span nothing is escaped; outside, everything is.
+            (
+                "`cargo_test *all*` on *main*",
+                "`cargo_test *all*` on \\*main\\*",
+            ),
+            ("``a ` b`` ok", "``a ` b`` ok"),
+            ("it`s", "it\\`s"),
+            ("`one` and `two", "`one` and \\`two"),
+            ("```rm -rf```", "\\`\\`\\`rm -rf\\`\\`\\`"),
+            (
+                "||spoiler|| > quote ~~gone~~ __u__",
+                "\\|\\|spoiler\\|\\| \\> quote \\~\\~gone\\~\\~ \\_\\_u\\_\\_",
+            ),
+        ] {
+            assert_eq!(escape(text), shown, "{text}");
+        }
+    }
+
+    #[test]
+    fn checklist_code_renders_as_code_and_mass_mentions_stay_harmless() {
+        let card = Card::new("api v1 #1 · Phase 1 of 2: Checks").section(
+            Some("Checklist `pre`"),
+            vec![
+                "⬜ `make test` passes".into(),
+                "⬜ Tell @everyone and @here in `#ops`".into(),
+            ],
+        );
+        let parts = render(&card, &Directory::default());
+        let description = parts[0]["embeds"][0]["description"].as_str().unwrap();
+        assert_eq!(
+            description,
+            "**Checklist `pre`**\n⬜ `make test` passes\n⬜ Tell @everyone and @here in `#ops`"
+        );
+        assert!(!description.contains('\\'), "{description}");
+        // Mass mentions sit in the embed, which notifies nobody, and the
+        // content lets only users be mentioned.
+        assert_eq!(parts[0]["content"], "");
+        assert_eq!(parts[0]["allowed_mentions"], json!({"parse": ["users"]}));
+    }
 
     #[test]
     fn a_huge_card_splits_within_every_limit() {

@@ -12,7 +12,7 @@ use tminus::config::Config;
 use tminus::domain::{PersonId, Platform};
 use tminus::store::Store;
 
-use crate::fake_discord::{Call, FakeDiscord, Fault, APP_ID, TOKEN};
+use crate::fake_discord::{assert_valid_answer, Call, FakeDiscord, Fault, APP_ID, TOKEN};
 use crate::helpers::{all_dbs, config, sqlite_db, ServeProcess, TestDb};
 
 const GUILD: &str = "1100000000000000002";
@@ -122,7 +122,9 @@ impl DiscordEnv {
         let ts = chrono::Utc::now().timestamp().to_string();
         let (status, text) = self.post(&body, &Self::sign(&body, &ts)).await;
         assert_eq!(status, 200, "{text}");
-        serde_json::from_str(&text).unwrap()
+        let answer = serde_json::from_str(&text).unwrap();
+        assert_valid_answer(&answer);
+        answer
     }
 
     async fn command(&self, person: &str, sub: &str, options: Value) -> Value {
@@ -163,6 +165,34 @@ impl DiscordEnv {
         });
         self.send(&interaction(&self.config, person, 5, channel, data))
             .await
+    }
+
+    /// `/deploy start SERVICE VERSION --runbook RUNBOOK` as alice.
+    async fn start_run(&self, service: &str, version: &str, runbook: &str) -> Value {
+        self.command(
+            "alice",
+            "start",
+            json!([
+            {"type": 3, "name": "service", "value": service},
+            {"type": 3, "name": "version", "value": version},
+            {"type": 3, "name": "runbook", "value": runbook}]),
+        )
+        .await
+    }
+
+    /// Wait until the root message of the channel's first run and a card in
+    /// its thread are posted; the thread's id.
+    async fn first_card(&self, what: &str) -> String {
+        let calls = self
+            .fake
+            .wait_for(what, |c| {
+                posts_in(c, &self.channel)
+                    .first()
+                    .and_then(|r| r.id.clone())
+                    .is_some_and(|root| !posts_in(c, &root).is_empty())
+            })
+            .await;
+        posts_in(&calls, &self.channel)[0].id.clone().unwrap()
     }
 
     async fn store(&self) -> Store {
@@ -241,16 +271,7 @@ async fn whole_run(db: TestDb) {
     assert_eq!(env.send(&json!({"id": next_id(), "application_id": APP_ID, "type": 1, "token": "t", "version": 1})).await, json!({"type": 1}));
 
     // Start: answered within the request, privately.
-    let answer = env
-        .command(
-            "alice",
-            "start",
-            json!([
-            {"type": 3, "name": "service", "value": "checkout-api"},
-            {"type": 3, "name": "version", "value": "v1.2.3"},
-            {"type": 3, "name": "runbook", "value": "quickstart"}]),
-        )
-        .await;
+    let answer = env.start_run("checkout-api", "v1.2.3", "quickstart").await;
     assert_eq!(answer["type"], 4);
     assert_eq!(answer["data"]["flags"], 64);
     assert!(
@@ -262,17 +283,9 @@ async fn whole_run(db: TestDb) {
     );
 
     // Root message, a thread from it, the first card in the thread.
-    let calls = env
-        .fake
-        .wait_for("root, thread and card", |c| {
-            posts_in(c, &env.channel)
-                .first()
-                .and_then(|r| r.id.clone())
-                .is_some_and(|root| !posts_in(c, &root).is_empty())
-        })
-        .await;
+    let thread = env.first_card("root, thread and card").await;
+    let calls = env.fake.calls();
     let root = posts_in(&calls, &env.channel)[0].clone();
-    let thread = root.id.clone().unwrap();
     assert!(
         root.all_text()
             .contains("checkout-api v1.2.3 — deployment #1, started by Alice Moreau"),
@@ -443,6 +456,23 @@ async fn a_whole_run_through_discord() {
     }
 }
 
+/// Runbook text with inline code ("Unit tests (`npm run test`) …") shows
+/// as code in the card's embed, not as escaped backticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_in_checklist_items_renders_as_code() {
+    let env = DiscordEnv::start(sqlite_db()).await;
+    env.start_run("workflow-app", "v3.1.0", "app-with-database")
+        .await;
+    let thread = env.first_card("the first card").await;
+    let card = current_card(&env, &thread);
+    let description = card.body["embeds"][0]["description"].as_str().unwrap();
+    assert!(
+        description.contains("Unit tests (`npm run test`) and integration tests pass"),
+        "{description}"
+    );
+    assert!(!description.contains("\\`"), "{description}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signatures_get_401_and_change_nothing() {
     let env = DiscordEnv::start(sqlite_db()).await;
@@ -535,25 +565,10 @@ async fn discord_trouble_delays_messages_but_loses_none() {
                 retry_after_secs: 0.5,
             },
         ]);
-        env.command(
-            "alice",
-            "start",
-            json!([
-            {"type": 3, "name": "service", "value": "checkout-api"},
-            {"type": 3, "name": "version", "value": "v2.0.0"},
-            {"type": 3, "name": "runbook", "value": "quickstart"}]),
-        )
-        .await;
-        let calls = env
-            .fake
-            .wait_for("root, thread and card despite trouble", |c| {
-                posts_in(c, &env.channel)
-                    .first()
-                    .and_then(|r| r.id.clone())
-                    .is_some_and(|root| !posts_in(c, &root).is_empty())
-            })
+        env.start_run("checkout-api", "v2.0.0", "quickstart").await;
+        let thread = env
+            .first_card("root, thread and card despite trouble")
             .await;
-        let thread = posts_in(&calls, &env.channel)[0].id.clone().unwrap();
         env.fake.fail_next([
             Fault::RateLimited {
                 retry_after_secs: 0.5,
@@ -641,16 +656,7 @@ async fn a_replayed_interaction_changes_state_once() {
             .contains("handled before"),
         "{again}"
     );
-    let calls = env
-        .fake
-        .wait_for("card", |c| {
-            posts_in(c, &env.channel)
-                .first()
-                .and_then(|r| r.id.clone())
-                .is_some_and(|root| !posts_in(c, &root).is_empty())
-        })
-        .await;
-    let thread = posts_in(&calls, &env.channel)[0].id.clone().unwrap();
+    let thread = env.first_card("card").await;
     let card = current_card(&env, &thread);
     let id = action(&card, "Done: Tests pass");
     let mut click = interaction(
@@ -719,6 +725,7 @@ async fn gateway_interactions_go_through_the_same_handler() {
         serde_json::from_value(event["d"].clone()).expect("serenity parses the interaction");
     let value = tminus::discord::gateway::interaction_value(&typed).expect("a command interaction");
     let answer = discord.respond(value).await.unwrap();
+    assert_valid_answer(&answer);
     assert_eq!(answer["type"], 4);
     assert!(
         answer["data"]["content"]

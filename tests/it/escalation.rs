@@ -174,6 +174,7 @@ impl Env {
                                   "options": [{"type": 1, "name": sub, "options": options}]});
                 let payload = interaction(&user, &channel, 2, data);
                 let answer = discord.respond(payload).await.unwrap();
+                fake_discord::assert_valid_answer(&answer);
                 answer["data"]["content"]
                     .as_str()
                     .unwrap_or_default()
@@ -224,6 +225,7 @@ impl Env {
                     json!({"component_type": 2, "custom_id": id}),
                 );
                 let answer = discord.respond(payload).await.unwrap();
+                fake_discord::assert_valid_answer(&answer);
                 self.drain().await;
                 // A refusal is an ephemeral reply; anything else a silent update.
                 answer["type"] == 4

@@ -1,22 +1,39 @@
 //! A fake Discord REST API on 127.0.0.1 for the tests: records every call,
 //! answers as Discord does, can fail (5xx, 429 with `Retry-After` and
-//! `X-RateLimit-*`) for a while, and checks every message against Discord's
-//! content, embed and component limits (refusing with 400 as Discord would).
-
-#![allow(dead_code)]
+//! `X-RateLimit-*`) for a while, and refuses what Discord would.
+//!
+//! Every request is checked against Discord's OpenAPI document
+//! ([`crate::openapi`]): the path must match one of its templates under
+//! `/api/v10` (404 if none does, 405 if the method is not the path's), the
+//! bot token must be there where the operation wants one (401), and path
+//! parameters, query and JSON body must fit the operation's schemas (400
+//! with Discord's 50035 "Invalid Form Body" and its nested `errors`).
+//! Messages are also held to the limits Discord's docs give and the document
+//! does not (2000 characters of content, 5 action rows, 6000 characters of
+//! embeds, unique custom ids, non-empty labels).
+//!
+//! Each refusal is recorded in `violations`, and the test that sent it
+//! fails: when the last handle on the fake is dropped with violations left,
+//! the drop panics (unless the test is already panicking). A test that sends
+//! bad requests on purpose takes them with [`FakeDiscord::take_violations`].
+//! Keep the fake in the test's own task, so that panic is the test's.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::openapi::{self, Problem, Route};
+
 pub const TOKEN: &str = "discord-test-token";
+/// Where the fake serves the API, as Discord does (`https://discord.com/api/v10`).
+pub const API_BASE: &str = "/api/v10";
 pub const APP_ID: &str = "1100000000000000000";
 
 #[derive(Clone, Debug)]
@@ -55,7 +72,8 @@ impl Call {
     /// The channel in `/channels/{id}/…`.
     pub fn channel(&self) -> Option<&str> {
         self.path
-            .strip_prefix("/api/v10/channels/")?
+            .strip_prefix(API_BASE)?
+            .strip_prefix("/channels/")?
             .split('/')
             .next()
     }
@@ -80,6 +98,26 @@ struct FakeState {
 pub struct FakeDiscord {
     pub addr: SocketAddr,
     state: Arc<Mutex<FakeState>>,
+    _guard: Arc<Guard>,
+}
+
+/// Fails the test when the last handle on the fake goes while Discord would
+/// have refused something the bot sent.
+struct Guard(Arc<Mutex<FakeState>>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let violations =
+            std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).violations);
+        assert!(
+            violations.is_empty(),
+            "Discord would have refused what the bot sent:\n{}",
+            violations.join("\n")
+        );
+    }
 }
 
 impl FakeDiscord {
@@ -88,17 +126,19 @@ impl FakeDiscord {
             next_id: 1_300_000_000_000_000_000,
             ..FakeState::default()
         }));
-        let app = Router::new()
-            .route("/api/v10/{*rest}", any(handle))
-            .with_state(state.clone());
+        let app = Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeDiscord { addr, state }
+        FakeDiscord {
+            addr,
+            _guard: Arc::new(Guard(state.clone())),
+            state,
+        }
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://{}/api/v10", self.addr)
+        format!("http://{}{API_BASE}", self.addr)
     }
 
     pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
@@ -111,6 +151,12 @@ impl FakeDiscord {
 
     pub fn violations(&self) -> Vec<String> {
         self.state.lock().unwrap().violations.clone()
+    }
+
+    /// The violations so far, which the test then answers for: for tests
+    /// that send bad requests on purpose.
+    pub fn take_violations(&self) -> Vec<String> {
+        std::mem::take(&mut self.state.lock().unwrap().violations)
     }
 
     pub fn saw_a_bad_token(&self) -> bool {
@@ -136,84 +182,218 @@ impl FakeDiscord {
     }
 }
 
-fn check_limits(body: &Value) -> Vec<String> {
+/// A problem at a path of field names and indexes.
+fn problem(path: &[&dyn ToString], code: &'static str, message: impl Into<String>) -> Problem {
+    let path: Vec<String> = path.iter().map(|p| p.to_string()).collect();
+    Problem::new(&path, code, message)
+}
+
+/// The limits Discord's docs set on a message (create, edit, or an
+/// interaction's message) beyond what the document says.
+fn check_limits(body: &Value) -> Vec<Problem> {
     let mut problems = Vec::new();
     let len = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+    let too_long = |max: usize| format!("Must be {max} or fewer in length.");
     if len(&body["content"]) > 2000 {
-        problems.push("content over 2000".into());
+        problems.push(problem(
+            &[&"content"],
+            "BASE_TYPE_MAX_LENGTH",
+            too_long(2000),
+        ));
     }
     let embeds = body["embeds"].as_array().cloned().unwrap_or_default();
     if embeds.len() > 10 {
-        problems.push("more than 10 embeds".into());
+        problems.push(problem(&[&"embeds"], "BASE_TYPE_MAX_LENGTH", too_long(10)));
     }
     let mut total = 0;
-    for e in &embeds {
-        let (t, d, f) = (
-            len(&e["title"]),
-            len(&e["description"]),
-            len(&e["footer"]["text"]),
-        );
-        if t > 256 || d > 4096 || f > 2048 {
-            problems.push(format!("embed title {t} description {d} footer {f}"));
+    for (i, e) in embeds.iter().enumerate() {
+        for (field, value, max) in [
+            ("title", &e["title"], 256),
+            ("description", &e["description"], 4096),
+            ("footer", &e["footer"]["text"], 2048),
+        ] {
+            let n = len(value);
+            if n > max {
+                problems.push(problem(
+                    &[&"embeds", &i, &field],
+                    "BASE_TYPE_MAX_LENGTH",
+                    too_long(max),
+                ));
+            }
+            total += n;
         }
-        total += t + d + f;
     }
     if total > 6000 {
-        problems.push(format!("embeds total {total}"));
+        problems.push(problem(
+            &[&"embeds"],
+            "MAX_EMBED_SIZE_EXCEEDED",
+            format!("Embed size exceeds maximum size of 6000 ({total})"),
+        ));
     }
     let rows = body["components"].as_array().cloned().unwrap_or_default();
     if rows.len() > 5 {
-        problems.push(format!("{} action rows", rows.len()));
+        problems.push(problem(
+            &[&"components"],
+            "BASE_TYPE_MAX_LENGTH",
+            too_long(5),
+        ));
     }
     let mut ids = HashSet::new();
-    for row in rows {
+    for (r, row) in rows.iter().enumerate() {
         let buttons = row["components"].as_array().cloned().unwrap_or_default();
         if row["type"] != 1 || buttons.is_empty() || buttons.len() > 5 {
-            problems.push(format!("a row of {} components", buttons.len()));
+            problems.push(problem(
+                &[&"components", &r],
+                "COMPONENT_LAYOUT_INVALID",
+                format!(
+                    "An action row of 1 to 5 buttons, not {} components.",
+                    buttons.len()
+                ),
+            ));
         }
-        for b in buttons {
-            let id = b["custom_id"].as_str().unwrap_or_default();
-            if id.is_empty() || id.len() > 100 || !ids.insert(id.to_string()) {
-                problems.push(format!("custom_id {id:?}"));
+        for (b, button) in buttons.iter().enumerate() {
+            let id = button["custom_id"].as_str().unwrap_or_default();
+            if id.is_empty() || id.chars().count() > 100 || !ids.insert(id.to_string()) {
+                problems.push(problem(
+                    &[&"components", &r, &"components", &b, &"custom_id"],
+                    "COMPONENT_CUSTOM_ID_INVALID",
+                    format!(
+                        "A custom id of 1 to 100 characters used once per message, not {id:?}."
+                    ),
+                ));
             }
-            let label = len(&b["label"]);
+            let label = len(&button["label"]);
             if label == 0 || label > 80 {
-                problems.push(format!("label of {label}"));
+                problems.push(problem(
+                    &[&"components", &r, &"components", &b, &"label"],
+                    "BASE_TYPE_BAD_LENGTH",
+                    format!("Must be between 1 and 80 in length, not {label}."),
+                ));
             }
         }
     }
     problems
 }
 
+/// Add the limits' problems the schema did not already find.
+fn merge(problems: &mut Vec<Problem>, limits: Vec<Problem>) {
+    for p in limits {
+        if !problems
+            .iter()
+            .any(|q| q.path == p.path && q.code == p.code)
+        {
+            problems.push(p);
+        }
+    }
+}
+
+/// What Discord would refuse in an interaction's answer: the body of
+/// `create_interaction_response`, whether the bot gives it as the HTTP
+/// endpoint's response or posts it to the callback from the gateway.
+pub fn answer_problems(answer: &Value) -> Vec<String> {
+    let doc = openapi::discord();
+    let Route::Found(op) = doc.route("POST", "/interactions/1/token/callback") else {
+        panic!("Discord's document has no interaction callback")
+    };
+    let schema = op
+        .body_schema("application/json")
+        .expect("the callback takes JSON");
+    let mut problems = doc.validate(schema, answer);
+    if matches!(answer["type"].as_u64(), Some(4 | 7)) {
+        let limits = check_limits(&answer["data"]).into_iter().map(|mut p| {
+            p.path.insert(0, "data".into());
+            p
+        });
+        merge(&mut problems, limits.collect());
+    }
+    problems.iter().map(|p| p.to_string()).collect()
+}
+
+/// Fail unless Discord would take `answer` as an interaction's answer.
+pub fn assert_valid_answer(answer: &Value) {
+    let problems = answer_problems(answer);
+    assert!(
+        problems.is_empty(),
+        "Discord would refuse this interaction answer: {problems:#?}\n{answer}"
+    );
+}
+
+/// Record a refused call and answer it.
+fn refuse(
+    st: &mut FakeState,
+    mut call: Call,
+    status: u16,
+    answer: Value,
+    violations: Vec<String>,
+) -> Response {
+    st.violations.extend(violations);
+    call.status = status;
+    st.calls.push(call);
+    (StatusCode::from_u16(status).unwrap(), Json(answer)).into_response()
+}
+
 async fn handle(
     State(state): State<Arc<Mutex<FakeState>>>,
     method: Method,
-    Path(rest): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    bytes: Bytes,
 ) -> Response {
-    let path = format!("/api/v10/{rest}");
-    let method = method.to_string();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut call = Call {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        status: 0,
+        id: None,
+    };
+    let what = format!("{} {}", call.method, call.path);
     let mut st = state.lock().unwrap();
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if auth != format!("Bot {TOKEN}") {
+    let doc = openapi::discord();
+    let route = match call.path.strip_prefix(API_BASE) {
+        Some(rest) => doc.route(&call.method, rest),
+        None => Route::NoSuchPath,
+    };
+    let not_found = json!({"message": "404: Not Found", "code": 0});
+    let op = match route {
+        Route::Found(op) => op,
+        Route::NoSuchPath => {
+            let why = format!("{what}: no such route in Discord's API");
+            return refuse(&mut st, call, 404, not_found, vec![why]);
+        }
+        Route::NoSuchMethod(template) => {
+            let why = format!("{what}: {template} has no {method}");
+            let answer = json!({"message": "405: Method Not Allowed", "code": 0});
+            return refuse(&mut st, call, 405, answer, vec![why]);
+        }
+    };
+    let what = format!("{what} ({})", op.id);
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let token_ok = match auth {
+        Some(auth) => auth == format!("Bot {TOKEN}"),
+        None => !op.needs_auth(),
+    };
+    if !token_ok {
         st.bad_token = true;
-        st.calls.push(Call {
-            method,
-            path,
-            body,
-            status: 401,
-            id: None,
+        let answer = json!({"message": "401: Unauthorized", "code": 0});
+        let why = format!("{what}: no bot token, or not the bot's");
+        return refuse(&mut st, call, 401, answer, vec![why]);
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
+    let (body, mut problems) = op.check_body(content_type, &bytes);
+    call.body = body;
+    problems.extend(op.check_path());
+    problems.extend(op.check_query(uri.query().unwrap_or_default()));
+    if matches!(op.id, "create_message" | "update_message") {
+        merge(&mut problems, check_limits(&call.body));
+    }
+    if !problems.is_empty() {
+        let answer = json!({
+            "code": 50035,
+            "message": "Invalid Form Body",
+            "errors": openapi::errors_json(&problems),
         });
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"message": "401: Unauthorized", "code": 0})),
-        )
-            .into_response();
+        let why = problems.iter().map(|p| format!("{what}: {p}")).collect();
+        return refuse(&mut st, call, 400, answer, why);
     }
     if let Some(fault) = st.faults.pop_front() {
         let (status, response) = match fault {
@@ -235,86 +415,304 @@ async fn handle(
                     .into_response(),
             ),
         };
-        st.calls.push(Call {
-            method,
-            path,
-            body,
-            status,
-            id: None,
-        });
+        call.status = status;
+        st.calls.push(call);
         return response;
     }
-    let segments: Vec<&str> = rest.split('/').collect();
-    let is_message = matches!(
-        (method.as_str(), segments.as_slice()),
-        ("POST", ["channels", _, "messages"]) | ("PATCH", ["channels", _, "messages", _])
-    );
-    if is_message {
-        let problems = check_limits(&body);
-        if !problems.is_empty() {
-            st.violations
-                .extend(problems.iter().map(|p| format!("{method} {path}: {p}")));
-            st.calls.push(Call {
-                method,
-                path,
-                body,
-                status: 400,
-                id: None,
-            });
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"message": "Invalid Form Body", "code": 50035})),
-            )
-                .into_response();
-        }
-    }
-    let (id, answer): (Option<String>, Value) = match (method.as_str(), segments.as_slice()) {
-        ("POST", ["channels", channel, "messages"]) => {
+    let param = |name: &str| op.params.get(name).cloned().unwrap_or_default();
+    let body = &call.body;
+    // The answer's body; `None` for 204 No Content.
+    let (id, answer): (Option<String>, Option<Value>) = match op.id {
+        "create_message" => {
             st.next_id += 1;
             let id = st.next_id.to_string();
-            (
-                Some(id.clone()),
-                json!({"id": id, "channel_id": channel, "content": body["content"]}),
-            )
+            let answer =
+                json!({"id": id, "channel_id": param("channel_id"), "content": body["content"]});
+            (Some(id), Some(answer))
         }
-        ("PATCH", ["channels", channel, "messages", id]) => (
-            Some(id.to_string()),
-            json!({"id": id, "channel_id": channel, "content": body["content"]}),
-        ),
-        ("POST", ["channels", channel, "messages", id, "threads"]) => (
+        "update_message" => {
+            let id = param("message_id");
+            let answer =
+                json!({"id": id, "channel_id": param("channel_id"), "content": body["content"]});
+            (Some(id), Some(answer))
+        }
+        // The thread started from a message has the message's id.
+        "create_thread_from_message" => (
             None,
-            json!({"id": id, "parent_id": channel, "type": 11, "name": body["name"]}),
+            Some(
+                json!({"id": param("message_id"), "parent_id": param("channel_id"), "type": 11, "name": body["name"]}),
+            ),
         ),
-        ("POST", ["users", "@me", "channels"]) => {
+        "create_dm" => {
             let user = body["recipient_id"].as_str().unwrap_or("0");
-            (
-                None,
-                json!({"id": format!("9{}", &user[user.len().saturating_sub(17)..]), "type": 1}),
-            )
+            let channel = format!("9{}", &user[user.len().saturating_sub(17)..]);
+            (None, Some(json!({"id": channel, "type": 1})))
         }
-        ("PUT", ["applications", _, "commands"])
-        | ("PUT", ["applications", _, "guilds", _, "commands"]) => (None, body.clone()),
-        _ => {
-            st.calls.push(Call {
-                method,
-                path,
-                body,
-                status: 404,
-                id: None,
-            });
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"message": "404: Not Found", "code": 0})),
-            )
-                .into_response();
+        "bulk_set_application_commands" | "bulk_set_guild_application_commands" => {
+            (None, Some(body.clone()))
+        }
+        "create_interaction_response" => (None, None),
+        other => {
+            let why = format!("{what}: the fake does not serve {other} ({})", op.template);
+            return refuse(&mut st, call, 404, not_found, vec![why]);
         }
     };
-    st.calls.push(Call {
-        method,
-        path,
-        body,
-        status: 200,
-        id: id.clone(),
-    });
-    Json(answer).into_response()
+    let status = match answer {
+        Some(_) => op.success_status(),
+        None => 204,
+    };
+    call.status = status;
+    call.id = id;
+    st.calls.push(call);
+    match answer {
+        Some(answer) => (StatusCode::from_u16(status).unwrap(), Json(answer)).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request's content type and body.
+    type Body = Option<(&'static str, String)>;
+
+    async fn send(
+        fake: &FakeDiscord,
+        method: &str,
+        path: &str,
+        token: bool,
+        body: Body,
+    ) -> (u16, Value) {
+        let url = format!("http://{}{path}", fake.addr);
+        let mut req = reqwest::Client::new().request(method.parse().unwrap(), url);
+        if token {
+            req = req.header("authorization", format!("Bot {TOKEN}"));
+        }
+        if let Some((content_type, body)) = body {
+            req = req.header("content-type", content_type).body(body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn json_body(v: Value) -> Body {
+        Some(("application/json", v.to_string()))
+    }
+
+    #[tokio::test]
+    async fn refuses_what_discord_would_and_records_it() {
+        let fake = FakeDiscord::start().await;
+        let messages = "/api/v10/channels/1100000000000000010/messages";
+        let ok = json!({"content": "", "embeds": [{"title": "t"}], "components": [],
+                        "allowed_mentions": {"parse": ["users"]}});
+        let (status, posted) = send(&fake, "POST", messages, true, json_body(ok.clone())).await;
+        assert_eq!(status, 200, "{posted}");
+        let edit = format!("{messages}/{}", posted["id"].as_str().unwrap());
+        assert_eq!(
+            send(&fake, "PATCH", &edit, true, json_body(ok)).await.0,
+            200
+        );
+        let threads = format!("{edit}/threads");
+        let (status, _) = send(
+            &fake,
+            "POST",
+            &threads,
+            true,
+            json_body(json!({"name": "n", "auto_archive_duration": 60})),
+        )
+        .await;
+        assert_eq!(status, 201, "Discord answers a new thread with 201");
+        // The interaction callback wants no token and answers 204.
+        let callback = "/api/v10/interactions/1100000000000000011/tok/callback";
+        assert_eq!(
+            send(
+                &fake,
+                "POST",
+                callback,
+                false,
+                json_body(json!({"type": 6}))
+            )
+            .await
+            .0,
+            204
+        );
+        assert_eq!(fake.violations(), Vec::<String>::new());
+
+        let cases: Vec<(&str, String, bool, Body, u16)> = vec![
+            (
+                "POST",
+                "/api/v10/channels/1/massages".into(),
+                true,
+                json_body(json!({})),
+                404,
+            ),
+            (
+                "POST",
+                "/channels/1/messages".into(),
+                true,
+                json_body(json!({})),
+                404,
+            ),
+            ("PUT", edit.clone(), true, json_body(json!({})), 405),
+            (
+                "POST",
+                "/api/v10/users/@me/channels".into(),
+                false,
+                json_body(json!({"recipient_id": "1"})),
+                401,
+            ),
+            (
+                "POST",
+                messages.into(),
+                true,
+                json_body(json!({"embeds": [{"title": "t".repeat(257)}], "allowed_mention": {}})),
+                400,
+            ),
+            (
+                "POST",
+                messages.into(),
+                true,
+                json_body(json!({"content": "c".repeat(2001)})),
+                400,
+            ),
+            (
+                "POST",
+                "/api/v10/channels/general/messages".into(),
+                true,
+                json_body(json!({"content": "x"})),
+                400,
+            ),
+            (
+                "POST",
+                threads.clone(),
+                true,
+                json_body(json!({"auto_archive_duration": 1440})),
+                400,
+            ),
+            (
+                "POST",
+                format!("{messages}?wait=true"),
+                true,
+                json_body(json!({"content": "x"})),
+                400,
+            ),
+            (
+                "POST",
+                messages.into(),
+                true,
+                Some(("multipart/form-data; boundary=b", "--b--".into())),
+                400,
+            ),
+            (
+                "POST",
+                messages.into(),
+                true,
+                Some(("application/json", "{nope".into())),
+                400,
+            ),
+            (
+                "POST",
+                callback.into(),
+                false,
+                json_body(json!({"type": 4, "data": {"content": "c".repeat(2001)}})),
+                400,
+            ),
+            // A route of Discord's that the fake does not serve.
+            ("GET", "/api/v10/gateway/bot".into(), true, None, 404),
+        ];
+        let mut answers = Vec::new();
+        for (method, path, token, body, want) in cases {
+            let (status, answer) = send(&fake, method, &path, token, body).await;
+            assert_eq!(status, want, "{method} {path}: {answer}");
+            answers.push(answer);
+        }
+        assert_eq!(answers[0], json!({"message": "404: Not Found", "code": 0}));
+        assert_eq!(
+            answers[2],
+            json!({"message": "405: Method Not Allowed", "code": 0})
+        );
+        assert_eq!(answers[4]["code"], 50035);
+        assert_eq!(answers[4]["message"], "Invalid Form Body");
+        assert_eq!(
+            answers[4]["errors"]["embeds"]["0"]["title"]["_errors"][0]["code"],
+            "BASE_TYPE_MAX_LENGTH"
+        );
+        assert_eq!(
+            answers[4]["errors"]["allowed_mention"]["_errors"][0]["code"],
+            "UNKNOWN_FIELD"
+        );
+        assert_eq!(
+            answers[6]["errors"]["channel_id"]["_errors"][0]["code"],
+            "NUMBER_TYPE_COERCE"
+        );
+        assert_eq!(
+            answers[7]["errors"]["name"]["_errors"][0]["code"],
+            "BASE_TYPE_REQUIRED"
+        );
+        assert!(fake.saw_a_bad_token());
+        let violations = fake.take_violations();
+        let expect = [
+            "massages: no such route",
+            "POST /channels/1/messages: no such route",
+            "has no PUT",
+            "no bot token",
+            "embeds.0.title: BASE_TYPE_MAX_LENGTH",
+            "allowed_mention: UNKNOWN_FIELD",
+            "content: BASE_TYPE_MAX_LENGTH Must be 2000",
+            "channel_id: NUMBER_TYPE_COERCE",
+            "name: BASE_TYPE_REQUIRED",
+            "wait: UNKNOWN_FIELD",
+            "the fake checks JSON bodies only",
+            "JSON_INVALID",
+            "data.content: BASE_TYPE_MAX_LENGTH",
+            "does not serve get_bot_gateway",
+        ];
+        for e in expect {
+            assert!(
+                violations.iter().any(|v| v.contains(e)),
+                "{e:?} not in {violations:#?}"
+            );
+        }
+        assert_eq!(violations.len(), expect.len(), "{violations:#?}");
+        let refused = fake.calls().iter().filter(|c| c.status >= 400).count();
+        assert_eq!(refused, 13, "every refusal is recorded as a call");
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "Discord would have refused what the bot sent")]
+    async fn a_test_whose_bot_sent_a_bad_request_fails() {
+        let fake = FakeDiscord::start().await;
+        let body = json_body(json!({"content": "x", "embed": {}}));
+        let (status, _) = send(&fake, "POST", "/api/v10/channels/1/messages", true, body).await;
+        assert_eq!(status, 400);
+        drop(fake);
+    }
+
+    #[test]
+    fn interaction_answers_are_checked_too() {
+        assert_eq!(answer_problems(&json!({"type": 1})), Vec::<String>::new());
+        assert_eq!(answer_problems(&json!({"type": 6})), Vec::<String>::new());
+        let modal = |title: &str| {
+            json!({"type": 9, "data": {"custom_id": "c", "title": title, "components": [
+            {"type": 1, "components": [{"type": 4, "custom_id": "reason", "label": "Why?", "style": 2}]}]}})
+        };
+        assert_eq!(
+            answer_problems(&modal("Give a reason")),
+            Vec::<String>::new()
+        );
+        let problems = answer_problems(&modal(&"t".repeat(46)));
+        assert!(
+            problems[0].contains("data.title: BASE_TYPE_MAX_LENGTH"),
+            "{problems:?}"
+        );
+        assert!(!answer_problems(&json!({"type": 3})).is_empty());
+        let problems = answer_problems(&json!({"type": 4, "data": {"content": "x", "flag": 64}}));
+        assert!(
+            problems[0].contains("data.flag: UNKNOWN_FIELD"),
+            "{problems:?}"
+        );
+    }
 }

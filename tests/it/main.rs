@@ -12,6 +12,7 @@ mod fake_slack;
 mod helpers;
 mod monitoring;
 mod oncall;
+mod openapi;
 mod prometheus;
 mod report;
 mod restart;
