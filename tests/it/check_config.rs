@@ -20,6 +20,24 @@ fn check(dir: &Path) -> (i32, String, String) {
 }
 
 /// A copy of the bundled configuration to break.
+/// The bundled configuration with one more runbook `name` of `text`:
+/// check it, which must fail, and return the runbook's path and stderr.
+fn check_broken_runbook(name: &str, text: &str) -> (String, String) {
+    let dir = copy();
+    let path = dir.path().join(format!("runbooks/{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    (path.display().to_string(), stderr)
+}
+
+/// Every one of `expected` is in `stderr`.
+fn assert_listed(stderr: &str, expected: &[String]) {
+    for e in expected {
+        assert!(stderr.contains(e.as_str()), "wanted {e} in:\n{stderr}");
+    }
+}
+
 fn copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("runbooks")).unwrap();
@@ -167,28 +185,24 @@ title = "Nothing in it"
     let (code, _, stderr) = check(dir.path());
     assert_eq!(code, 1, "{stderr}");
     let file = path.display().to_string();
-    for expected in [
-        format!("{file}:2: signoff_reminder: `soon` is not a duration"),
-        format!("{file}:7: phases[0].signoffs[0].role: unknown role `no-such-role`"),
-        format!("{file}:12: phases[0].items[1].id: duplicate item id `a`"),
-        format!("{file}:16: phases[1].id: duplicate phase id `one`"),
-        format!("{file}:23: phases[2].items: phase `empty` is empty"),
-        "quorum 99 is larger than role".to_string(),
-    ] {
-        assert!(
-            stderr.contains(&expected),
-            "wanted {expected} in:\n{stderr}"
-        );
-    }
+    assert_listed(
+        &stderr,
+        &[
+            format!("{file}:2: signoff_reminder: `soon` is not a duration"),
+            format!("{file}:7: phases[0].signoffs[0].role: unknown role `no-such-role`"),
+            format!("{file}:12: phases[0].items[1].id: duplicate item id `a`"),
+            format!("{file}:16: phases[1].id: duplicate phase id `one`"),
+            format!("{file}:23: phases[2].items: phase `empty` is empty"),
+            "quorum 99 is larger than role".to_string(),
+        ],
+    );
     assert!(stderr.contains("problem(s) in"), "{stderr}");
 }
 
 #[test]
 fn unknown_keys_do_not_hide_the_other_problems_of_a_runbook() {
-    let dir = copy();
-    let path = dir.path().join("runbooks/typos.toml");
-    std::fs::write(
-        &path,
+    let (file, stderr) = check_broken_runbook(
+        "typos",
         r#"name = "Typos"
 colour = "blue"
 
@@ -201,19 +215,13 @@ signoffs = [{ role = "no-such-role", quorum = 1 }]
   text = "A"
   optinal = true
 "#,
-    )
-    .unwrap();
-    let (code, _, stderr) = check(dir.path());
-    assert_eq!(code, 1, "{stderr}");
-    let file = path.display().to_string();
-    for expected in [
-        format!("{file}:2: colour: unknown field `colour`"),
-        format!("{file}:11: phases.items.optinal: unknown field `optinal`"),
-        format!("{file}:7: phases[0].signoffs[0].role: unknown role `no-such-role`"),
-    ] {
-        assert!(
-            stderr.contains(&expected),
-            "wanted {expected} in:\n{stderr}"
-        );
-    }
+    );
+    assert_listed(
+        &stderr,
+        &[
+            format!("{file}:2: colour: unknown field `colour`"),
+            format!("{file}:11: phases.items.optinal: unknown field `optinal`"),
+            format!("{file}:7: phases[0].signoffs[0].role: unknown role `no-such-role`"),
+        ],
+    );
 }

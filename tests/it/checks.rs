@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use tminus::domain::{ItemState, Platform, AUTOMATED_CHECK};
+use tminus::domain::{ItemState, AUTOMATED_CHECK};
 use tminus::store::Store;
 
 use crate::helpers::{all_dbs, config_with, ShellSession};
@@ -129,11 +129,7 @@ async fn item_checks_pass_fail_and_time_out_on_the_card_and_gate_the_phase() {
         s.quit();
 
         let store = Store::connect(&db.url).await.unwrap();
-        let run = store
-            .run_by_number(Platform::Shell, "#deployments", 1)
-            .await
-            .unwrap()
-            .unwrap();
+        let run = crate::helpers::shell_run(&store, 1).await;
         assert_eq!(run.phase, "ship", "{kind}");
         let by = |item: &str| match run.item_state("verify", item) {
             ItemState::Done { by, .. } => by.to_string(),

@@ -135,6 +135,19 @@ impl Env {
         &self.config.channels[name]
     }
 
+    /// Alice starts deployment #1 of `what` ("service version") on the
+    /// go-live runbook.
+    pub(crate) async fn start_go_live(&self, what: &str) {
+        let answer = self
+            .command(
+                "alice",
+                "deploy",
+                &format!("start {what} --runbook go-live"),
+            )
+            .await;
+        assert!(answer.contains("Started deployment #1"), "{answer}");
+    }
+
     /// Type a slash command as `person`; returns what the bot answered.
     pub(crate) async fn command(&self, person: &str, name: &str, text: &str) -> String {
         let user = self.platform_id(person);
@@ -410,14 +423,7 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
         .holder(&[], env.start)
         .person
         .to_string();
-    let answer = env
-        .command(
-            "alice",
-            "deploy",
-            "start checkout-api v3.1.0 --runbook go-live",
-        )
-        .await;
-    assert!(answer.contains("Started deployment #1"), "{answer}");
+    env.start_go_live("checkout-api v3.1.0").await;
 
     // Nobody answers: 0, 5, 10 (advice), 15, and nothing after.
     let answer = env

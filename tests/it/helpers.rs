@@ -225,6 +225,15 @@ impl ShellSession {
     }
 }
 
+/// Run `number` of the shell's deployments channel, read from the database.
+pub async fn shell_run(store: &Store, number: i64) -> tminus::domain::Run {
+    store
+        .run_by_number(tminus::domain::Platform::Shell, "#deployments", number)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("the shell has no deployment #{number}"))
+}
+
 /// A running `tminus serve`, stopped (SIGKILL) when dropped.
 pub struct ServeProcess {
     child: Child,

@@ -3,7 +3,6 @@
 //! SIGKILL in the middle of a window losing and doubling nothing.
 
 use tminus::domain::monitor::tick_offsets;
-use tminus::domain::Platform;
 use tminus::store::Store;
 
 use crate::helpers::{config, sqlite_db, ShellSession};
@@ -77,11 +76,7 @@ async fn the_seed_window_ticks_exactly_as_it_says_and_its_end_leaves_the_run_ope
     s.quit();
 
     let store = Store::connect(&db.url).await.unwrap();
-    let run = store
-        .run_by_number(Platform::Shell, "#deployments", 1)
-        .await
-        .unwrap()
-        .unwrap();
+    let run = crate::helpers::shell_run(&store, 1).await;
     assert_eq!(store.ticks_for_run(run.id).await.unwrap().len(), expected);
     assert_eq!(run.status.as_str(), "active", "still open, in its phase");
     assert_eq!(run.end_reason, None);
@@ -119,11 +114,7 @@ async fn a_sigkill_mid_window_loses_no_tick_and_doubles_none() {
         "{out}"
     );
     let store = Store::connect(&db.url).await.unwrap();
-    let run = store
-        .run_by_number(Platform::Shell, "#deployments", 1)
-        .await
-        .unwrap()
-        .unwrap();
+    let run = crate::helpers::shell_run(&store, 1).await;
     let ticks = store.ticks_for_run(run.id).await.unwrap();
     assert_eq!(ticks.len(), expected, "every tick recorded once");
     let mut at: Vec<_> = ticks.iter().map(|t| t.tick_at).collect();
