@@ -4,6 +4,7 @@
 //! components, text in a terminal). No adapter type appears here.
 
 pub mod buttons;
+pub mod keys;
 
 use serde::{Deserialize, Serialize};
 

@@ -159,11 +159,7 @@ impl DiscordDelivery {
     ) -> Result<(), Failure> {
         let channel_id = ChannelId::new(snowflake(channel)?);
         for (i, body) in parts.iter().enumerate() {
-            let part_key = if i == 0 {
-                key.to_string()
-            } else {
-                format!("{key}#{i}")
-            };
+            let part_key = crate::chat::keys::part(key, i);
             match self.lookup(&part_key).await? {
                 Some((id, _)) => {
                     let route = Route::ChannelMessage {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tracing::info;
 
 use super::{cards, Engine, BOT};
+use crate::chat::keys;
 use crate::domain::monitor::{due_tick, judge, tick_offsets, Level, Reading};
 use crate::domain::runbook::Severity;
 use crate::domain::{Run, RunId, Runbook};
@@ -74,7 +75,7 @@ impl Engine {
         tx.commit().await
     }
 
-    async fn record(
+    pub(super) async fn record(
         &self,
         tx: &mut Tx,
         run: Run,
@@ -125,7 +126,7 @@ impl Engine {
                 vec!["The monitoring window has ended: this is the final verdict.".into()],
             );
         }
-        self.send_thread(tx, &run, Some(format!("run:{}:monitor", run.id)), card, now)
+        self.send_thread(tx, &run, Some(keys::monitor(run.id)), card, now)
             .await?;
 
         let before = previous.as_ref().map(|p| Level::parse(&p.level));
@@ -226,7 +227,7 @@ impl Engine {
     /// monitoring, not the run: the thread hears the final verdict, what is
     /// still needed before the deployment can complete, and a warning when
     /// no reading of the whole window could be taken.
-    async fn window_ended(
+    pub(super) async fn window_ended(
         &self,
         tx: &mut Tx,
         run: &Run,

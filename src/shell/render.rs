@@ -12,10 +12,10 @@ use crate::config::Config;
 pub fn header(out: &mut impl Write, msg: &Outgoing, edited: bool) -> std::io::Result<()> {
     let place = match &msg.to {
         Destination::Channel { channel } => channel.clone(),
-        Destination::Thread { channel, root } => {
-            let run = root.split(':').nth(1).unwrap_or("?");
-            format!("{channel} › thread of run {run}")
-        }
+        Destination::Thread { channel, root } => match crate::chat::keys::run_of(root) {
+            Some(run) => format!("{channel} › thread of run {run}"),
+            None => format!("{channel} › thread"),
+        },
         Destination::Direct { person } => format!("direct message to {person}"),
         Destination::ThreadRef { channel, .. } => format!("{channel} › thread"),
         Destination::Ephemeral { channel, user, .. } => {

@@ -215,11 +215,7 @@ impl SlackDelivery {
     ) -> Result<(), Failure> {
         let session = self.slack.session();
         for (i, content) in parts.into_iter().enumerate() {
-            let part_key = if i == 0 {
-                key.to_string()
-            } else {
-                format!("{key}#{i}")
-            };
+            let part_key = crate::chat::keys::part(key, i);
             match self.lookup(&part_key).await? {
                 Some((ts, _)) => {
                     let req = SlackApiChatUpdateRequest::new(

@@ -160,10 +160,6 @@ async fn outbox_of(pool: &AnyPool, kind: &str, run: RunId) -> Vec<(Option<String
         .collect()
 }
 
-fn phase_key(run: RunId, phase: &str) -> String {
-    format!("run:{run}:phase:{phase}")
-}
-
 fn count_key(outbox: &[(Option<String>, Outgoing)], key: &str) -> usize {
     outbox
         .iter()
@@ -832,7 +828,7 @@ async fn concurrent_clicks_on_one_run_never_lose_an_update() {
             assert_eq!(n, 1, "[{kind}] audit entries for {}", item.id);
         }
         let outbox = outbox_of(&pool, kind, id).await;
-        let key = phase_key(id, &phase.id);
+        let key = tminus::chat::keys::phase(id, &phase.id);
         // Nothing delivers here. PostgreSQL queues every click's card; on
         // SQLite each replaced the one still waiting (see `Tx::enqueue`).
         let cards_queued = |n: usize| if kind == "sqlite" { 1 } else { n };

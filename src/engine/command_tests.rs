@@ -1,0 +1,157 @@
+//! Unit tests of the `/deploy` and `/oncall` parsers and the help text, with
+//! plain strings.
+
+use super::*;
+
+fn start(service: &str, version: &str, runbook: Option<&str>, env: Option<&str>) -> Command {
+    Command::Start {
+        service: service.into(),
+        version: version.into(),
+        runbook: runbook.map(Into::into),
+        env: env.map(Into::into),
+    }
+}
+
+#[test]
+fn parses_every_subcommand() {
+    assert_eq!(
+        parse("start payments-api v2.4.0"),
+        Ok(start("payments-api", "v2.4.0", None, None))
+    );
+    assert_eq!(
+        parse("/deploy start api 1.2 --runbook web-service --env=staging"),
+        Ok(start("api", "1.2", Some("web-service"), Some("staging")))
+    );
+    assert_eq!(
+        parse("start --env prod api 1.2"),
+        Ok(start("api", "1.2", None, Some("prod")))
+    );
+    assert_eq!(parse("status"), Ok(Command::Status { run: None }));
+    assert_eq!(parse("status #3"), Ok(Command::Status { run: Some(3) }));
+    assert_eq!(parse("list"), Ok(Command::List));
+    assert_eq!(
+        parse("abort 2 wrong version"),
+        Ok(Command::Abort {
+            run: 2,
+            reason: "wrong version".into()
+        })
+    );
+    assert_eq!(
+        parse("rollback errors up"),
+        Ok(Command::Rollback {
+            run: None,
+            reason: "errors up".into()
+        })
+    );
+    assert_eq!(
+        parse("rollback #4 errors"),
+        Ok(Command::Rollback {
+            run: Some(4),
+            reason: "errors".into()
+        })
+    );
+    assert_eq!(parse("report 7"), Ok(Command::Report { run: Some(7) }));
+    assert_eq!(parse("report"), Ok(Command::Report { run: None }));
+    assert_eq!(parse("help"), Ok(Command::Help));
+    assert_eq!(
+        parse("incident checkout returns 500s --severity critical"),
+        Ok(Command::Incident {
+            summary: "checkout returns 500s".into(),
+            severity: Severity::Critical,
+            run: None
+        })
+    );
+    assert_eq!(
+        parse("incident --run #2 --severity=medium slow pages"),
+        Ok(Command::Incident {
+            summary: "slow pages".into(),
+            severity: Severity::Medium,
+            run: Some(2)
+        })
+    );
+    assert_eq!(parse_slash("/oncall", ""), Ok(Command::Oncall));
+    assert_eq!(parse_slash("oncall", "show"), Ok(Command::Oncall));
+    assert_eq!(
+        parse_slash("/oncall", "override bruno 2h primary"),
+        Ok(Command::Override {
+            person: "bruno".into(),
+            duration: Dur::from_mins(120),
+            rotation: Some("primary".into())
+        })
+    );
+    assert_eq!(
+        parse_oncall("/oncall override <@U0BRUNO> 30m"),
+        Ok(Command::Override {
+            person: "<@U0BRUNO>".into(),
+            duration: Dur::from_mins(30),
+            rotation: None
+        })
+    );
+    assert_eq!(parse_slash("/deploy", "list"), Ok(Command::List));
+    assert_eq!(parse(""), Ok(Command::Help));
+    assert_eq!(parse("/deploy"), Ok(Command::Help));
+}
+
+#[test]
+fn explains_what_is_wrong() {
+    let cases = [
+        ("start", "say which service and version"),
+        ("start api", "say which service and version"),
+        ("start api 1 2", "too many words"),
+        ("start api 1 --runbook", "needs a value"),
+        ("start api 1 --runbook --env x", "needs a value"),
+        ("start api 1 --colour red", "unknown option"),
+        ("abort", "say which deployment"),
+        ("abort x reason", "not a deployment number"),
+        ("abort 2", "needs a reason"),
+        ("rollback", "needs a reason"),
+        ("rollback 3", "needs a reason"),
+        ("status x", "not a deployment number"),
+        ("status 0", "not a deployment number"),
+        ("list all", "no arguments"),
+        ("launch", "unknown command"),
+        ("incident", "say what is wrong"),
+        ("incident down --severity low", "not a severity"),
+        ("incident down --severity", "needs a value"),
+        ("incident down --run x", "not a deployment number"),
+        ("incident down --colour red", "unknown option"),
+    ];
+    for (input, expected) in cases {
+        let err = parse(input).unwrap_err();
+        assert!(err.to_string().contains(expected), "{input}: {err}");
+        assert!(err.to_string().contains("usage: /deploy"), "{input}: {err}");
+    }
+    let long = format!("start {} 1", "a".repeat(81));
+    assert!(parse(&long).unwrap_err().message.contains("longer than"));
+    for (input, expected) in [
+        ("override", "say who takes over"),
+        ("override bruno", "say who takes over"),
+        ("override bruno soon", "duration"),
+        ("override bruno 0s", "must last"),
+        ("override bruno 200000000d", "at the most"),
+        ("override bruno 1h primary extra", "too many words"),
+        ("swap", "unknown command"),
+    ] {
+        let err = parse_oncall(input).unwrap_err().to_string();
+        assert!(err.contains(expected), "{input}: {err}");
+        assert!(err.contains("usage: /oncall"), "{input}: {err}");
+    }
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let text = help();
+    for (usage, _) in USAGE {
+        assert!(text.contains(usage));
+        let name = usage.split_whitespace().next().unwrap();
+        // Every documented subcommand is accepted by the parser.
+        let probe = match name {
+            "start" => "start a b".to_string(),
+            "abort" => "abort 1 why".to_string(),
+            "rollback" => "rollback why".to_string(),
+            "incident" => "incident down".to_string(),
+            other => other.to_string(),
+        };
+        assert!(parse(&probe).is_ok(), "{probe}");
+    }
+}

@@ -1,0 +1,354 @@
+//! Runs: starting one, applying a person's action to it (lock, decide,
+//! save, announce, commit), and what others see of each change: the audit
+//! entries, the edited cards, the notices, the root message, the report.
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use tracing::instrument;
+
+use super::{capitalise, cards, report, Actor, Engine, Reply};
+use crate::chat::{keys, Destination};
+use crate::domain::{Action, Event, Person, PersonId, Run, RunId, Runbook};
+use crate::store::Tx;
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn start(
+        &self,
+        actor: &Actor,
+        person: &Person,
+        channel: &str,
+        service: &str,
+        version: &str,
+        runbook: Option<String>,
+        env: Option<String>,
+        key: Option<&str>,
+    ) -> Result<Reply> {
+        let name = runbook.unwrap_or_else(|| self.config.default_runbook.clone());
+        let Some(runbook) = self.config.runbooks.get(&name) else {
+            let known: Vec<&str> = self.config.runbooks.keys().map(String::as_str).collect();
+            return Ok(Reply::refuse(format!(
+                "There is no runbook `{name}`. Runbooks: {}.",
+                known.join(", ")
+            )));
+        };
+        let now = self.clock.now();
+        let env = env.unwrap_or_else(|| self.config.default_env.clone());
+        let mut tx = self.store.begin().await?;
+        if let Some(key) = key {
+            if !tx.first_time(key, now).await? {
+                return Ok(Reply::private(
+                    "Already started: this request was handled before.",
+                ));
+            }
+        }
+        let mut run = Run::start(
+            runbook,
+            actor.platform,
+            channel,
+            service,
+            version,
+            &env,
+            &person.id,
+            now,
+        );
+        tx.insert_run(&mut run).await?;
+        let detail = format!(
+            "started {} {} on {} with runbook {}",
+            run.service, run.version, run.env, runbook.id
+        );
+        tx.audit(&self.audit_entry(
+            &run,
+            &person.id.to_string(),
+            actor,
+            "run.started",
+            detail,
+            now,
+        ))
+        .await?;
+        let dir = &self.config.directory;
+        self.send(
+            &mut tx,
+            &run,
+            Destination::Channel {
+                channel: run.channel.clone(),
+            },
+            Some(keys::root(run.id)),
+            self.root_card(&run, runbook, now),
+            now,
+        )
+        .await?;
+        let first = &runbook.phases[0];
+        self.send_thread(
+            &mut tx,
+            &run,
+            Some(keys::phase(run.id, &first.id)),
+            cards::phase_card(&run, runbook, first, dir),
+            now,
+        )
+        .await?;
+        self.schedule_reminder(&mut tx, &run, runbook, 1, now)
+            .await?;
+        self.schedule_checks(&mut tx, &run, runbook, now).await?;
+        tx.commit().await?;
+        Ok(Reply::changed(format!(
+            "Started deployment #{} of {} {} with runbook {}; follow it in the thread.",
+            run.number, run.service, run.version, runbook.id
+        )))
+    }
+
+    /// Apply a domain action to a run: lock, decide, save, announce, commit.
+    #[instrument(skip_all, fields(run_id = %run_id))]
+    pub(super) async fn act(
+        &self,
+        actor: &Actor,
+        person: &Person,
+        run_id: RunId,
+        action: Action,
+        key: Option<&str>,
+    ) -> Result<Reply> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let (run, new) = tx.lock_run_once(run_id, key, now).await?;
+        let Some(mut run) = run else {
+            return Ok(Reply::refuse("That deployment does not exist."));
+        };
+        let runbook = self.runbook(&run)?;
+        let before = run.clone();
+        let events = match run.decide(runbook, &self.config.directory, &person.id, action, now) {
+            Ok(events) => events,
+            Err(refusal) => return Ok(Reply::refuse(capitalise(&refusal.to_string()))),
+        };
+        if events.is_empty() {
+            return Ok(Reply::private("Nothing to change: that was already done."));
+        }
+        if !new {
+            return Ok(Reply::private("Already handled."));
+        }
+        tx.save_run(&before, &run).await?;
+        let summary = self
+            .announce(
+                &mut tx, &before, &run, runbook, &person.id, actor, &events, now,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Reply::changed(summary))
+    }
+
+    /// Audit every event and queue what others should see; returns a summary for the actor.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn announce(
+        &self,
+        tx: &mut Tx,
+        before: &Run,
+        run: &Run,
+        runbook: &Runbook,
+        who: &PersonId,
+        actor: &Actor,
+        events: &[Event],
+        now: DateTime<Utc>,
+    ) -> Result<String> {
+        let dir = &self.config.directory;
+        let name = dir.name(who).to_string();
+        let item_text = |phase: &str, item: &str| {
+            runbook
+                .phase(phase)
+                .and_then(|p| p.item(item))
+                .map_or(item.to_string(), |i| i.text.clone())
+        };
+        let phase_title = |phase: &str| {
+            runbook
+                .phase(phase)
+                .map_or(phase.to_string(), |p| p.title.clone())
+        };
+        let mut summary = Vec::new();
+        let mut notices = Vec::new();
+        for event in events {
+            let detail = match event {
+                Event::ItemDone { phase, item } => {
+                    format!("{name} marked done: {}", item_text(phase, item))
+                }
+                Event::ItemUndone { phase, item } => {
+                    format!("{name} undid: {}", item_text(phase, item))
+                }
+                Event::ItemNotApplicable {
+                    phase,
+                    item,
+                    reason,
+                } => {
+                    format!(
+                        "{name} marked not applicable: {} ({reason})",
+                        item_text(phase, item)
+                    )
+                }
+                Event::ProductionDeployed => {
+                    let text = format!("🚀 Production deploy done — T0 is {}", cards::hhmm(now));
+                    notices.push(text.clone());
+                    format!(
+                        "production deploy recorded by {name}; T0 {}",
+                        now.to_rfc3339()
+                    )
+                }
+                Event::SignedOff { phase, role } => {
+                    format!(
+                        "{name} signed off {} for {}",
+                        phase_title(phase),
+                        dir.role_name(role)
+                    )
+                }
+                Event::Rejected {
+                    phase,
+                    role,
+                    reason,
+                } => {
+                    let text = format!(
+                        "❌ {name} rejected the {} sign-off for {}: {reason}",
+                        dir.role_name(role),
+                        phase_title(phase)
+                    );
+                    notices.push(text.clone());
+                    text
+                }
+                Event::PhaseEntered { from, to } => {
+                    format!(
+                        "{name} finished {} and moved to {}",
+                        phase_title(from),
+                        phase_title(to)
+                    )
+                }
+                Event::Completed => {
+                    let mut text = format!("🎉 Deployment #{} completed.", run.number);
+                    if let Some(cut) = monitoring_cut_short(run, runbook, now) {
+                        text.push(' ');
+                        text.push_str(&cut);
+                    }
+                    notices.push(text);
+                    format!("{name} completed the deployment")
+                }
+                Event::CheckPassed {
+                    phase,
+                    item,
+                    detail,
+                } => {
+                    format!(
+                        "automated check passed: {} ({detail})",
+                        item_text(phase, item)
+                    )
+                }
+                Event::CheckFailed {
+                    phase,
+                    item,
+                    detail,
+                } => {
+                    let text = format!(
+                        "❌ Automated check failed: {} — {detail}",
+                        item_text(phase, item)
+                    );
+                    // Said in the thread when it starts failing, not at every re-run.
+                    if before.check(phase, item).is_none_or(|c| c.passed) {
+                        notices.push(text.clone());
+                    }
+                    text
+                }
+                Event::Aborted { reason } => {
+                    notices.push(format!(
+                        "🛑 {name} aborted deployment #{}: {reason}",
+                        run.number
+                    ));
+                    format!("{name} aborted the deployment: {reason}")
+                }
+                Event::RollbackStarted { from, reason } => {
+                    notices.push(format!(
+                        "⏪ {name} started a rollback during {}: {reason}",
+                        phase_title(from)
+                    ));
+                    format!("{name} started a rollback: {reason}")
+                }
+                Event::FixForwardChosen { reason } => {
+                    let text =
+                        format!("🔧 {name} chose to fix forward instead of rolling back: {reason}");
+                    notices.push(text.clone());
+                    text
+                }
+                Event::RolledBack => {
+                    notices.push(format!("⏪ Deployment #{} rolled back.", run.number));
+                    format!("{name} finished the rollback")
+                }
+            };
+            tx.audit(&self.audit_entry(
+                run,
+                who.as_str(),
+                actor,
+                event.name(),
+                detail.clone(),
+                now,
+            ))
+            .await?;
+            summary.push(detail);
+        }
+
+        if events
+            .iter()
+            .any(|e| matches!(e, Event::ProductionDeployed))
+        {
+            self.schedule_first_tick(tx, run, runbook).await?;
+        }
+        // The card of the phase acted on, edited in place.
+        if let Some(phase) = runbook.phase(&before.phase) {
+            let card = cards::phase_card(run, runbook, phase, dir);
+            self.send_thread(tx, run, Some(keys::phase(run.id, &phase.id)), card, now)
+                .await?;
+        }
+        for text in notices {
+            let mut card = cards::notice(text);
+            if events.iter().any(|e| matches!(e, Event::Rejected { .. })) {
+                card.mentions.push(run.started_by.clone());
+            }
+            self.send_thread(tx, run, None, card, now).await?;
+        }
+        if run.phase != before.phase && run.status.is_open() {
+            if let Some(phase) = runbook.phase(&run.phase) {
+                let card = cards::phase_card(run, runbook, phase, dir);
+                self.send_thread(tx, run, Some(keys::phase(run.id, &phase.id)), card, now)
+                    .await?;
+                self.schedule_reminder(tx, run, runbook, 1, now).await?;
+                self.schedule_checks(tx, run, runbook, now).await?;
+            }
+        }
+        if run.status != before.status || run.phase != before.phase {
+            let root = self.root_card(run, runbook, now);
+            self.send(
+                tx,
+                run,
+                Destination::Channel {
+                    channel: run.channel.clone(),
+                },
+                Some(keys::root(run.id)),
+                root,
+                now,
+            )
+            .await?;
+        }
+        if !run.status.is_open() {
+            // The report reads the audit log written above, in this transaction.
+            let audit = tx.audit_for_run(run.id).await?;
+            let ticks = tx.ticks_for_run(run.id).await?;
+            let incidents = tx.incidents_for_run(run.id).await?;
+            let md = report::markdown(run, runbook, dir, &audit, &ticks, &incidents);
+            let card = cards::report_card(run, &md, self.run_link(run, now).as_deref());
+            self.send_thread(tx, run, Some(keys::report(run.id)), card, now)
+                .await?;
+        }
+        Ok(summary.join("\n"))
+    }
+}
+
+/// When a run completes before its monitoring window is over, the watch
+/// ends with it: say so, and how far it got.
+fn monitoring_cut_short(run: &Run, runbook: &Runbook, now: DateTime<Utc>) -> Option<String> {
+    let (monitoring, t0) = (runbook.monitoring.as_ref()?, run.t0?);
+    let window = *crate::domain::monitor::tick_offsets(monitoring).last()?;
+    let since = crate::domain::Dur::from_millis((now - t0).num_milliseconds().max(0));
+    (since < window)
+        .then(|| format!("Monitoring stops with it, at T+{since} of its {window} window."))
+}
