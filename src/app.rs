@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::clock::{Clock, SystemClock, VirtualClock};
@@ -80,10 +80,9 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
             "off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN (Socket Mode)"
         ),
         Some(settings) => {
-            let wake = Arc::new(Notify::new());
             let http = settings.signing_secret.is_some();
             let socket = settings.app_token.is_some();
-            let slack = Slack::new(engine.clone(), settings, wake.clone())?;
+            let slack = Slack::new(engine.clone(), settings)?;
             if http {
                 router = router.merge(slack::inbound::routes(slack.clone()));
             }
@@ -91,7 +90,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
                 socket_mode = Some(SocketMode::start(slack.clone()).await?);
             }
             let delivery = Worker::new(engine.clone(), Arc::new(slack::deliver::SlackDelivery::new(slack)));
-            workers.push(watched(delivery.run(wake, stop_rx.clone()), outbox_alive.clone()));
+            workers.push(watched(delivery.run(stop_rx.clone()), outbox_alive.clone()));
             info!(platform = "slack", http, socket_mode = socket, "on");
         }
     }
@@ -101,9 +100,8 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
             "off: set DISCORD_TOKEN (and DISCORD_PUBLIC_KEY for the interactions endpoint)"
         ),
         Some(settings) => {
-            let wake = Arc::new(Notify::new());
             let endpoint = settings.public_key.is_some();
-            let discord = Discord::new(engine.clone(), settings, wake.clone())?;
+            let discord = Discord::new(engine.clone(), settings)?;
             if endpoint {
                 router = router.merge(discord::inbound::routes(discord.clone()));
             } else {
@@ -118,10 +116,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
                 engine.clone(),
                 Arc::new(discord::deliver::DiscordDelivery::new(discord)),
             );
-            workers.push(watched(
-                delivery.run(wake, stop_rx.clone()),
-                outbox_alive.clone(),
-            ));
+            workers.push(watched(delivery.run(stop_rx.clone()), outbox_alive.clone()));
             info!(platform = "discord", endpoint, gateway = !endpoint, "on");
         }
     }

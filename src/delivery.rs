@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, instrument, warn};
 
@@ -160,9 +160,11 @@ impl<D: Deliver> Worker<D> {
         Ok(count)
     }
 
-    /// Deliver until `shutdown` turns true; `wake` cuts the idle wait short.
-    pub async fn run(self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    /// Deliver until `shutdown` turns true; a commit that queued a message
+    /// for this platform cuts the idle wait short (the store's bell).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let platform = self.platform.platform();
+        let bell = self.engine.store().outbox_bell();
         info!(%platform, "delivery started");
         loop {
             let busy = match self.step().await {
@@ -178,7 +180,7 @@ impl<D: Deliver> Worker<D> {
             if !busy {
                 tokio::select! {
                     _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = wake.notified() => {}
+                    _ = bell.wait(platform) => {}
                     _ = shutdown.changed() => return,
                 }
             }

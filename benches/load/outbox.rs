@@ -17,7 +17,6 @@ use tminus::engine::{cards, Engine};
 use tminus::slack::deliver::SlackDelivery;
 use tminus::slack::{Slack, SlackSettings};
 use tminus::store::Store;
-use tokio::sync::Notify;
 
 use crate::fake::{Fake, SLACK_TOKEN};
 use crate::procs::{loadavg, self_cpu};
@@ -44,7 +43,6 @@ pub async fn run(
             app_token: None,
             api_url: fake.slack_api_url(),
         },
-        Arc::new(Notify::new()),
     )?;
     let worker = Worker::new(engine.clone(), Arc::new(SlackDelivery::new(slack)));
     // A real card: the bench runbook's first phase, as a click would redraw it.

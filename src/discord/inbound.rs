@@ -223,7 +223,6 @@ impl Discord {
             }
             _ => return None,
         };
-        self.wake.notify_one();
         Some(answer)
     }
 

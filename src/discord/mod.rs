@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serenity::interactions_endpoint::Verifier;
-use tokio::sync::Notify;
 
 use crate::config::Secret;
 use crate::engine::Engine;
@@ -66,16 +65,10 @@ pub struct Discord {
     pub settings: DiscordSettings,
     pub verifier: Option<Verifier>,
     pub rest: rest::Rest,
-    /// Wakes the delivery worker when something was queued.
-    pub wake: Arc<Notify>,
 }
 
 impl Discord {
-    pub fn new(
-        engine: Engine,
-        settings: DiscordSettings,
-        wake: Arc<Notify>,
-    ) -> Result<Arc<Discord>> {
+    pub fn new(engine: Engine, settings: DiscordSettings) -> Result<Arc<Discord>> {
         let verifier = match &settings.public_key {
             Some(hex) => {
                 let bytes: [u8; 32] = crate::hex::decode(hex)
@@ -94,7 +87,6 @@ impl Discord {
             settings,
             verifier,
             rest,
-            wake,
         }))
     }
 }

@@ -162,7 +162,6 @@ impl Slack {
             .engine
             .handle(&actor, Request::Command(cmd), key.as_deref())
             .await;
-        self.wake.notify_one();
         self.reply_json(&reply)
     }
 
@@ -283,7 +282,6 @@ impl Slack {
                 warn!(error = format!("{e:#}"), "could not queue a private answer");
             }
         }
-        self.wake.notify_one();
     }
 
     /// Open a modal asking why (reject, not applicable, abort, roll back).
@@ -342,9 +340,8 @@ impl Slack {
             card: crate::chat::Card::new("tminus runs deployment runbooks here.")
                 .section(None, command::help().lines().map(str::to_string).collect()),
         };
-        match self.engine.post_message(&msg, key.as_deref()).await {
-            Ok(_) => self.wake.notify_one(),
-            Err(e) => warn!(error = format!("{e:#}"), "could not answer a mention"),
+        if let Err(e) = self.engine.post_message(&msg, key.as_deref()).await {
+            warn!(error = format!("{e:#}"), "could not answer a mention");
         }
     }
 }

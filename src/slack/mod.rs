@@ -15,7 +15,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use slack_morphism::hyper_tokio::SlackClientHyperHttpsConnector;
 use slack_morphism::prelude::*;
-use tokio::sync::Notify;
 
 pub use crate::config::Secret;
 use crate::engine::Engine;
@@ -80,12 +79,10 @@ pub struct Slack {
     pub settings: SlackSettings,
     pub client: Arc<Client>,
     token: SlackApiToken,
-    /// Wakes the delivery worker when something was queued.
-    pub wake: Arc<Notify>,
 }
 
 impl Slack {
-    pub fn new(engine: Engine, settings: SlackSettings, wake: Arc<Notify>) -> Result<Arc<Slack>> {
+    pub fn new(engine: Engine, settings: SlackSettings) -> Result<Arc<Slack>> {
         let client = Arc::new(client(&settings.api_url)?);
         let token = SlackApiToken::new(SlackApiTokenValue(settings.bot_token.expose().to_string()));
         Ok(Arc::new(Slack {
@@ -93,7 +90,6 @@ impl Slack {
             engine,
             settings,
             client,
-            wake,
         }))
     }
 

@@ -37,6 +37,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::domain::Platform;
+
 pub use audit::AuditEntry;
 pub use incidents::PageRecord;
 pub use monitor::TickRecord;
@@ -59,6 +61,37 @@ pub struct Store {
     /// SQLite: the write connection, one writer at a time in this process
     /// (see the module comment); `None` on PostgreSQL.
     writer: Option<Arc<Mutex<WriteConn>>>,
+    /// Rung after a commit that queued messages, per platform.
+    bell: Arc<OutboxBell>,
+}
+
+/// How a commit that queued messages wakes the platform's delivery worker at
+/// once instead of at its next idle poll. Ringing happens in one place,
+/// [`Tx::commit`], whoever wrote the transaction (a command, a click, a
+/// timer), so no adapter has to remember it.
+#[derive(Default)]
+pub struct OutboxBell {
+    bells: [tokio::sync::Notify; 3],
+}
+
+impl OutboxBell {
+    fn index(platform: Platform) -> usize {
+        match platform {
+            Platform::Slack => 0,
+            Platform::Discord => 1,
+            Platform::Shell => 2,
+        }
+    }
+
+    /// Wake `platform`'s worker (or let its next wait return at once).
+    pub fn ring(&self, platform: Platform) {
+        self.bells[Self::index(platform)].notify_one();
+    }
+
+    /// Wait until a commit queues a message for `platform`.
+    pub async fn wait(&self, platform: Platform) {
+        self.bells[Self::index(platform)].notified().await
+    }
 }
 
 /// SQLite's write connection. `open` is true from `BEGIN` until `COMMIT` or
@@ -162,6 +195,9 @@ pub struct Tx {
     tx: TxConn,
     dialect: Dialect,
     pending: Batch,
+    bell: Arc<OutboxBell>,
+    /// The platforms this transaction queued messages for.
+    queued: Vec<Platform>,
 }
 
 /// One argument of a statement built with [`Batch`].
@@ -304,6 +340,7 @@ impl Store {
             pool,
             dialect,
             writer: None,
+            bell: Arc::default(),
         };
         store.migrate().await?;
         if dialect == Dialect::Sqlite {
@@ -371,7 +408,14 @@ impl Store {
             tx,
             dialect: self.dialect,
             pending,
+            bell: self.bell.clone(),
+            queued: Vec::new(),
         })
+    }
+
+    /// The bell a commit rings when it queued messages.
+    pub fn outbox_bell(&self) -> Arc<OutboxBell> {
+        self.bell.clone()
     }
 
     /// Whether the database answers.
@@ -439,7 +483,19 @@ async fn checkpoints(pool: AnyPool, writer: std::sync::Weak<Mutex<WriteConn>>) {
 }
 
 impl Tx {
+    /// Commit, then wake the delivery of every platform a message was
+    /// queued for.
     pub async fn commit(mut self) -> Result<()> {
+        let queued = std::mem::take(&mut self.queued);
+        let bell = self.bell.clone();
+        self.commit_writes().await?;
+        for platform in queued {
+            bell.ring(platform);
+        }
+        Ok(())
+    }
+
+    async fn commit_writes(&mut self) -> Result<()> {
         let mut pending = std::mem::take(&mut self.pending);
         match std::mem::replace(&mut self.tx, TxConn::Done) {
             TxConn::Sqlite(mut turn) => {

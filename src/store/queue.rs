@@ -110,6 +110,9 @@ impl Tx {
         msg: &Outgoing,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if !self.queued.contains(&msg.platform) {
+            self.queued.push(msg.platform);
+        }
         let payload = serde_json::to_string(msg)?;
         let insert = "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at)";
         let args = [

@@ -709,12 +709,7 @@ async fn gateway_interactions_go_through_the_same_handler() {
         application_id: None,
         api_url: tminus::discord::DEFAULT_API_URL.into(),
     };
-    let discord = tminus::discord::Discord::new(
-        engine.clone(),
-        settings,
-        Arc::new(tokio::sync::Notify::new()),
-    )
-    .unwrap();
+    let discord = tminus::discord::Discord::new(engine.clone(), settings).unwrap();
     let cfg = config();
     let channel = cfg.channels["discord"].deployments.clone();
     let event = json!({"op": 0, "t": "INTERACTION_CREATE", "s": 3, "d": interaction(&cfg, "alice", 2, &channel, deploy_command("start", json!([

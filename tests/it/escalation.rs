@@ -68,7 +68,6 @@ impl Env {
         let dyn_clock: Arc<dyn Clock> = clock.clone();
         let config = config();
         let engine = Engine::new(store, config.clone(), dyn_clock);
-        let wake = Arc::new(tokio::sync::Notify::new());
         let adapter = match platform {
             Platform::Slack => {
                 let fake = FakeSlack::start().await;
@@ -78,7 +77,7 @@ impl Env {
                     app_token: None,
                     api_url: fake.api_url(),
                 };
-                let slack = Slack::new(engine.clone(), settings, wake).unwrap();
+                let slack = Slack::new(engine.clone(), settings).unwrap();
                 let worker =
                     Worker::new(engine.clone(), Arc::new(SlackDelivery::new(slack.clone())));
                 Adapter::Slack {
@@ -95,7 +94,7 @@ impl Env {
                     application_id: None,
                     api_url: fake.api_url(),
                 };
-                let discord = Discord::new(engine.clone(), settings, wake).unwrap();
+                let discord = Discord::new(engine.clone(), settings).unwrap();
                 let worker = Worker::new(
                     engine.clone(),
                     Arc::new(DiscordDelivery::new(discord.clone())),
