@@ -41,7 +41,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     let store = Store::connect(&database_url(db)).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let access = Arc::new(web::access::WebAccess::from_env());
-    let engine = Engine::new(store.clone(), config.clone(), clock).with_web(access.clone());
+    let engine = Engine::new(store.clone(), config.clone(), clock).with_links(access.clone());
     let listen = std::env::var("TMINUS_LISTEN")
         .ok()
         .filter(|l| !l.is_empty())

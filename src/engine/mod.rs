@@ -29,6 +29,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Action, Person, Platform, Run, Runbook};
 use crate::metrics::METRICS;
+use crate::monitor::Prober;
 use crate::store::{AuditEntry, Store, Timer, TimerKind, Tx};
 
 pub use command::Command;
@@ -94,15 +95,22 @@ impl Reply {
     }
 }
 
+/// Makes the signed link to a run's page that chat messages carry; the web
+/// side implements it, and the engine is given one like its clock.
+pub trait LinkSigner: Send + Sync {
+    /// The link, or `None` when links are off (no public URL or no secret).
+    fn run_link(&self, run: crate::domain::RunId, now: DateTime<Utc>) -> Option<String>;
+}
+
 /// The engine; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     store: Store,
     config: Arc<Config>,
     clock: Arc<dyn Clock>,
-    prober: crate::monitor::Prober,
+    prober: Prober,
     /// Signs the run-page links posted in chat, when the web side is set up.
-    web: Option<Arc<crate::web::access::WebAccess>>,
+    links: Option<Arc<dyn LinkSigner>>,
 }
 
 const BOT: &str = "tminus";
@@ -113,14 +121,20 @@ impl Engine {
             store,
             config,
             clock,
-            prober: crate::monitor::Prober::new(),
-            web: None,
+            prober: Prober::new(),
+            links: None,
         }
     }
 
     /// Post signed links to run pages in root messages and reports.
-    pub fn with_web(mut self, web: Arc<crate::web::access::WebAccess>) -> Engine {
-        self.web = Some(web);
+    pub fn with_links(mut self, links: Arc<dyn LinkSigner>) -> Engine {
+        self.links = Some(links);
+        self
+    }
+
+    /// Probe with `prober` (checks and monitoring) instead of a default one.
+    pub fn with_prober(mut self, prober: Prober) -> Engine {
+        self.prober = prober;
         self
     }
 
@@ -134,7 +148,7 @@ impl Engine {
     }
 
     fn run_link(&self, run: &Run, now: DateTime<Utc>) -> Option<String> {
-        self.web.as_ref()?.run_link(run.id, now)
+        self.links.as_ref()?.run_link(run.id, now)
     }
 
     pub fn store(&self) -> &Store {

@@ -125,6 +125,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+impl crate::engine::LinkSigner for WebAccess {
+    fn run_link(&self, run: RunId, now: DateTime<Utc>) -> Option<String> {
+        WebAccess::run_link(self, run, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
