@@ -108,7 +108,7 @@ async fn seed(
                 };
                 let id = buttons::encode(run.id, &deploy);
                 let reply = engine
-                    .handle(&actor, Request::Click { id, reason: None }, None)
+                    .handle(&actor, Request::click(&id, None).unwrap(), None)
                     .await;
                 ensure!(reply.changed, "deploy click: {}", reply.text);
             }

@@ -22,6 +22,43 @@ pub enum Pressed {
     Recheck { run: RunId, phase: String },
 }
 
+impl Pressed {
+    /// Whether pressing it asks the person for a reason first (the run
+    /// actions the domain lists, opening an incident, resolving one).
+    pub fn wants_reason(&self) -> bool {
+        match self {
+            Pressed::Run(_, action) => action.needs_reason(),
+            Pressed::OpenIncident { .. } => true,
+            Pressed::Incident(_, action) => matches!(action, IncidentAction::Resolve { .. }),
+            Pressed::Recheck { .. } => false,
+        }
+    }
+
+    /// The same press with the reason the person typed.
+    pub fn with_reason(self, reason: Option<String>) -> Pressed {
+        match self {
+            Pressed::Run(run, action) => Pressed::Run(run, action.with_reason(reason)),
+            Pressed::OpenIncident { run, .. } => Pressed::OpenIncident {
+                run,
+                summary: reason,
+            },
+            Pressed::Incident(id, IncidentAction::Resolve { .. }) => {
+                Pressed::Incident(id, IncidentAction::Resolve { note: reason })
+            }
+            other => other,
+        }
+    }
+
+    /// The title and the question of the dialog that asks for its reason.
+    pub fn reason_prompt(&self) -> (&'static str, &'static str) {
+        match self {
+            Pressed::OpenIncident { .. } => ("Open an incident", "What is wrong?"),
+            Pressed::Incident(..) => ("Resolve the incident", "What was done?"),
+            _ => ("Give a reason", "Why?"),
+        }
+    }
+}
+
 /// The id of a phase's "Check again" button.
 pub fn recheck(run: RunId, phase: &str) -> String {
     format!("checklist.recheck:{run}:{phase}")
@@ -65,26 +102,6 @@ pub fn pressed(id: &str, reason: Option<String>) -> Option<Pressed> {
             })
         }
         _ => decode(id, reason).map(|(run, action)| Pressed::Run(run, action)),
-    }
-}
-
-/// The title and the question of the dialog that asks for a button's reason.
-pub fn reason_prompt(id: &str) -> (&'static str, &'static str) {
-    match pressed(id, None) {
-        Some(Pressed::OpenIncident { .. }) => ("Open an incident", "What is wrong?"),
-        Some(Pressed::Incident(..)) => ("Resolve the incident", "What was done?"),
-        _ => ("Give a reason", "Why?"),
-    }
-}
-
-/// Whether pressing the button with this id asks the person for a reason
-/// (reject, not applicable, abort, roll back, open or resolve an incident).
-pub fn wants_reason(id: &str) -> bool {
-    match pressed(id, None) {
-        Some(Pressed::Run(_, action)) => needs_reason(&action),
-        Some(Pressed::OpenIncident { .. }) => true,
-        Some(Pressed::Incident(_, action)) => matches!(action, IncidentAction::Resolve { .. }),
-        Some(Pressed::Recheck { .. }) | None => false,
     }
 }
 
@@ -150,21 +167,13 @@ pub fn decode(id: &str, reason: Option<String>) -> Option<(RunId, Action)> {
     Some((run, action))
 }
 
-/// Whether the action behind a button needs a reason typed in.
-pub fn needs_reason(action: &Action) -> bool {
-    matches!(
-        action,
-        Action::ItemNotApplicable { .. }
-            | Action::Reject { .. }
-            | Action::Abort { .. }
-            | Action::Rollback { .. }
-            | Action::FixForward { .. }
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wants_reason(id: &str) -> bool {
+        pressed(id, None).is_some_and(|p| p.wants_reason())
+    }
 
     fn all_actions() -> Vec<Action> {
         let (p, i) = ("pre-deploy".to_string(), "tests".to_string());

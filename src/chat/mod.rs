@@ -95,9 +95,24 @@ pub struct Button {
     pub label: String,
     #[serde(default)]
     pub style: ButtonStyle,
-    /// Whether pressing it needs a reason typed by the person (reject, n/a, abort, roll back).
+    /// Whether pressing it needs a reason typed by the person (the domain's
+    /// `Action::needs_reason`, or opening and resolving an incident).
     #[serde(default)]
     pub needs_reason: bool,
+}
+
+impl Button {
+    /// A button for one of tminus's ids; whether it asks for a reason comes
+    /// from what the id means ([`buttons::Pressed::wants_reason`]).
+    pub fn new(id: String, label: impl Into<String>, style: ButtonStyle) -> Button {
+        let needs_reason = buttons::pressed(&id, None).is_some_and(|p| p.wants_reason());
+        Button {
+            id,
+            label: label.into(),
+            style,
+            needs_reason,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -21,9 +21,10 @@ use serde_json::{json, Value};
 use tracing::{instrument, warn};
 
 use super::{render, Discord};
+use crate::chat::buttons::Pressed;
 use crate::chat::{buttons, json_str as text};
 use crate::domain::Platform;
-use crate::engine::{command, Actor, Reply, Request};
+use crate::engine::{command, Actor, Reply, Request, NOT_MY_BUTTON};
 
 pub const MAX_BODY: usize = 1 << 20;
 /// How far an interaction's timestamp may be from now.
@@ -203,15 +204,18 @@ impl Discord {
                 }
             }
             3 => {
-                let id = text(data, &["custom_id"])?.to_string();
-                let wants_reason = buttons::wants_reason(&id);
-                if wants_reason {
-                    return Some(reason_modal(&id));
+                let id = text(data, &["custom_id"])?;
+                // Decoded once, here: a button tminus did not make goes no further.
+                match buttons::pressed(id, None) {
+                    Some(p) if p.wants_reason() => {
+                        return Some(reason_modal(id, p.reason_prompt()))
+                    }
+                    Some(p) => self.click(&actor, p, key).await,
+                    None => message(NOT_MY_BUTTON, None, self),
                 }
-                self.click(&actor, id, None, key).await
             }
             5 => {
-                let id = text(data, &["custom_id"])?.to_string();
+                let id = text(data, &["custom_id"])?;
                 let reason = data["components"]
                     .as_array()
                     .into_iter()
@@ -219,23 +223,20 @@ impl Discord {
                     .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
                     .find(|c| c["custom_id"] == REASON_INPUT)
                     .and_then(|c| c["value"].as_str().map(str::to_string));
-                self.click(&actor, id, reason, key).await
+                match buttons::pressed(id, reason) {
+                    Some(p) => self.click(&actor, p, key).await,
+                    None => message(NOT_MY_BUTTON, None, self),
+                }
             }
             _ => return None,
         };
         Some(answer)
     }
 
-    async fn click(
-        &self,
-        actor: &Actor,
-        id: String,
-        reason: Option<String>,
-        key: Option<String>,
-    ) -> Value {
+    async fn click(&self, actor: &Actor, pressed: Pressed, key: Option<String>) -> Value {
         let reply = self
             .engine
-            .handle(actor, Request::Click { id, reason }, key.as_deref())
+            .handle(actor, Request::Click(pressed), key.as_deref())
             .await;
         if reply.refused {
             message(&reply.text, None, self)
@@ -248,8 +249,7 @@ impl Discord {
 
 /// The dialog that asks why; its id is the button's, so the submission
 /// finds its way back to the same action.
-fn reason_modal(button_id: &str) -> Value {
-    let (title, question) = buttons::reason_prompt(button_id);
+fn reason_modal(button_id: &str, (title, question): (&str, &str)) -> Value {
     json!({
         "type": 9,
         "data": {

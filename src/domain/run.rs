@@ -196,6 +196,37 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// Whether the action needs a reason typed by the person: the one list
+    /// that [`Run::decide`] enforces, buttons mark and dialogs ask for.
+    pub fn needs_reason(&self) -> bool {
+        self.clone().reason_slot().is_some()
+    }
+
+    /// The action with the reason the person typed, for those that take one.
+    pub fn with_reason(mut self, reason: Option<String>) -> Action {
+        if let Some(slot) = self.reason_slot() {
+            *slot = reason;
+        }
+        self
+    }
+
+    fn reason_slot(&mut self) -> Option<&mut Option<String>> {
+        match self {
+            Action::ItemNotApplicable { reason, .. }
+            | Action::Reject { reason, .. }
+            | Action::Abort { reason }
+            | Action::Rollback { reason }
+            | Action::FixForward { reason } => Some(reason),
+            Action::ItemDone { .. }
+            | Action::ItemUndo { .. }
+            | Action::SignOff { .. }
+            | Action::Advance { .. }
+            | Action::RecordCheck { .. } => None,
+        }
+    }
+}
+
 /// What changed, in the order it happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {

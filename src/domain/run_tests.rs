@@ -2314,3 +2314,28 @@ fn a_check_result_for_a_phase_already_left_changes_nothing() {
     h.reach_prod();
     h.noop(AUTOMATED_CHECK, check_result(false, "refused", 1));
 }
+
+#[test]
+fn the_actions_that_need_a_reason_are_those_decide_asks_one_of() {
+    let cases: Vec<(&str, Action)> = vec![
+        ("alice", done("pre", "tests")),
+        ("alice", undo("pre", "tests")),
+        ("alice", na("pre", "announce", None)),
+        ("bob", sign("pre", "qa")),
+        ("bob", reject("pre", "qa", None)),
+        ("alice", advance("pre")),
+        ("alice", abort(None)),
+        ("alice", rollback(None)),
+        ("alice", Action::FixForward { reason: None }),
+    ];
+    for (who, action) in cases {
+        let mut h = H::started_by("alice");
+        let needs = action.needs_reason();
+        let asked = matches!(h.act(who, action.clone()), Err(Refusal::ReasonRequired(_)));
+        assert_eq!(needs, asked, "{action:?}");
+        // With a reason, the reason is no longer what stops it.
+        let given = action.with_reason(Some("because".into()));
+        let asked = matches!(h.act(who, given), Err(Refusal::ReasonRequired(_)));
+        assert!(!asked, "{who}");
+    }
+}

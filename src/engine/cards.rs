@@ -24,12 +24,7 @@ fn short(text: &str) -> String {
 }
 
 fn button(run: &Run, action: Action, label: String, style: ButtonStyle) -> Button {
-    Button {
-        id: encode(run.id, &action),
-        needs_reason: crate::chat::buttons::needs_reason(&action),
-        label,
-        style,
-    }
+    Button::new(encode(run.id, &action), label, style)
 }
 
 /// The message in the deployments channel that the run's thread hangs from.
@@ -215,12 +210,11 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
             ButtonStyle::Primary,
         ));
         if phase.items.iter().any(|i| i.check.is_some()) {
-            buttons.push(Button {
-                id: crate::chat::buttons::recheck(run.id, &phase.id),
-                label: "Check again".into(),
-                style: ButtonStyle::Default,
-                needs_reason: false,
-            });
+            buttons.push(Button::new(
+                crate::chat::buttons::recheck(run.id, &phase.id),
+                "Check again",
+                ButtonStyle::Default,
+            ));
         }
         if run.status == RunStatus::Active && run.t0.is_some() && runbook.rollback.is_some() {
             buttons.push(button(

@@ -12,21 +12,15 @@ use super::cards::{hhmm, run_label};
 
 /// The "Open incident" button of a run; the reason asked for is the summary.
 pub fn open_incident_button(run: &Run) -> Button {
-    Button {
-        id: buttons::open_incident(run.id),
-        label: "Open incident".into(),
-        style: ButtonStyle::Danger,
-        needs_reason: true,
-    }
+    Button::new(
+        buttons::open_incident(run.id),
+        "Open incident",
+        ButtonStyle::Danger,
+    )
 }
 
 fn incident_button(id: i64, action: IncidentAction, label: &str, style: ButtonStyle) -> Button {
-    Button {
-        id: buttons::incident(id, &action),
-        needs_reason: matches!(action, IncidentAction::Resolve { .. }),
-        label: label.into(),
-        style,
-    }
+    Button::new(buttons::incident(id, &action), label, style)
 }
 
 /// An incident's Acknowledge and Resolve buttons, while it is open.

@@ -49,9 +49,21 @@ pub struct Actor {
 pub enum Request {
     /// A `/deploy …` command, already parsed.
     Command(Command),
-    /// A button press, with the reason typed for buttons that need one.
-    Click { id: String, reason: Option<String> },
+    /// A button press, decoded once at the edge from the button's id, with
+    /// the reason typed for buttons that need one.
+    Click(Pressed),
 }
+
+impl Request {
+    /// The press behind button `id`, with `reason`; `None` for an id tminus
+    /// did not make, which the adapter refuses itself.
+    pub fn click(id: &str, reason: Option<String>) -> Option<Request> {
+        buttons::pressed(id, reason).map(Request::Click)
+    }
+}
+
+/// The answer to a button id tminus did not make (or no longer knows).
+pub const NOT_MY_BUTTON: &str = "That button is not one of mine, or it is out of date.";
 
 /// The answer for the person who acted. Everything others see goes through
 /// the outbox instead.
@@ -177,7 +189,7 @@ impl Engine {
         let watch = crate::clock::Stopwatch::start();
         let counter = match request {
             Request::Command(_) => &METRICS.commands,
-            Request::Click { .. } => &METRICS.clicks,
+            Request::Click(_) => &METRICS.clicks,
         };
         counter.add(actor.platform, 1);
         let answer = self.try_handle(actor, request, request_key).await;
@@ -213,11 +225,11 @@ impl Engine {
         };
         match request {
             Request::Command(cmd) => self.command(actor, &person, cmd, request_key).await,
-            Request::Click { id, reason } => match buttons::pressed(&id, reason) {
-                Some(Pressed::Run(run, action)) => {
+            Request::Click(pressed) => match pressed {
+                Pressed::Run(run, action) => {
                     self.act(actor, &person, run, action, request_key).await
                 }
-                Some(Pressed::OpenIncident { run, summary }) => {
+                Pressed::OpenIncident { run, summary } => {
                     let Some(run) = self.store.run(run).await? else {
                         return Ok(Reply::refuse("That deployment does not exist."));
                     };
@@ -226,16 +238,13 @@ impl Engine {
                     self.open_incident_on(actor, &person, run, severity, summary, request_key)
                         .await
                 }
-                Some(Pressed::Incident(id, action)) => {
+                Pressed::Incident(id, action) => {
                     self.incident_action(actor, &person, id, action, request_key)
                         .await
                 }
-                Some(Pressed::Recheck { run, phase }) => {
+                Pressed::Recheck { run, phase } => {
                     self.recheck(actor, &person, run, &phase, request_key).await
                 }
-                None => Ok(Reply::refuse(
-                    "That button is not one of mine, or it is out of date.",
-                )),
             },
         }
     }

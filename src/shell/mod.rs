@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 use crate::clock::{Clock, VirtualClock};
 use crate::domain::{Dur, PersonId, Platform};
-use crate::engine::{command, Actor, Engine, Request};
+use crate::engine::{command, Actor, Engine, Request, NOT_MY_BUTTON};
 use crate::scheduler::Scheduler;
 
 const HELP: &str = "\
@@ -205,11 +205,10 @@ impl<W: Write> Shell<W> {
             )?;
             return Ok(());
         }
-        self.request(Request::Click {
-            id: button.id,
-            reason,
-        })
-        .await
+        match Request::click(&button.id, reason) {
+            Some(request) => self.request(request).await,
+            None => Ok(writeln!(self.out, "{NOT_MY_BUTTON}")?),
+        }
     }
 
     async fn request(&mut self, request: Request) -> Result<()> {

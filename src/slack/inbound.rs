@@ -20,9 +20,10 @@ use slack_morphism::prelude::*;
 use tracing::{info, instrument, warn};
 
 use super::{blocks, verify, Slack};
+use crate::chat::buttons::Pressed;
 use crate::chat::{buttons, json_str as text, Destination, Outgoing};
 use crate::domain::Platform;
-use crate::engine::{command, Actor, Reply, Request};
+use crate::engine::{command, Actor, Reply, Request, NOT_MY_BUTTON};
 
 /// Slack's payloads are small; anything bigger is refused before parsing.
 pub const MAX_BODY: usize = 1 << 20;
@@ -214,16 +215,23 @@ impl Slack {
                 let trigger = text(&payload, &["trigger_id"])
                     .unwrap_or_default()
                     .to_string();
-                let wants_reason = buttons::wants_reason(&id);
-                if wants_reason && !trigger.is_empty() {
+                // Decoded once, here: a button tminus did not make goes no further.
+                let Some(pressed) = buttons::pressed(&id, None) else {
+                    self.tell_privately(&user, &channel, thread, NOT_MY_BUTTON.into())
+                        .await;
+                    return None;
+                };
+                if pressed.wants_reason() && !trigger.is_empty() {
                     let this = self.clone();
-                    tokio::spawn(
-                        async move { this.ask_reason(&trigger, &id, &channel, thread).await },
-                    );
+                    let prompt = pressed.reason_prompt();
+                    tokio::spawn(async move {
+                        this.ask_reason(&trigger, &id, prompt, &channel, thread)
+                            .await
+                    });
                     return None;
                 }
                 let key = (!trigger.is_empty()).then(|| format!("slack:act:{trigger}"));
-                self.click(&user, &channel, thread, id, None, key).await;
+                self.click(&user, &channel, thread, pressed, key).await;
                 None
             }
             "view_submission"
@@ -240,7 +248,13 @@ impl Slack {
                 )
                 .map(str::to_string);
                 let key = text(&payload, &["view", "id"]).map(|v| format!("slack:view:{v}"));
-                self.click(&user, &channel, thread, id, reason, key).await;
+                match buttons::pressed(&id, reason) {
+                    Some(pressed) => self.click(&user, &channel, thread, pressed, key).await,
+                    None => {
+                        self.tell_privately(&user, &channel, thread, NOT_MY_BUTTON.into())
+                            .await
+                    }
+                }
                 None
             }
             _ => None,
@@ -254,8 +268,7 @@ impl Slack {
         user: &str,
         channel: &str,
         thread: Option<String>,
-        id: String,
-        reason: Option<String>,
+        pressed: Pressed,
         key: Option<String>,
     ) {
         let actor = Actor {
@@ -265,29 +278,46 @@ impl Slack {
         };
         let reply = self
             .engine
-            .handle(&actor, Request::Click { id, reason }, key.as_deref())
+            .handle(&actor, Request::Click(pressed), key.as_deref())
             .await;
         if reply.refused {
-            let msg = Outgoing {
-                platform: Platform::Slack,
-                to: Destination::Ephemeral {
-                    channel: channel.to_string(),
-                    user: user.to_string(),
-                    thread_ref: thread,
-                },
-                key: None,
-                card: crate::chat::Card::new(reply.text),
-            };
-            if let Err(e) = self.engine.post_message(&msg, None).await {
-                warn!(error = format!("{e:#}"), "could not queue a private answer");
-            }
+            self.tell_privately(user, channel, thread, reply.text).await;
+        }
+    }
+
+    /// An answer only `user` sees, where they clicked.
+    async fn tell_privately(
+        &self,
+        user: &str,
+        channel: &str,
+        thread: Option<String>,
+        text: String,
+    ) {
+        let msg = Outgoing {
+            platform: Platform::Slack,
+            to: Destination::Ephemeral {
+                channel: channel.to_string(),
+                user: user.to_string(),
+                thread_ref: thread,
+            },
+            key: None,
+            card: crate::chat::Card::new(text),
+        };
+        if let Err(e) = self.engine.post_message(&msg, None).await {
+            warn!(error = format!("{e:#}"), "could not queue a private answer");
         }
     }
 
     /// Open a modal asking why (reject, not applicable, abort, roll back).
-    async fn ask_reason(&self, trigger: &str, id: &str, channel: &str, thread: Option<String>) {
+    async fn ask_reason(
+        &self,
+        trigger: &str,
+        id: &str,
+        (title, question): (&str, &str),
+        channel: &str,
+        thread: Option<String>,
+    ) {
         let meta = json!({ "id": id, "channel": channel, "thread": thread }).to_string();
-        let (title, question) = buttons::reason_prompt(id);
         let input = SlackInputBlock::new(
             SlackBlockPlainTextOnly::from(question),
             SlackInputBlockElement::PlainTextInput(

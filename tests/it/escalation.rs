@@ -44,10 +44,10 @@ pub(crate) enum Adapter {
 
 /// A message the bot posted (not an edit): where, its text, its buttons.
 #[derive(Clone, Debug)]
-struct Posted {
-    channel: String,
-    text: String,
-    buttons: Vec<(String, String)>,
+pub(crate) struct Posted {
+    pub(crate) channel: String,
+    pub(crate) text: String,
+    pub(crate) buttons: Vec<(String, String)>,
 }
 
 pub(crate) struct Env {
@@ -62,11 +62,15 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) async fn start(db: TestDb, platform: Platform) -> Env {
+        Env::start_with(db, platform, config()).await
+    }
+
+    /// With another configuration.
+    pub(crate) async fn start_with(db: TestDb, platform: Platform, config: Arc<Config>) -> Env {
         let store = Store::connect(&db.url).await.expect("connect");
         let start: DateTime<Utc> = START.parse().unwrap();
         let clock = Arc::new(VirtualClock::new(start));
         let dyn_clock: Arc<dyn Clock> = clock.clone();
-        let config = config();
         let engine = Engine::new(store, config.clone(), dyn_clock);
         let adapter = match platform {
             Platform::Slack => {
@@ -245,6 +249,86 @@ impl Env {
         }
     }
 
+    /// Press a button that asks for a reason, as `person` would: the bot
+    /// opens its dialog (Slack's `views.open`, Discord's modal answer), and
+    /// the person submits `reason` in it.
+    pub(crate) async fn press_with_reason(
+        &self,
+        person: &str,
+        posted: &Posted,
+        label: &str,
+        reason: &str,
+    ) {
+        let id = posted
+            .buttons
+            .iter()
+            .find(|(l, _)| l == label)
+            .unwrap_or_else(|| panic!("no {label:?} button on {posted:?}"))
+            .1
+            .clone();
+        let user = self.platform_id(person);
+        match &self.adapter {
+            Adapter::Slack { slack, fake, .. } => {
+                let payload = json!({
+                    "type": "block_actions",
+                    "user": {"id": user},
+                    "channel": {"id": posted.channel},
+                    "trigger_id": format!("trigger-{}", uuidish()),
+                    "message": {"ts": "1.000001"},
+                    "actions": [{"action_id": id, "type": "button"}]
+                });
+                assert!(slack.on_interaction(payload).await.is_none());
+                let opened = fake
+                    .wait_for("the reason dialog", |c| {
+                        c.iter().any(|c| c.method == "views.open" && c.ok())
+                    })
+                    .await;
+                let view = &opened
+                    .iter()
+                    .rfind(|c| c.method == "views.open")
+                    .unwrap()
+                    .body["view"];
+                let view: Value = match view.as_str() {
+                    Some(text) => serde_json::from_str(text).unwrap(),
+                    None => view.clone(),
+                };
+                let submission = json!({
+                    "type": "view_submission",
+                    "user": {"id": user},
+                    "view": {
+                        "id": format!("V{}", uuidish()),
+                        "callback_id": view["callback_id"],
+                        "private_metadata": view["private_metadata"],
+                        "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}
+                    }
+                });
+                slack.on_interaction(submission).await;
+            }
+            Adapter::Discord { discord, .. } => {
+                let click = interaction(
+                    &user,
+                    &posted.channel,
+                    3,
+                    json!({"component_type": 2, "custom_id": id}),
+                );
+                let modal = discord.respond(click).await.unwrap();
+                assert_eq!(modal["type"], 9, "a modal asks for the reason: {modal}");
+                let input = &modal["data"]["components"][0]["components"][0];
+                let submit = interaction(
+                    &user,
+                    &posted.channel,
+                    5,
+                    json!({"custom_id": modal["data"]["custom_id"], "components": [
+                        {"type": 1, "components": [{"type": 4, "custom_id": input["custom_id"], "value": reason}]}
+                    ]}),
+                );
+                let answer = discord.respond(submit).await.unwrap();
+                assert_eq!(answer["type"], 6, "accepted without a refusal: {answer}");
+            }
+        }
+        self.drain().await;
+    }
+
     /// Deliver everything queued.
     pub(crate) async fn drain(&self) {
         loop {
@@ -259,7 +343,7 @@ impl Env {
     }
 
     /// Move the clock to `minutes` after the start, fire what is due, deliver.
-    async fn at_minute(&self, minutes: i64) -> usize {
+    pub(crate) async fn at_minute(&self, minutes: i64) -> usize {
         self.clock.set(self.start + Duration::minutes(minutes));
         let fired = self.scheduler.run_due(self.clock.now()).await.unwrap();
         self.drain().await;
@@ -267,7 +351,7 @@ impl Env {
     }
 
     /// Every message posted so far, in order.
-    fn posted(&self) -> Vec<Posted> {
+    pub(crate) fn posted(&self) -> Vec<Posted> {
         match &self.adapter {
             Adapter::Slack { fake, .. } => fake
                 .ok_calls("chat.postMessage")
@@ -501,10 +585,7 @@ async fn seed_003_path(db: TestDb, platform: Platform) {
                 user: env.platform_id("zoe"),
                 channel: zoe_page.channel.clone(),
             },
-            tminus::engine::Request::Click {
-                id: resolve,
-                reason: Some("rolled back to v3.0.9".into()),
-            },
+            tminus::engine::Request::click(&resolve, Some("rolled back to v3.0.9".into())).unwrap(),
             None,
         )
         .await;

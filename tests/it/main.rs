@@ -9,6 +9,7 @@ mod discord;
 mod escalation;
 mod fake_discord;
 mod fake_slack;
+mod fix_forward;
 mod helpers;
 mod monitoring;
 mod oncall;

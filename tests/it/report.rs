@@ -66,10 +66,7 @@ async fn a_report_longer_than_any_message_arrives_whole() {
                         item: item.clone(),
                     }
                 };
-                let click = Request::Click {
-                    id: buttons::encode(RunId(1), &action),
-                    reason: None,
-                };
+                let click = Request::click(&buttons::encode(RunId(1), &action), None).unwrap();
                 let reply = env.engine.handle(&actor, click, None).await;
                 assert!(reply.changed, "{kind}: {}", reply.text);
             }

@@ -79,10 +79,7 @@ async fn click(
     engine
         .handle(
             &shell(user),
-            Request::Click {
-                id: buttons::encode(run, action),
-                reason: reason.map(str::to_string),
-            },
+            Request::click(&buttons::encode(run, action), reason.map(str::to_string)).unwrap(),
             None,
         )
         .await
@@ -1054,10 +1051,7 @@ async fn repeated_clicks_and_retried_requests_count_once() {
                 engine
                     .handle(
                         &shell("farah"),
-                        Request::Click {
-                            id: buttons::encode(id, &notes),
-                            reason: None,
-                        },
+                        Request::click(&buttons::encode(id, &notes), None).unwrap(),
                         Some(key),
                     )
                     .await

@@ -33,7 +33,7 @@ const WEB_TOKEN: &str = "web-test-token";
 
 /// A fake Prometheus answering instant queries `errors` and `latency`
 /// with whatever the test set last.
-async fn fake_prometheus(values: Arc<Mutex<(f64, f64)>>) -> String {
+pub(crate) async fn fake_prometheus(values: Arc<Mutex<(f64, f64)>>) -> String {
     let app = Router::new().route(
         "/api/v1/query",
         get(move |Query(q): Query<BTreeMap<String, String>>| {
@@ -57,7 +57,7 @@ async fn fake_prometheus(values: Arc<Mutex<(f64, f64)>>) -> String {
     format!("http://{addr}")
 }
 
-fn watched_runbook(prometheus: &str) -> String {
+pub(crate) fn watched_runbook(prometheus: &str) -> String {
     format!(
         r#"name = "Watched release"
 escalation = "go-live-critical"
@@ -140,10 +140,7 @@ async fn walk_a_run(config_dir: &Path, db_url: &str) {
             reply
         }
     };
-    let click = |action: Action| Request::Click {
-        id: buttons::encode(RunId(1), &action),
-        reason: None,
-    };
+    let click = |action: Action| Request::click(&buttons::encode(RunId(1), &action), None).unwrap();
     let cmd = |text: &str| Request::Command(command::parse(text).unwrap());
     act("alice", cmd("start storefront v4.2.0 --runbook watched")).await;
     let (p, q) = ("prepare".to_string(), "production".to_string());
@@ -197,10 +194,8 @@ async fn walk_a_run(config_dir: &Path, db_url: &str) {
         scheduler.run_due(clock.now()).await.unwrap();
         if minute == 20 {
             clock.set(t0 + Duration::minutes(22));
-            let ack = Request::Click {
-                id: buttons::incident(1, &IncidentAction::Acknowledge),
-                reason: None,
-            };
+            let ack =
+                Request::click(&buttons::incident(1, &IncidentAction::Acknowledge), None).unwrap();
             act("bruno", ack).await;
         }
     }
@@ -232,10 +227,11 @@ async fn walk_a_run(config_dir: &Path, db_url: &str) {
         "an open incident keeps the run from completing: {}",
         refused.text
     );
-    let resolve = Request::Click {
-        id: buttons::incident(1, &IncidentAction::Resolve { note: None }),
-        reason: Some("spike from a cache flush; recovered".into()),
-    };
+    let resolve = Request::click(
+        &buttons::incident(1, &IncidentAction::Resolve { note: None }),
+        Some("spike from a cache flush; recovered".into()),
+    )
+    .unwrap();
     act("bruno", resolve).await;
     act("alice", click(Action::Advance { phase: w })).await;
     let run = store.run(RunId(1)).await.unwrap().unwrap();
