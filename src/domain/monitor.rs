@@ -91,6 +91,32 @@ impl Level {
     }
 }
 
+/// What a tick's verdict means next to the one before it: whether the
+/// thread should hear about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Worse than before, and worse than low.
+    Worsened { from: Level, to: Level },
+    /// Back from high or critical to something that is not.
+    Recovered { from: Level, to: Level },
+    /// The first tick, and already high or critical.
+    AlarmingAtFirst(Level),
+    /// Nothing worth a message.
+    Unchanged,
+}
+
+/// How the verdict `now` compares with the previous tick's, if any.
+pub fn change(before: Option<Level>, now: Level) -> Change {
+    match before {
+        Some(b) if now > b && now > Level::Severity(Severity::Low) => {
+            Change::Worsened { from: b, to: now }
+        }
+        Some(b) if b.is_alarming() && !now.is_alarming() => Change::Recovered { from: b, to: now },
+        None if now.is_alarming() => Change::AlarmingAtFirst(now),
+        _ => Change::Unchanged,
+    }
+}
+
 /// How bad a tick is, and why, line by line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Judgement {
@@ -190,6 +216,51 @@ pub fn describe(reading: &Reading) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_worse_verdict_a_recovery_or_a_first_alarm_is_news() {
+        let (unknown, low, medium, high, critical) = (
+            Level::Unknown,
+            Level::Severity(Severity::Low),
+            Level::Severity(Severity::Medium),
+            Level::Severity(Severity::High),
+            Level::Severity(Severity::Critical),
+        );
+        assert_eq!(
+            change(Some(low), high),
+            Change::Worsened {
+                from: low,
+                to: high
+            }
+        );
+        assert_eq!(
+            change(Some(high), critical),
+            Change::Worsened {
+                from: high,
+                to: critical
+            }
+        );
+        // Unknown to low is better knowledge, not worse health.
+        assert_eq!(change(Some(unknown), low), Change::Unchanged);
+        assert_eq!(change(Some(medium), medium), Change::Unchanged);
+        assert_eq!(
+            change(Some(high), medium),
+            Change::Recovered {
+                from: high,
+                to: medium
+            }
+        );
+        assert_eq!(
+            change(Some(critical), unknown),
+            Change::Recovered {
+                from: critical,
+                to: unknown
+            }
+        );
+        assert_eq!(change(Some(critical), high), Change::Unchanged);
+        assert_eq!(change(None, high), Change::AlarmingAtFirst(high));
+        assert_eq!(change(None, medium), Change::Unchanged);
+    }
     use crate::domain::runbook::Stage;
 
     fn seed_001_matrix() -> Vec<SeverityRule> {

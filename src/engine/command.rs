@@ -62,7 +62,7 @@ pub const USAGE: &[(&str, &str)] = &[
     ("abort <N> <reason>", "abort deployment N"),
     (
         "rollback [N] <reason>",
-        "roll deployment N back (default: the latest open one)",
+        "roll deployment N back (default: the one open deployment in production)",
     ),
     (
         "report [N]",

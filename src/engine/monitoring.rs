@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::{cards, Engine, BOT};
 use crate::chat::keys;
-use crate::domain::monitor::{due_tick, judge, tick_offsets, Level, Reading};
+use crate::domain::monitor::{change, due_tick, judge, tick_offsets, Change, Level, Reading};
 use crate::domain::runbook::Severity;
 use crate::domain::{Run, RunId, Runbook};
 use crate::store::{ms, TimerKind, Tx};
@@ -131,24 +131,23 @@ impl Engine {
 
         let before = previous.as_ref().map(|p| Level::parse(&p.level));
         let level = judgement.level;
-        let notice = match before {
-            Some(b) if level > b && level > Level::Severity(Severity::Low) => Some(format!(
-                "⚠️ Monitoring: the verdict worsened from {} to {}. {}",
-                b.as_str(),
-                level.as_str(),
-                judgement.reasons.join("; ")
+        let reasons = judgement.reasons.join("; ");
+        let notice = match change(before, level) {
+            Change::Worsened { from, to } => Some(format!(
+                "⚠️ Monitoring: the verdict worsened from {} to {}. {reasons}",
+                from.as_str(),
+                to.as_str()
             )),
-            Some(b) if b.is_alarming() && !level.is_alarming() => Some(format!(
+            Change::Recovered { from, to } => Some(format!(
                 "✅ Monitoring: recovered, from {} to {}.",
-                b.as_str(),
+                from.as_str(),
+                to.as_str()
+            )),
+            Change::AlarmingAtFirst(level) => Some(format!(
+                "⚠️ Monitoring: {} at the first look. {reasons}",
                 level.as_str()
             )),
-            None if level.is_alarming() => Some(format!(
-                "⚠️ Monitoring: {} at the first look. {}",
-                level.as_str(),
-                judgement.reasons.join("; ")
-            )),
-            _ => None,
+            Change::Unchanged => None,
         };
         if let Some(text) = notice {
             let mut card = cards::notice(text);
