@@ -50,6 +50,18 @@ pub(crate) struct Posted {
     pub(crate) buttons: Vec<(String, String)>,
 }
 
+impl Posted {
+    /// The id of the button labelled `label`.
+    fn button_id(&self, label: &str) -> String {
+        self.buttons
+            .iter()
+            .find(|(l, _)| l == label)
+            .unwrap_or_else(|| panic!("no {label:?} button on {self:?}"))
+            .1
+            .clone()
+    }
+}
+
 pub(crate) struct Env {
     pub(crate) engine: Engine,
     clock: Arc<VirtualClock>,
@@ -204,24 +216,11 @@ impl Env {
     /// Press a button of a posted message as `person`; true if the bot
     /// refused, which it tells the clicker alone.
     async fn click(&self, person: &str, posted: &Posted, label: &str) -> bool {
-        let id = posted
-            .buttons
-            .iter()
-            .find(|(l, _)| l == label)
-            .unwrap_or_else(|| panic!("no {label:?} button on {posted:?}"))
-            .1
-            .clone();
+        let id = posted.button_id(label);
         let user = self.platform_id(person);
         match &self.adapter {
             Adapter::Slack { slack, .. } => {
-                let payload = json!({
-                    "type": "block_actions",
-                    "user": {"id": user},
-                    "channel": {"id": posted.channel},
-                    "trigger_id": format!("trigger-{}", uuidish()),
-                    "message": {"ts": "1.000001"},
-                    "actions": [{"action_id": id, "type": "button"}]
-                });
+                let payload = slack_click(&user, &posted.channel, &id);
                 let Adapter::Slack { fake, .. } = &self.adapter else {
                     unreachable!()
                 };
@@ -234,12 +233,7 @@ impl Env {
                     .any(|c| c.str("user") == Some(&user))
             }
             Adapter::Discord { discord, .. } => {
-                let payload = interaction(
-                    &user,
-                    &posted.channel,
-                    3,
-                    json!({"component_type": 2, "custom_id": id}),
-                );
+                let payload = discord_click(&user, &posted.channel, &id);
                 let answer = discord.respond(payload).await.unwrap();
                 fake_discord::assert_valid_answer(&answer);
                 self.drain().await;
@@ -259,24 +253,11 @@ impl Env {
         label: &str,
         reason: &str,
     ) {
-        let id = posted
-            .buttons
-            .iter()
-            .find(|(l, _)| l == label)
-            .unwrap_or_else(|| panic!("no {label:?} button on {posted:?}"))
-            .1
-            .clone();
+        let id = posted.button_id(label);
         let user = self.platform_id(person);
         match &self.adapter {
             Adapter::Slack { slack, fake, .. } => {
-                let payload = json!({
-                    "type": "block_actions",
-                    "user": {"id": user},
-                    "channel": {"id": posted.channel},
-                    "trigger_id": format!("trigger-{}", uuidish()),
-                    "message": {"ts": "1.000001"},
-                    "actions": [{"action_id": id, "type": "button"}]
-                });
+                let payload = slack_click(&user, &posted.channel, &id);
                 assert!(slack.on_interaction(payload).await.is_none());
                 let opened = fake
                     .wait_for("the reason dialog", |c| {
@@ -305,12 +286,7 @@ impl Env {
                 slack.on_interaction(submission).await;
             }
             Adapter::Discord { discord, .. } => {
-                let click = interaction(
-                    &user,
-                    &posted.channel,
-                    3,
-                    json!({"component_type": 2, "custom_id": id}),
-                );
+                let click = discord_click(&user, &posted.channel, &id);
                 let modal = discord.respond(click).await.unwrap();
                 assert_eq!(modal["type"], 9, "a modal asks for the reason: {modal}");
                 let input = &modal["data"]["components"][0]["components"][0];
@@ -484,6 +460,28 @@ fn uuidish() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(1);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Slack's payload for a click on button `id` by `user` in `channel`.
+fn slack_click(user: &str, channel: &str, id: &str) -> Value {
+    json!({
+        "type": "block_actions",
+        "user": {"id": user},
+        "channel": {"id": channel},
+        "trigger_id": format!("trigger-{}", uuidish()),
+        "message": {"ts": "1.000001"},
+        "actions": [{"action_id": id, "type": "button"}]
+    })
+}
+
+/// Discord's interaction for a click on button `id`.
+fn discord_click(user: &str, channel: &str, id: &str) -> Value {
+    interaction(
+        user,
+        channel,
+        3,
+        json!({"component_type": 2, "custom_id": id}),
+    )
 }
 
 fn interaction(user: &str, channel: &str, kind: u64, data: Value) -> Value {
