@@ -14,18 +14,20 @@ use tracing::info;
 use crate::clock::{Clock, SystemClock, VirtualClock};
 use crate::config::Config;
 use crate::delivery::Worker;
-use crate::discord::{self, Discord, DiscordSettings};
+use crate::discord::{self, Discord};
 use crate::domain::PersonId;
 use crate::engine::Engine;
+use crate::monitor::Prober;
 use crate::scheduler::Scheduler;
+use crate::settings::Settings;
 use crate::shell::Shell;
-use crate::slack::{self, socket::SocketMode, Slack, SlackSettings};
+use crate::slack::{self, socket::SocketMode, Slack};
 use crate::store::{Store, DEFAULT_URL};
 use crate::web::{self, AppState};
 
 /// The database URL: the flag, else `DATABASE_URL`, else the SQLite default.
-pub fn database_url(flag: Option<String>) -> String {
-    flag.or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()))
+pub fn database_url(flag: Option<String>, settings: &Settings) -> String {
+    flag.or_else(|| settings.database_url.clone())
         .unwrap_or_else(|| DEFAULT_URL.to_string())
 }
 
@@ -38,13 +40,17 @@ fn load_config(dir: &Path) -> Result<Arc<Config>> {
 /// `tminus serve`: the HTTP server and the scheduler until SIGINT or SIGTERM.
 pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     let config = load_config(config_dir)?;
-    let store = Store::connect(&database_url(db)).await?;
+    let settings = Settings::from_env(&config);
+    let store = Store::connect(&database_url(db, &settings)).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let access = Arc::new(web::access::WebAccess::from_env());
-    let engine = Engine::new(store.clone(), config.clone(), clock).with_links(access.clone());
-    let listen = std::env::var("TMINUS_LISTEN")
-        .ok()
-        .filter(|l| !l.is_empty())
+    let access = Arc::new(settings.web.clone());
+    let engine = Engine::new(store.clone(), config.clone(), clock)
+        .with_links(access.clone())
+        .with_prober(Prober::new().with_tokens(settings.named.clone()))
+        .with_queue(settings.queue);
+    let listen = settings
+        .listen
+        .clone()
         .unwrap_or_else(|| config.listen.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -74,7 +80,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
 
     let mut workers = vec![scheduler];
     let mut socket_mode = None;
-    match SlackSettings::from_env() {
+    match settings.slack.clone() {
         None => info!(
             platform = "slack",
             "off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN (Socket Mode)"
@@ -94,7 +100,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
             info!(platform = "slack", http, socket_mode = socket, "on");
         }
     }
-    match DiscordSettings::from_env() {
+    match settings.discord.clone() {
         None => info!(
             platform = "discord",
             "off: set DISCORD_TOKEN (and DISCORD_PUBLIC_KEY for the interactions endpoint)"
@@ -199,7 +205,8 @@ pub async fn shell(config_dir: &Path, db: Option<String>, as_person: Option<Stri
             .cloned()
             .context("the bot file lists no people")?,
     };
-    let store = Store::connect(&database_url(db)).await?;
+    let settings = Settings::from_env(&config);
+    let store = Store::connect(&database_url(db, &settings)).await?;
     let clock = Arc::new(VirtualClock::starting_now());
     // The shell's clock may have been moved past the real time by an earlier
     // session; start no earlier than the last thing recorded.
@@ -208,7 +215,9 @@ pub async fn shell(config_dir: &Path, db: Option<String>, as_person: Option<Stri
             clock.set(due);
         }
     }
-    let engine = Engine::new(store.clone(), config, clock.clone());
+    let engine = Engine::new(store.clone(), config, clock.clone())
+        .with_prober(Prober::new().with_tokens(settings.named))
+        .with_queue(settings.queue);
     let interactive = std::io::stdin().is_terminal();
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut shell = Shell::new(engine, clock, me, std::io::stdout());

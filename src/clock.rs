@@ -1,7 +1,9 @@
 //! Time, injected. Production reads the system clock; tests and `tminus
 //! shell` use a [`VirtualClock`] they move forward by hand. Nothing else in
-//! the crate asks the system for the time; [`Stopwatch`] measures how long
-//! work takes (for metrics), on the monotonic clock, and decides nothing.
+//! the crate asks the system for the time. Two helpers use the monotonic
+//! clock for what has nothing to do with the bot's time: [`Stopwatch`]
+//! measures how long work takes (metrics, a probe's latency), and
+//! [`Deadline`] holds a platform's rate-limit window.
 
 use std::sync::Mutex;
 
@@ -60,7 +62,7 @@ impl Clock for VirtualClock {
     }
 }
 
-/// How long something took, for metrics only.
+/// How long something took.
 #[derive(Clone, Copy, Debug)]
 pub struct Stopwatch(std::time::Instant);
 
@@ -71,6 +73,27 @@ impl Stopwatch {
 
     pub fn seconds(&self) -> f64 {
         self.0.elapsed().as_secs_f64()
+    }
+
+    pub fn millis(&self) -> u128 {
+        self.0.elapsed().as_millis()
+    }
+}
+
+/// A moment on the monotonic clock a wait lasts until.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(std::time::Instant);
+
+impl Deadline {
+    pub fn after(wait: std::time::Duration) -> Deadline {
+        Deadline(std::time::Instant::now() + wait)
+    }
+
+    /// How long is left, or `None` once it has passed.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        self.0
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|left| !left.is_zero())
     }
 }
 

@@ -76,15 +76,6 @@ pub trait Deliver: Send + Sync + 'static {
         -> impl Future<Output = Result<(), Failure>> + Send;
 }
 
-/// How long a message is retried before it is recorded as failed:
-/// `TMINUS_DELIVERY_GIVE_UP` (a duration such as `30m`), 30 minutes by default.
-pub fn give_up_after() -> chrono::Duration {
-    std::env::var("TMINUS_DELIVERY_GIVE_UP")
-        .ok()
-        .and_then(|v| v.parse::<crate::domain::Dur>().ok())
-        .map_or(chrono::Duration::minutes(30), |d| d.to_chrono())
-}
-
 const BATCH: i64 = 32;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
@@ -124,11 +115,11 @@ impl<D: Deliver> Worker<D> {
             engine.now().timestamp_millis()
         );
         Worker {
+            give_up: engine.queue().give_up,
+            lease: engine.queue().lease,
             engine,
             platform,
             owner,
-            give_up: give_up_after(),
-            lease: crate::store::lease(),
         }
     }
 

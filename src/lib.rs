@@ -13,6 +13,7 @@
 //! - [`metrics`]: the counters and histograms `GET /metrics` reports.
 //! - [`monitor`]: probes: HTTP health checks and Prometheus queries.
 //! - [`scheduler`]: durable timers claimed from the database and fired exactly once.
+//! - [`settings`]: the environment, read once at start into one value.
 //! - [`shell`]: the terminal adapter behind `tminus shell`.
 //! - [`store`]: SQLite and PostgreSQL: runs, audit log, outbox, timers.
 //! - [`web`]: the axum router: health, readiness, metrics, run pages (platform endpoints join it).
@@ -28,6 +29,7 @@ pub mod hex;
 pub mod metrics;
 pub mod monitor;
 pub mod scheduler;
+pub mod settings;
 pub mod shell;
 pub mod slack;
 pub mod store;

@@ -21,7 +21,7 @@ use crate::engine::Engine;
 /// Discord's API unless `DISCORD_API_URL` says otherwise.
 pub const DEFAULT_API_URL: &str = "https://discord.com/api/v10";
 
-/// What the environment says about Discord.
+/// What the environment says about Discord (read by [`crate::settings`]).
 #[derive(Clone, Debug)]
 pub struct DiscordSettings {
     pub token: Secret,
@@ -32,17 +32,6 @@ pub struct DiscordSettings {
 }
 
 impl DiscordSettings {
-    /// Discord is on when `DISCORD_TOKEN` is set.
-    pub fn from_env() -> Option<DiscordSettings> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        Some(DiscordSettings {
-            token: Secret::new(var("DISCORD_TOKEN")?),
-            public_key: var("DISCORD_PUBLIC_KEY"),
-            application_id: var("DISCORD_APPLICATION_ID"),
-            api_url: var("DISCORD_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),
-        })
-    }
-
     /// serenity builds URLs on `https://discord.com/api/v10` and swaps the
     /// scheme and host for a proxy; this is that scheme and host, if not Discord's.
     pub fn proxy(&self) -> Result<Option<String>> {

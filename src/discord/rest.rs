@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::Value;
 use serenity::http::{LightMethod, Request, Route};
 
 use super::DiscordSettings;
+use crate::clock::Deadline;
 use crate::delivery::Failure;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,7 +24,7 @@ pub struct Rest {
     token: String,
     proxy: Option<String>,
     /// When each exhausted rate-limit bucket (keyed by route path) opens again.
-    buckets: Mutex<HashMap<String, Instant>>,
+    buckets: Mutex<HashMap<String, Deadline>>,
 }
 
 fn header_secs(headers: &reqwest::header::HeaderMap, name: &str) -> Option<Duration> {
@@ -50,19 +51,17 @@ impl Rest {
         body: Option<&Value>,
     ) -> Result<Value, Failure> {
         let bucket = route.path().into_owned();
-        if let Some(open) = self
+        let closed_for = self
             .buckets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&bucket)
-        {
-            let now = Instant::now();
-            if *open > now {
-                return Err(Failure::Retry {
-                    after: Some(*open - now),
-                    reason: "rate-limit bucket exhausted".into(),
-                });
-            }
+            .and_then(Deadline::remaining);
+        if let Some(left) = closed_for {
+            return Err(Failure::Retry {
+                after: Some(left),
+                reason: "rate-limit bucket exhausted".into(),
+            });
         }
         let body = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
         let request = Request::new(route, method)
@@ -87,7 +86,7 @@ impl Rest {
                 self.buckets
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(bucket, Instant::now() + reset);
+                    .insert(bucket, Deadline::after(reset));
             }
         }
         let text = response.text().await.unwrap_or_default();

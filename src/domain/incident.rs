@@ -109,6 +109,36 @@ pub enum IncidentRefusal {
 pub const REACK_AFTER: Dur = Dur::from_const_secs(60);
 
 impl Incident {
+    /// A new incident of `run`, triggered and not yet paged; the store gives
+    /// it its id.
+    pub fn open(
+        run: &super::Run,
+        severity: Severity,
+        summary: &str,
+        policy: Option<String>,
+        opened_by: &str,
+        now: DateTime<Utc>,
+    ) -> Incident {
+        Incident {
+            id: 0,
+            run: Some(run.id),
+            platform: run.platform,
+            severity,
+            summary: summary.to_string(),
+            status: IncidentStatus::Triggered,
+            policy,
+            opened_by: opened_by.to_string(),
+            opened_at: now,
+            generation: 0,
+            next_seq: 0,
+            acked_by: None,
+            acked_at: None,
+            resolved_by: None,
+            resolved_at: None,
+            resolution: None,
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.status != IncidentStatus::Resolved
     }

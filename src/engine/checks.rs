@@ -10,6 +10,7 @@
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
+use super::effects::audit_entry;
 use super::{Actor, Engine, Reply};
 use crate::domain::{Action, CheckResult, Person, PersonId, Run, RunId, Runbook, AUTOMATED_CHECK};
 use crate::store::{ms, TimerKind, Tx};
@@ -73,8 +74,8 @@ impl Engine {
             return Ok(Reply::refuse("This phase has no automated checks."));
         }
         let detail = format!("{} asked the checks of {} to run again", person.name, phase);
-        tx.audit(&self.audit_entry(
-            &run,
+        tx.audit(&audit_entry(
+            Some(run.id),
             person.id.as_str(),
             actor,
             "check.requested",

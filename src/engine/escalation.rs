@@ -11,8 +11,9 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::info;
 
+use super::effects::{audit_entry, To};
 use super::{cards, incident_cards, Engine, BOT};
-use crate::chat::{keys, Card, Destination, Outgoing};
+use crate::chat::{keys, Card};
 use crate::domain::oncall::{resolve_targets, Position};
 use crate::domain::{Dur, Incident, PersonId, Platform, Policy, Run};
 use crate::store::{PageRecord, TimerKind, Tx};
@@ -131,9 +132,15 @@ impl Engine {
                 step.advice.as_deref(),
                 dir,
             );
-            let key = keys::page(incident.id, incident.generation, pos.seq, &p.person);
-            self.send_direct(tx, incident, &p.person, key, card, now)
-                .await?;
+            self.send_page(
+                tx,
+                incident,
+                (incident.generation, pos.seq),
+                &p.person,
+                card,
+                now,
+            )
+            .await?;
         }
         let mut lines = Vec::new();
         if !names.is_empty() {
@@ -151,7 +158,7 @@ impl Engine {
         let mut card = Card::new(title).section(None, lines.clone());
         card.mentions = paged.iter().map(|p| p.person.clone()).collect();
         card.buttons = incident_cards::incident_buttons(incident);
-        self.send_incidents(tx, incident.platform, run, None, card, now)
+        self.send(tx, To::Incidents(incident.platform, run), None, card, now)
             .await?;
         let detail = format!(
             "step {} of {} for incident #{}: {}",
@@ -161,20 +168,19 @@ impl Engine {
             lines.join("; ")
         );
         let timer_actor = super::timer_actor(incident.platform);
-        self.incident_audit(
-            tx,
-            incident,
+        tx.audit(&audit_entry(
+            incident.run,
             BOT,
             &timer_actor,
             "incident.paged",
             detail,
             now,
-        )
+        ))
         .await?;
         if let Some(run) = run {
-            self.send_thread(
+            self.send(
                 tx,
-                run,
+                To::Thread(run),
                 None,
                 cards::notice(format!(
                     "📟 Incident #{}, step {}: {}",
@@ -195,24 +201,20 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn send_direct(
+    /// Queue page `seq` of climb `generation` in `person`'s direct messages;
+    /// the page's key makes a later card for it an edit.
+    async fn send_page(
         &self,
         tx: &mut Tx,
         incident: &Incident,
+        (generation, seq): (u32, u32),
         person: &PersonId,
-        key: String,
         card: Card,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let msg = Outgoing {
-            platform: incident.platform,
-            to: Destination::Direct {
-                person: person.clone(),
-            },
-            key: Some(key),
-            card,
-        };
-        tx.enqueue(incident.run, &msg, now).await
+        let key = keys::page(incident.id, generation, seq, person);
+        let to = To::Person(incident.platform, person, incident.run);
+        self.send(tx, to, Some(key), card, now).await
     }
 
     /// Edit every page's direct message after the incident changed state,
@@ -242,8 +244,7 @@ impl Engine {
                 advice,
                 dir,
             );
-            let key = keys::page(incident.id, p.generation, p.seq, &p.person);
-            self.send_direct(tx, incident, &p.person, key, card, now)
+            self.send_page(tx, incident, (p.generation, p.seq), &p.person, card, now)
                 .await?;
         }
         Ok(())
@@ -304,15 +305,14 @@ impl Engine {
             incident.id
         );
         let timer_actor = super::timer_actor(incident.platform);
-        self.incident_audit(
-            tx,
-            &incident,
+        tx.audit(&audit_entry(
+            incident.run,
             BOT,
             &timer_actor,
             "incident.reopened",
             text.clone(),
             now,
-        )
+        ))
         .await?;
         self.incident_notice(tx, &incident, run.as_ref(), text, now)
             .await?;

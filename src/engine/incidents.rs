@@ -15,16 +15,16 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use tracing::info;
 
+use super::effects::{audit_entry, To};
 use super::escalation::later;
 use super::{cards, incident_cards, Actor, Engine, Reply, BOT};
-use crate::chat::{keys, Card, Destination, Outgoing};
+use crate::chat::keys;
 use crate::domain::oncall::responders;
 use crate::domain::runbook::Severity;
 use crate::domain::{
-    Incident, IncidentAction, IncidentEvent, IncidentStatus, Person, PersonId, Platform, Policy,
-    Run,
+    Incident, IncidentAction, IncidentEvent, IncidentStatus, Person, PersonId, Policy, Run,
 };
-use crate::store::{AuditEntry, TimerKind, Tx};
+use crate::store::{TimerKind, Tx};
 
 impl Engine {
     /// `/deploy incident <summary>`: open an incident on run `number` of
@@ -133,30 +133,12 @@ impl Engine {
             .escalation
             .clone()
             .filter(|p| self.config.policies.contains_key(p));
-        let mut incident = Incident {
-            id: 0,
-            run: Some(run.id),
-            platform: run.platform,
-            severity,
-            summary: summary.to_string(),
-            status: IncidentStatus::Triggered,
-            policy,
-            opened_by: opened_by.to_string(),
-            opened_at: now,
-            generation: 0,
-            next_seq: 0,
-            acked_by: None,
-            acked_at: None,
-            resolved_by: None,
-            resolved_at: None,
-            resolution: None,
-        };
+        let mut incident = Incident::open(run, severity, summary, policy, opened_by, now);
         incident.id = tx.insert_incident(&incident).await?;
         info!(incident = incident.id, run_id = %run.id, severity = severity.as_str(), "incident opened");
         let who = self.actor_name(opened_by);
-        self.incident_audit(
-            tx,
-            &incident,
+        tx.audit(&audit_entry(
+            incident.run,
             opened_by,
             actor,
             "incident.opened",
@@ -166,11 +148,11 @@ impl Engine {
                 severity.as_str()
             ),
             now,
-        )
+        ))
         .await?;
-        self.send_thread(
+        self.send(
             tx,
-            run,
+            To::Thread(run),
             None,
             cards::notice(format!(
                 "🚨 Incident #{} ({}) opened by {who}: {summary}",
@@ -212,53 +194,6 @@ impl Engine {
         }
     }
 
-    /// Queue a message for the platform's incidents channel (the run's
-    /// channel when the bot file names none).
-    pub(super) async fn send_incidents(
-        &self,
-        tx: &mut Tx,
-        platform: Platform,
-        run: Option<&Run>,
-        key: Option<String>,
-        card: Card,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let channel = self.config.channels_for(platform).map_or_else(
-            || run.map_or_else(|| "incidents".to_string(), |r| r.channel.clone()),
-            |c| c.incidents.clone(),
-        );
-        let msg = Outgoing {
-            platform,
-            to: Destination::Channel { channel },
-            key,
-            card,
-        };
-        tx.enqueue(run.map(|r| r.id), &msg, now).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn incident_audit(
-        &self,
-        tx: &mut Tx,
-        incident: &Incident,
-        actor_key: &str,
-        actor: &Actor,
-        action: &str,
-        detail: String,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        tx.audit(&AuditEntry {
-            run: incident.run,
-            at: now,
-            actor: actor_key.to_string(),
-            platform: actor.platform.to_string(),
-            location: actor.channel.clone(),
-            action: action.to_string(),
-            detail,
-        })
-        .await
-    }
-
     /// A line in the incidents channel and the run's thread.
     pub(super) async fn incident_notice(
         &self,
@@ -269,10 +204,10 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let card = cards::notice(text.clone());
-        self.send_incidents(tx, incident.platform, run, None, card, now)
+        self.send(tx, To::Incidents(incident.platform, run), None, card, now)
             .await?;
         if let Some(run) = run {
-            self.send_thread(tx, run, None, cards::notice(text), now)
+            self.send(tx, To::Thread(run), None, cards::notice(text), now)
                 .await?;
         }
         Ok(())
@@ -291,7 +226,7 @@ impl Engine {
         let card =
             incident_cards::incident_card(incident, run, policy, &pages, &self.config.directory);
         let key = Some(keys::incident(incident.id));
-        self.send_incidents(tx, incident.platform, run, key, card, now)
+        self.send(tx, To::Incidents(incident.platform, run), key, card, now)
             .await
     }
 
@@ -364,15 +299,14 @@ impl Engine {
                 ),
                 IncidentEvent::Reopened => continue,
             };
-            self.incident_audit(
-                &mut tx,
-                &incident,
+            tx.audit(&audit_entry(
+                incident.run,
                 person.id.as_str(),
                 actor,
                 action,
                 text.clone(),
                 now,
-            )
+            ))
             .await?;
             self.incident_notice(&mut tx, &incident, run.as_ref(), text.clone(), now)
                 .await?;

@@ -7,6 +7,7 @@
 pub mod cards;
 mod checks;
 pub mod command;
+mod effects;
 mod escalation;
 mod incident_cards;
 mod incidents;
@@ -24,13 +25,14 @@ use chrono::{DateTime, Utc};
 use tracing::{error, instrument};
 
 use crate::chat::buttons::{self, Pressed};
-use crate::chat::{keys, Card, Destination, Outgoing};
+use crate::chat::Card;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{Action, Person, Platform, Run, Runbook};
 use crate::metrics::METRICS;
 use crate::monitor::Prober;
-use crate::store::{AuditEntry, Store, Timer, TimerKind, Tx};
+use crate::settings::QueueSettings;
+use crate::store::{Store, Timer, TimerKind};
 
 pub use command::Command;
 
@@ -123,6 +125,8 @@ pub struct Engine {
     prober: Prober,
     /// Signs the run-page links posted in chat, when the web side is set up.
     links: Option<Arc<dyn LinkSigner>>,
+    /// Leases and give-up time for the scheduler and the outbox workers.
+    queue: QueueSettings,
 }
 
 const BOT: &str = "tminus";
@@ -135,7 +139,18 @@ impl Engine {
             clock,
             prober: Prober::new(),
             links: None,
+            queue: QueueSettings::default(),
         }
+    }
+
+    /// Claim timers and messages for `queue.lease`, give up after `queue.give_up`.
+    pub fn with_queue(mut self, queue: QueueSettings) -> Engine {
+        self.queue = queue;
+        self
+    }
+
+    pub fn queue(&self) -> &QueueSettings {
+        &self.queue
     }
 
     /// Post signed links to run pages in root messages and reports.
@@ -352,75 +367,6 @@ impl Engine {
                 .await
             }
         }
-    }
-
-    /// Queue one message that belongs to no run: a help answer, a private
-    /// refusal. With a `request_key` it is queued once however often the
-    /// platform retries; returns whether it was queued.
-    pub async fn post_message(&self, msg: &Outgoing, request_key: Option<&str>) -> Result<bool> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        if let Some(key) = request_key {
-            if !tx.first_time(key, now).await? {
-                return Ok(false);
-            }
-        }
-        tx.enqueue(None, msg, now).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    fn audit_entry(
-        &self,
-        run: &Run,
-        actor_key: &str,
-        actor: &Actor,
-        action: &str,
-        detail: String,
-        now: DateTime<Utc>,
-    ) -> AuditEntry {
-        AuditEntry {
-            run: Some(run.id),
-            at: now,
-            actor: actor_key.to_string(),
-            platform: actor.platform.to_string(),
-            location: actor.channel.clone(),
-            action: action.to_string(),
-            detail,
-        }
-    }
-
-    async fn send(
-        &self,
-        tx: &mut Tx,
-        run: &Run,
-        to: Destination,
-        key: Option<String>,
-        card: Card,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let msg = Outgoing {
-            platform: run.platform,
-            to,
-            key,
-            card,
-        };
-        tx.enqueue(Some(run.id), &msg, now).await
-    }
-
-    async fn send_thread(
-        &self,
-        tx: &mut Tx,
-        run: &Run,
-        key: Option<String>,
-        card: Card,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let to = Destination::Thread {
-            channel: run.channel.clone(),
-            root: keys::root(run.id),
-        };
-        self.send(tx, run, to, key, card, now).await
     }
 
     /// Fire one claimed timer. Exactly once: the timer is marked fired in the

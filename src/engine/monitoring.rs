@@ -12,6 +12,7 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::info;
 
+use super::effects::{audit_entry, To};
 use super::{cards, Engine, BOT};
 use crate::chat::keys;
 use crate::domain::monitor::{change, due_tick, judge, tick_offsets, Change, Level, Reading};
@@ -126,7 +127,7 @@ impl Engine {
                 vec!["The monitoring window has ended: this is the final verdict.".into()],
             );
         }
-        self.send_thread(tx, &run, Some(keys::monitor(run.id)), card, now)
+        self.send(tx, To::Thread(&run), Some(keys::monitor(run.id)), card, now)
             .await?;
 
         let before = previous.as_ref().map(|p| Level::parse(&p.level));
@@ -152,7 +153,7 @@ impl Engine {
         if let Some(text) = notice {
             let mut card = cards::notice(text);
             card.mentions.push(run.started_by.clone());
-            self.send_thread(tx, &run, None, card, now).await?;
+            self.send(tx, To::Thread(&run), None, card, now).await?;
         }
         let timer_actor = super::timer_actor(run.platform);
         if level == Level::Severity(Severity::Critical) && tx.open_incident(run.id).await?.is_none()
@@ -183,10 +184,10 @@ impl Engine {
                 "🚨 Critical verdict: incident #{} opened. {action}.",
                 incident.id
             ));
-            self.send_thread(tx, &run, None, notice, now).await?;
+            self.send(tx, To::Thread(&run), None, notice, now).await?;
         }
-        tx.audit(&self.audit_entry(
-            &run,
+        tx.audit(&audit_entry(
+            Some(run.id),
             BOT,
             &timer_actor,
             "monitor.tick",
@@ -258,10 +259,10 @@ impl Engine {
         }
         let mut card = cards::notice(lines.join("\n"));
         card.mentions.push(run.started_by.clone());
-        self.send_thread(tx, run, None, card, now).await?;
+        self.send(tx, To::Thread(run), None, card, now).await?;
         let timer_actor = super::timer_actor(run.platform);
-        tx.audit(&self.audit_entry(
-            run,
+        tx.audit(&audit_entry(
+            Some(run.id),
             BOT,
             &timer_actor,
             "monitor.window_ended",

@@ -4,12 +4,12 @@
 
 use anyhow::{Context, Result};
 
+use super::effects::{audit_entry, To};
 use super::escalation::later;
 use super::{cards, Actor, Engine, Reply};
 use crate::chat::Card;
 use crate::domain::oncall::resolve_targets;
 use crate::domain::{Dur, Incident, Override, Person, PersonId, Platform};
-use crate::store::AuditEntry;
 
 impl Engine {
     /// `/oncall`: who holds each rotation now and until when, each
@@ -194,20 +194,25 @@ impl Engine {
                 .format("%a %d %b %H:%M"),
             rotation.timezone
         );
-        tx.audit(&AuditEntry {
-            run: None,
-            at: now,
-            actor: person.id.to_string(),
-            platform: actor.platform.to_string(),
-            location: actor.channel.clone(),
-            action: "oncall.override".into(),
-            detail: text.clone(),
-        })
+        tx.audit(&audit_entry(
+            None,
+            person.id.as_str(),
+            actor,
+            "oncall.override",
+            text.clone(),
+            now,
+        ))
         .await?;
         let mut card = cards::notice(text.clone());
         card.mentions.push(target.id.clone());
-        self.send_incidents(&mut tx, actor.platform, None, None, card, now)
-            .await?;
+        self.send(
+            &mut tx,
+            To::Incidents(actor.platform, None),
+            None,
+            card,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Reply::changed(text))
     }

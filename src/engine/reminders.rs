@@ -4,6 +4,7 @@
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
+use super::effects::{audit_entry, To};
 use super::{cards, timer_actor, Engine, BOT};
 use crate::domain::{Run, Runbook};
 use crate::store::{TimerKind, Tx};
@@ -57,9 +58,16 @@ impl Engine {
             let card = cards::reminder_card(run, phase, dir, waited);
             let detail = format!("{} (reminder {seq})", card.plain_text().replace('\n', "; "));
             let timer_actor = timer_actor(run.platform);
-            tx.audit(&self.audit_entry(run, BOT, &timer_actor, "reminder.sent", detail, now))
-                .await?;
-            self.send_thread(tx, run, None, card, now).await?;
+            tx.audit(&audit_entry(
+                Some(run.id),
+                BOT,
+                &timer_actor,
+                "reminder.sent",
+                detail,
+                now,
+            ))
+            .await?;
+            self.send(tx, To::Thread(run), None, card, now).await?;
         }
         // Keep watching the phase while the run stays in it; a later reject
         // can make its gate unmet again.

@@ -6,12 +6,44 @@ use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 
+use super::effects::{audit_entry, To};
 use super::{capitalise, cards, report, Actor, Engine, Reply};
-use crate::chat::{keys, Destination};
+use crate::chat::keys;
+use crate::domain::runbook::Phase;
 use crate::domain::{Action, Event, Person, PersonId, Run, RunId, Runbook};
 use crate::store::Tx;
 
 impl Engine {
+    /// A phase opened: its card in the thread, its first sign-off reminder
+    /// and its automated checks.
+    async fn open_phase(
+        &self,
+        tx: &mut Tx,
+        run: &Run,
+        runbook: &Runbook,
+        phase: &Phase,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.send_phase_card(tx, run, runbook, phase, now).await?;
+        self.schedule_reminder(tx, run, runbook, 1, now).await?;
+        self.schedule_checks(tx, run, runbook, now).await?;
+        Ok(())
+    }
+
+    /// Queue `phase`'s card in the run's thread; its key makes it an edit
+    /// of the card posted before.
+    async fn send_phase_card(
+        &self,
+        tx: &mut Tx,
+        run: &Run,
+        runbook: &Runbook,
+        phase: &Phase,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let card = cards::phase_card(run, runbook, phase, &self.config.directory);
+        let key = keys::phase(run.id, &phase.id);
+        self.send(tx, To::Thread(run), Some(key), card, now).await
+    }
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn start(
         &self,
@@ -57,8 +89,8 @@ impl Engine {
             "started {} {} on {} with runbook {}",
             run.service, run.version, run.env, runbook.id
         );
-        tx.audit(&self.audit_entry(
-            &run,
+        tx.audit(&audit_entry(
+            Some(run.id),
             &person.id.to_string(),
             actor,
             "run.started",
@@ -66,30 +98,16 @@ impl Engine {
             now,
         ))
         .await?;
-        let dir = &self.config.directory;
         self.send(
             &mut tx,
-            &run,
-            Destination::Channel {
-                channel: run.channel.clone(),
-            },
+            To::Channel(&run),
             Some(keys::root(run.id)),
             self.root_card(&run, runbook, now),
             now,
         )
         .await?;
-        let first = &runbook.phases[0];
-        self.send_thread(
-            &mut tx,
-            &run,
-            Some(keys::phase(run.id, &first.id)),
-            cards::phase_card(&run, runbook, first, dir),
-            now,
-        )
-        .await?;
-        self.schedule_reminder(&mut tx, &run, runbook, 1, now)
+        self.open_phase(&mut tx, &run, runbook, &runbook.phases[0], now)
             .await?;
-        self.schedule_checks(&mut tx, &run, runbook, now).await?;
         tx.commit().await?;
         Ok(Reply::changed(format!(
             "Started deployment #{} of {} {} with runbook {}; follow it in the thread.",
@@ -275,8 +293,8 @@ impl Engine {
                     format!("{name} finished the rollback")
                 }
             };
-            tx.audit(&self.audit_entry(
-                run,
+            tx.audit(&audit_entry(
+                Some(run.id),
                 who.as_str(),
                 actor,
                 event.name(),
@@ -295,39 +313,24 @@ impl Engine {
         }
         // The card of the phase acted on, edited in place.
         if let Some(phase) = runbook.phase(&before.phase) {
-            let card = cards::phase_card(run, runbook, phase, dir);
-            self.send_thread(tx, run, Some(keys::phase(run.id, &phase.id)), card, now)
-                .await?;
+            self.send_phase_card(tx, run, runbook, phase, now).await?;
         }
         for text in notices {
             let mut card = cards::notice(text);
             if events.iter().any(|e| matches!(e, Event::Rejected { .. })) {
                 card.mentions.push(run.started_by.clone());
             }
-            self.send_thread(tx, run, None, card, now).await?;
+            self.send(tx, To::Thread(run), None, card, now).await?;
         }
         if run.phase != before.phase && run.status.is_open() {
             if let Some(phase) = runbook.phase(&run.phase) {
-                let card = cards::phase_card(run, runbook, phase, dir);
-                self.send_thread(tx, run, Some(keys::phase(run.id, &phase.id)), card, now)
-                    .await?;
-                self.schedule_reminder(tx, run, runbook, 1, now).await?;
-                self.schedule_checks(tx, run, runbook, now).await?;
+                self.open_phase(tx, run, runbook, phase, now).await?;
             }
         }
         if run.status != before.status || run.phase != before.phase {
             let root = self.root_card(run, runbook, now);
-            self.send(
-                tx,
-                run,
-                Destination::Channel {
-                    channel: run.channel.clone(),
-                },
-                Some(keys::root(run.id)),
-                root,
-                now,
-            )
-            .await?;
+            self.send(tx, To::Channel(run), Some(keys::root(run.id)), root, now)
+                .await?;
         }
         if !run.status.is_open() {
             // The report reads the audit log written above, in this transaction.
@@ -336,7 +339,7 @@ impl Engine {
             let incidents = tx.incidents_for_run(run.id).await?;
             let md = report::markdown(run, runbook, dir, &audit, &ticks, &incidents);
             let card = cards::report_card(run, &md, self.run_link(run, now).as_deref());
-            self.send_thread(tx, run, Some(keys::report(run.id)), card, now)
+            self.send(tx, To::Thread(run), Some(keys::report(run.id)), card, now)
                 .await?;
         }
         Ok(summary.join("\n"))

@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result};
 
+use super::effects::To;
 use super::{cards, no_run, report, run_number_text, Actor, Engine, Reply};
-use crate::chat::{Destination, Outgoing};
 use crate::domain::{Person, Platform, Run};
 
 impl Engine {
@@ -162,15 +162,9 @@ impl Engine {
                 ));
             }
         }
-        let msg = Outgoing {
-            platform: actor.platform,
-            to: Destination::Direct {
-                person: person.id.clone(),
-            },
-            key: None,
-            card: cards::report_card(run, &md, link.as_deref()),
-        };
-        tx.enqueue(Some(run.id), &msg, now).await?;
+        let to = To::Person(actor.platform, &person.id, Some(run.id));
+        let card = cards::report_card(run, &md, link.as_deref());
+        self.send(&mut tx, to, None, card, now).await?;
         tx.commit().await?;
         let mut text = format!(
             "The report of deployment #{} ({} lines) is on its way to you by direct message.",

@@ -4,9 +4,14 @@
 //! that times out, is refused or answers wrongly is *failing*; a query that
 //! cannot run or returns no data is *unknown* — neither is ever healthy.
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::clock::Stopwatch;
+use crate::config::Secret;
 
 use crate::domain::monitor::Reading;
 use crate::domain::runbook::{HttpCheck, Measure, Probe};
@@ -15,6 +20,8 @@ use crate::domain::runbook::{HttpCheck, Measure, Probe};
 #[derive(Clone)]
 pub struct Prober {
     client: reqwest::Client,
+    /// Bearer tokens for Prometheus, by the variable name a probe gives.
+    tokens: Arc<BTreeMap<String, Secret>>,
 }
 
 impl Default for Prober {
@@ -31,7 +38,17 @@ impl Prober {
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .unwrap_or_default();
-        Prober { client }
+        Prober {
+            client,
+            tokens: Arc::default(),
+        }
+    }
+
+    /// Authenticate Prometheus queries with these tokens (from
+    /// [`crate::settings::Settings::named`]), by the `bearer_env` a probe names.
+    pub fn with_tokens(mut self, tokens: BTreeMap<String, Secret>) -> Prober {
+        self.tokens = Arc::new(tokens);
+        self
     }
 
     /// Every probe, concurrently; readings in the probes' order.
@@ -46,11 +63,13 @@ impl Prober {
                     measures,
                     bearer_env,
                 } => {
-                    let token = bearer_env.as_deref().and_then(|v| std::env::var(v).ok());
+                    let token = bearer_env
+                        .as_deref()
+                        .and_then(|v| self.tokens.get(v))
+                        .map(Secret::expose);
                     (
                         name.clone(),
-                        self.prometheus(url, query, *measures, token.as_deref())
-                            .await,
+                        self.prometheus(url, query, *measures, token).await,
                     )
                 }
             }
@@ -60,7 +79,7 @@ impl Prober {
 
     /// An HTTP health check.
     pub async fn health(&self, check: &HttpCheck) -> Reading {
-        let started = Instant::now();
+        let started = Stopwatch::start();
         let timeout = check.timeout.to_std();
         let sent = tokio::time::timeout(timeout, async {
             let response = self.client.get(&check.url).send().await?;
@@ -69,7 +88,7 @@ impl Prober {
             Ok::<_, reqwest::Error>((status, body))
         })
         .await;
-        let ms = started.elapsed().as_millis();
+        let ms = started.millis();
         match sent {
             Err(_) => Reading::Health {
                 ok: false,

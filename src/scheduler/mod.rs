@@ -32,9 +32,9 @@ impl Scheduler {
     pub fn new(engine: Engine) -> Scheduler {
         let owner = format!("{}-{}", std::process::id(), engine.now().timestamp_millis());
         Scheduler {
+            lease: engine.queue().lease,
             engine,
             owner,
-            lease: crate::store::lease(),
         }
     }
 

@@ -281,7 +281,10 @@ impl Slack {
             .handle(&actor, Request::Click(pressed), key.as_deref())
             .await;
         if reply.refused {
-            self.tell_privately(user, channel, thread, reply.text).await;
+            // Keyed by the press, so a press delivered twice is answered once.
+            let answer_key = key.map(|k| format!("{k}:answer"));
+            self.tell_privately_once(user, channel, thread, reply.text, answer_key)
+                .await;
         }
     }
 
@@ -293,6 +296,19 @@ impl Slack {
         thread: Option<String>,
         text: String,
     ) {
+        self.tell_privately_once(user, channel, thread, text, None)
+            .await
+    }
+
+    /// An answer only `user` sees, queued at most once for `key`.
+    async fn tell_privately_once(
+        &self,
+        user: &str,
+        channel: &str,
+        thread: Option<String>,
+        text: String,
+        key: Option<String>,
+    ) {
         let msg = Outgoing {
             platform: Platform::Slack,
             to: Destination::Ephemeral {
@@ -303,7 +319,7 @@ impl Slack {
             key: None,
             card: crate::chat::Card::new(text),
         };
-        if let Err(e) = self.engine.post_message(&msg, None).await {
+        if let Err(e) = self.engine.post_message(&msg, key.as_deref()).await {
             warn!(error = format!("{e:#}"), "could not queue a private answer");
         }
     }

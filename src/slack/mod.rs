@@ -22,7 +22,7 @@ use crate::engine::Engine;
 /// Slack's Web API unless `SLACK_API_URL` says otherwise.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 
-/// What the environment says about Slack.
+/// What the environment says about Slack (read by [`crate::settings`]).
 #[derive(Clone, Debug)]
 pub struct SlackSettings {
     pub bot_token: Secret,
@@ -31,25 +31,6 @@ pub struct SlackSettings {
     /// Socket Mode: an app-level token (`xapp-…`).
     pub app_token: Option<Secret>,
     pub api_url: String,
-}
-
-impl SlackSettings {
-    /// Slack is on when a bot token and a way in (signing secret or app token) are set.
-    pub fn from_env() -> Option<SlackSettings> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let bot_token = Secret::new(var("SLACK_BOT_TOKEN")?);
-        let signing_secret = var("SLACK_SIGNING_SECRET").map(Secret::new);
-        let app_token = var("SLACK_APP_TOKEN").map(Secret::new);
-        if signing_secret.is_none() && app_token.is_none() {
-            return None;
-        }
-        Some(SlackSettings {
-            bot_token,
-            signing_secret,
-            app_token,
-            api_url: var("SLACK_API_URL").unwrap_or_else(|| DEFAULT_API_URL.to_string()),
-        })
-    }
 }
 
 pub type Connector = SlackClientHyperHttpsConnector;

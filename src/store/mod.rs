@@ -42,7 +42,7 @@ use crate::domain::Platform;
 pub use audit::AuditEntry;
 pub use incidents::PageRecord;
 pub use monitor::TickRecord;
-pub use queue::{lease, ClaimedMessage, Timer, TimerKind};
+pub use queue::{ClaimedMessage, Timer, TimerKind};
 
 /// Which SQL dialect the database speaks, for the few statements that differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

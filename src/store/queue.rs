@@ -182,18 +182,6 @@ impl Tx {
     }
 }
 
-/// How long a claim on a timer or an outgoing message lasts before another
-/// process may take it over: `TMINUS_LEASE` (a duration such as `30s`), one
-/// minute by default, one second at the least. It must be longer than one
-/// delivery attempt takes.
-pub fn lease() -> chrono::Duration {
-    std::env::var("TMINUS_LEASE")
-        .ok()
-        .and_then(|v| v.parse::<crate::domain::Dur>().ok())
-        .filter(|d| d.millis() >= 1000)
-        .map_or(chrono::Duration::seconds(60), |d| d.to_chrono())
-}
-
 impl Store {
     /// Claim up to `limit` timers due at `now` for `lease`.
     pub async fn claim_timers(

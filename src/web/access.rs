@@ -35,7 +35,7 @@ impl Scope {
     }
 }
 
-/// The web settings, from the environment.
+/// The web settings, from the environment (read by [`crate::settings`]).
 #[derive(Clone, Debug)]
 pub struct WebAccess {
     /// Signs and checks links; without it no link is valid.
@@ -49,19 +49,6 @@ pub struct WebAccess {
 }
 
 impl WebAccess {
-    pub fn from_env() -> WebAccess {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        WebAccess {
-            secret: var("TMINUS_WEB_SECRET").map(Secret::new),
-            token: var("TMINUS_WEB_TOKEN").map(Secret::new),
-            public_url: var("TMINUS_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_string()),
-            ttl: var("TMINUS_WEB_LINK_TTL")
-                .and_then(|v| v.parse::<Dur>().ok())
-                .filter(|d| *d > Dur::ZERO)
-                .unwrap_or(DEFAULT_TTL),
-        }
-    }
-
     /// The query string (`exp=…&sig=…`) that opens `scope` until `until`.
     pub fn query(&self, scope: Scope, until: DateTime<Utc>) -> Option<String> {
         let secret = self.secret.as_ref()?;
