@@ -48,6 +48,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
         .with_links(access.clone())
         .with_prober(Prober::new().with_tokens(settings.named.clone()))
         .with_queue(settings.queue);
+    engine.pin_unpinned_runs().await?;
     let listen = settings
         .listen
         .clone()
@@ -134,7 +135,9 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
         let _ = shutdown_rx.wait_for(|stop| *stop).await;
     };
     let server = tokio::spawn(web::serve(listener, router, shutdown));
+    let reloads = tokio::spawn(reload_on_hangup(engine.clone()));
     wait_for_signal().await;
+    reloads.abort();
     info!("shutting down");
     let _ = stop_tx.send(true);
     if let Some(socket) = socket_mode {
@@ -148,6 +151,30 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// What `config` would mean for each live run in database `db`, one line
+/// each, and whether none would be stranded (`check-config --db`).
+pub async fn live_runs_report(config: Config, db: &str) -> Result<(String, bool)> {
+    use std::fmt::Write;
+    let store = Store::connect(db).await?;
+    let config = Arc::new(config);
+    let engine = Engine::new(store.clone(), config.clone(), Arc::new(SystemClock));
+    let live = engine.live_runs_under(&config).await?;
+    store.close().await;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} live run(s) in {db}:", live.len());
+    let mut ok = true;
+    for l in &live {
+        ok &= !matches!(l.fate, crate::engine::Fate::Stranded(_));
+        let r = &l.run;
+        let _ = writeln!(
+            out,
+            "  #{} {} {} ({} {}, phase {}): runbook {}: {}",
+            r.number, r.service, r.version, r.platform, r.channel, r.phase, l.label, l.fate
+        );
+    }
+    Ok((out, ok))
+}
+
 /// Run a worker; `alive` turns false when it stops (or panics), so
 /// readiness can say so.
 fn watched(
@@ -159,6 +186,25 @@ fn watched(
         let _ = task.await;
         alive.store(false, Ordering::Relaxed);
     })
+}
+
+/// Re-read `bot-config/` on every SIGHUP; a refused reload keeps the
+/// configuration in force (the engine logs why).
+async fn reload_on_hangup(engine: Engine) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload needs a restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading bot-config/");
+            let _ = engine.reload_files().await;
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }
 
 async fn wait_for_signal() {
@@ -218,6 +264,7 @@ pub async fn shell(config_dir: &Path, db: Option<String>, as_person: Option<Stri
     let engine = Engine::new(store.clone(), config, clock.clone())
         .with_prober(Prober::new().with_tokens(settings.named))
         .with_queue(settings.queue);
+    engine.pin_unpinned_runs().await?;
     let interactive = std::io::stdin().is_terminal();
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut shell = Shell::new(engine, clock, me, std::io::stdout());

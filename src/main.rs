@@ -40,10 +40,14 @@ enum Cmd {
         #[arg(long)]
         db: Option<String>,
     },
-    /// Check bot-config/ and list every problem with file, line and key.
+    /// Check bot-config/ and list every problem with file, line and key;
+    /// with --db, also what the files would mean for each live run there.
     CheckConfig {
         #[arg(long, default_value = "bot-config")]
         config: PathBuf,
+        /// A database whose live runs to check the files against.
+        #[arg(long)]
+        db: Option<String>,
     },
 }
 
@@ -61,13 +65,39 @@ fn init_tracing(json: bool, quiet: bool) {
     }
 }
 
+/// `check-config --db`: each live run in `db` and what `config` means for
+/// it; fails when one would be stranded.
+fn check_live_runs(config: tminus::config::Config, db: &str) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(tminus::app::live_runs_report(config, db)));
+    match result {
+        Ok((report, ok)) => {
+            print!("{report}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("tminus: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Cmd::CheckConfig { config } = &cli.command {
+    if let Cmd::CheckConfig { config, db } = &cli.command {
         return match tminus::config::Config::load(config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());
-                ExitCode::SUCCESS
+                match db {
+                    None => ExitCode::SUCCESS,
+                    Some(db) => check_live_runs(c, db),
+                }
             }
             Err(errors) => {
                 eprintln!("{errors}");

@@ -7,7 +7,7 @@
 //! load balancer reports the same totals for them.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::domain::Platform;
 
@@ -112,6 +112,37 @@ pub struct Metrics {
     pub timer_lateness: Histogram,
     pub pages: PerPlatform,
     pub acknowledgements: PerPlatform,
+    pub reloads: Reloads,
+}
+
+/// Configuration reloads: how many succeeded and failed, and when each
+/// last happened (Unix seconds, 0 for never).
+pub struct Reloads {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    last_ok: AtomicI64,
+    last_failed: AtomicI64,
+}
+
+impl Reloads {
+    const fn new() -> Reloads {
+        Reloads {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_ok: AtomicI64::new(0),
+            last_failed: AtomicI64::new(0),
+        }
+    }
+
+    pub fn record(&self, ok: bool, at_unix: i64) {
+        let (count, last) = if ok {
+            (&self.ok, &self.last_ok)
+        } else {
+            (&self.failed, &self.last_failed)
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        last.store(at_unix, Ordering::Relaxed);
+    }
 }
 
 /// The process's metrics.
@@ -126,6 +157,7 @@ pub static METRICS: Metrics = Metrics {
     timer_lateness: Histogram::new(&LATENESS_BOUNDS),
     pages: PerPlatform::new(),
     acknowledgements: PerPlatform::new(),
+    reloads: Reloads::new(),
 };
 
 /// Figures read from the database at scrape time.
@@ -234,6 +266,41 @@ pub fn render(db: &DbFigures) -> String {
         out,
         "tminus_timers_fired_total {}",
         m.timers_fired.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "tminus_config_reloads_total",
+        "counter",
+        "Reloads of bot-config/ (SIGHUP or the shell's reload), by outcome.",
+    );
+    let r = &m.reloads;
+    let _ = writeln!(
+        out,
+        "tminus_config_reloads_total{{outcome=\"ok\"}} {}\ntminus_config_reloads_total{{outcome=\"failed\"}} {}",
+        r.ok.load(Ordering::Relaxed),
+        r.failed.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "tminus_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When bot-config/ was last reloaded successfully (Unix time; 0 for never).",
+    );
+    let _ = writeln!(
+        out,
+        "tminus_config_last_reload_success_timestamp_seconds {}",
+        r.last_ok.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "tminus_config_last_reload_failure_timestamp_seconds",
+        "gauge",
+        "When a reload of bot-config/ was last refused (Unix time; 0 for never).",
+    );
+    let _ = writeln!(
+        out,
+        "tminus_config_last_reload_failure_timestamp_seconds {}",
+        r.last_failed.load(Ordering::Relaxed)
     );
     header(
         &mut out,

@@ -15,7 +15,7 @@ use crate::domain::ids::is_valid_key;
 use crate::domain::runbook::{Measure, Monitoring, Probe, Severity, SeverityRule, Stage};
 use crate::domain::{
     Directory, Dur, Gate, HttpCheck, Item, Person, PersonId, Phase, Policy, Role, RoleId,
-    RoleQuorum, Rollback, Rotation, Runbook, Step, Target,
+    RoleQuorum, Rollback, Rotation, Runbook, RunbookVersion, Step, Target,
 };
 
 /// The bot file's name inside the configuration directory.
@@ -766,7 +766,31 @@ fn build_runbook(
         signoff_reminder,
         monitoring,
         escalation: file.escalation.map(|e| e.into_inner()),
+        version: RunbookVersion::of(&check.src.text),
     })
+}
+
+/// Build runbook `id` from the text of a stored version, against `config`'s
+/// bot file: the runbook a run pinned, as the bot file now is. Problems are
+/// reported against `runbooks/ID.toml @ SHORT`, the version they are in.
+pub fn pinned_runbook(config: &Config, id: &str, text: &str) -> Result<Runbook, ConfigErrors> {
+    let version = RunbookVersion::of(text);
+    let src = Source {
+        path: PathBuf::from(format!("runbooks/{id}.toml @ {}", version.short())),
+        text: text.to_string(),
+    };
+    let mut errors = Vec::new();
+    let runbook = parse::<raw::RunbookFile>(&src, &mut errors).and_then(|file| {
+        let mut check = Check {
+            src: &src,
+            errors: &mut errors,
+        };
+        build_runbook(&mut check, id, file, config, true)
+    });
+    match runbook {
+        Some(runbook) if errors.is_empty() => Ok(runbook),
+        _ => Err(ConfigErrors(errors)),
+    }
 }
 
 fn resolve_role(

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::{Directory, Policy, Rotation, Runbook};
 
-pub use build::BOT_FILE;
+pub use build::{pinned_runbook, BOT_FILE};
 
 /// Deployments and incidents channel on one platform.
 #[derive(Clone, Debug, PartialEq, Eq)]

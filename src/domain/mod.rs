@@ -21,4 +21,4 @@ pub use run::{
     Action, CheckResult, Event, ItemState, Refusal, Run, RunStatus, SignOff, Verdict,
     AUTOMATED_CHECK,
 };
-pub use runbook::{Gate, HttpCheck, Item, Phase, RoleQuorum, Rollback, Runbook};
+pub use runbook::{Gate, HttpCheck, Item, Phase, RoleQuorum, Rollback, Runbook, RunbookVersion};

@@ -130,6 +130,10 @@ pub struct Run {
     pub version: String,
     pub env: String,
     pub runbook: String,
+    /// The hash of the runbook version the run follows (see
+    /// `RunbookVersion`); `None` only for a run from before versions whose
+    /// runbook file was gone when they were introduced.
+    pub runbook_version: Option<String>,
     pub started_by: PersonId,
     pub started_at: DateTime<Utc>,
     pub status: RunStatus,
@@ -407,6 +411,7 @@ impl Run {
             version: version.to_string(),
             env: env.to_string(),
             runbook: runbook.id.clone(),
+            runbook_version: Some(runbook.version.hash.clone()),
             started_by: started_by.clone(),
             started_at: now,
             status: RunStatus::Active,

@@ -104,6 +104,7 @@ fn runbook() -> Runbook {
         signoff_reminder: None,
         monitoring: None,
         escalation: None,
+        version: Default::default(),
     }
 }
 

@@ -3,7 +3,40 @@
 //! can be malformed once built (phase and item ids are unique, quorums fit
 //! their roles, durations are positive).
 
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
 use super::{Dur, RoleId};
+
+/// Which text of a runbook file a runbook was built from: the SHA-256 of
+/// the text, and the text. A run pins the version it started with; the same
+/// text is the same version on every process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunbookVersion {
+    /// Lowercase hex SHA-256 of `source`.
+    pub hash: String,
+    pub source: Arc<str>,
+}
+
+impl RunbookVersion {
+    pub fn of(source: &str) -> RunbookVersion {
+        RunbookVersion {
+            hash: crate::hex::encode(&Sha256::digest(source.as_bytes())),
+            source: Arc::from(source),
+        }
+    }
+
+    /// The first 8 hex digits, as people see a version.
+    pub fn short(&self) -> &str {
+        short_hash(&self.hash)
+    }
+}
+
+/// The first 8 hex digits of a version hash.
+pub fn short_hash(hash: &str) -> &str {
+    hash.get(..8).unwrap_or(hash)
+}
 
 /// A deployment playbook: ordered phases, an optional rollback phase, the
 /// monitoring plan and the escalation policy to page with.
@@ -20,6 +53,8 @@ pub struct Runbook {
     pub signoff_reminder: Option<Dur>,
     pub monitoring: Option<Monitoring>,
     pub escalation: Option<String>,
+    /// The text this runbook was built from.
+    pub version: RunbookVersion,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +190,15 @@ pub struct SeverityRule {
 }
 
 impl Runbook {
+    /// `web-service @ 1a2b3c4d`: the runbook and its version, as cards,
+    /// reports and run pages name it.
+    pub fn label(&self) -> String {
+        if self.version.hash.is_empty() {
+            return self.id.clone();
+        }
+        format!("{} @ {}", self.id, self.version.short())
+    }
+
     /// Every phase a run may be in, the rollback phase last.
     pub fn all_phases(&self) -> impl Iterator<Item = &Phase> {
         self.phases

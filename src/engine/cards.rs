@@ -236,7 +236,7 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
         card.footer = Some(format!(
             "Started by {} · runbook {}",
             dir.name(&run.started_by),
-            runbook.id
+            runbook.label()
         ));
     } else {
         card.footer = Some(match run.status {

@@ -69,7 +69,8 @@ impl Engine {
         if !new {
             return Ok(Reply::private("Already handled."));
         }
-        let runbook = self.runbook(&run)?;
+        let runbook = self.runbook(&run).await?;
+        let runbook: &Runbook = &runbook;
         if !self.schedule_checks(&mut tx, &run, runbook, now).await? {
             return Ok(Reply::refuse("This phase has no automated checks."));
         }
@@ -94,7 +95,8 @@ impl Engine {
         // Probe first, outside any transaction.
         let plan = match self.store.run(run_id).await? {
             Some(run) if run.status.is_open() && run.phase == phase => {
-                let runbook = self.runbook(&run)?;
+                let runbook = self.runbook(&run).await?;
+                let runbook: &Runbook = &runbook;
                 let checks: Vec<_> = runbook
                     .phase(phase)
                     .into_iter()
@@ -117,7 +119,8 @@ impl Engine {
             Some(run) if !plan.is_empty() && run.phase == phase && run.status.is_open() => run,
             _ => return tx.commit().await,
         };
-        let runbook = self.runbook(&run)?.clone();
+        let runbook = self.runbook(&run).await?;
+        let runbook: &Runbook = &runbook;
         let before = run.clone();
         let mut run = run;
         let who = PersonId::new(AUTOMATED_CHECK);
@@ -137,7 +140,7 @@ impl Engine {
                 },
             };
             // A refusal means the runbook no longer has the item: skip it.
-            if let Ok(more) = run.decide(&runbook, &self.config.directory, &who, action, now) {
+            if let Ok(more) = run.decide(&runbook, &self.config().directory, &who, action, now) {
                 events.extend(more);
             }
         }

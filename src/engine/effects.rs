@@ -87,7 +87,7 @@ impl Engine {
                 },
             ),
             To::Incidents(platform, run) => {
-                let channel = self.config.channels_for(platform).map_or_else(
+                let channel = self.config().channels_for(platform).map_or_else(
                     || run.map_or_else(|| "incidents".to_string(), |r| r.channel.clone()),
                     |c| c.incidents.clone(),
                 );

@@ -29,7 +29,7 @@ impl Engine {
         mut next: Position,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let Some(policy) = self.policy_of(incident).cloned() else {
+        let Some(policy) = self.policy_of(incident) else {
             return Ok(());
         };
         // Only the first page can be due at once with a wait (an opened
@@ -83,8 +83,8 @@ impl Engine {
     ) -> Result<()> {
         let step = &policy.steps[pos.step];
         let overrides = tx.overrides(now).await?;
-        let dir = &self.config.directory;
-        let targets = resolve_targets(step, dir, &self.config.rotations, &overrides, now);
+        let dir = &self.config().directory;
+        let targets = resolve_targets(step, dir, &self.config().rotations, &overrides, now);
         let mut paged = Vec::new();
         for t in targets {
             let record = PageRecord {
@@ -226,10 +226,10 @@ impl Engine {
         run: Option<&Run>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let Some(policy) = self.policy_of(incident).cloned() else {
+        let Some(policy) = self.policy_of(incident) else {
             return Ok(());
         };
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         for p in tx.pages_for(incident.id).await? {
             if !reachable(dir, incident.platform, &p.person) {
                 continue;
@@ -298,7 +298,7 @@ impl Engine {
         }
         let run = self.incident_run(tx, &incident).await?;
         let who = acked_by.map_or_else(String::new, |p| {
-            format!(" by {}", self.config.directory.name(&p))
+            format!(" by {}", self.config().directory.name(&p))
         });
         let text = format!(
             "⏰ Incident #{} was acknowledged{who} but is still not resolved: paging again from the first step.",

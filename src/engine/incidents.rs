@@ -103,7 +103,7 @@ impl Engine {
         let paging = match incident.policy.as_deref() {
             Some(p) => format!(
                 "paging {}",
-                self.config.policies.get(p).map_or(p, |p| p.name.as_str())
+                self.config().policies.get(p).map_or(p, |p| p.name.as_str())
             ),
             None => "its runbook names no escalation policy, so nobody is paged".to_string(),
         };
@@ -129,10 +129,11 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Incident> {
         let policy = self
-            .runbook(run)?
+            .runbook(run)
+            .await?
             .escalation
             .clone()
-            .filter(|p| self.config.policies.contains_key(p));
+            .filter(|p| self.config().policies.contains_key(p));
         let mut incident = Incident::open(run, severity, summary, policy, opened_by, now);
         incident.id = tx.insert_incident(&incident).await?;
         info!(incident = incident.id, run_id = %run.id, severity = severity.as_str(), "incident opened");
@@ -179,18 +180,21 @@ impl Engine {
         Ok(incident)
     }
 
-    pub(super) fn policy_of(&self, incident: &Incident) -> Option<&Policy> {
+    pub(super) fn policy_of(&self, incident: &Incident) -> Option<Policy> {
         incident
             .policy
             .as_ref()
-            .and_then(|p| self.config.policies.get(p))
+            .and_then(|p| self.config().policies.get(p).cloned())
     }
 
     pub(super) fn actor_name(&self, key: &str) -> String {
         if key == BOT {
             "tminus".to_string()
         } else {
-            self.config.directory.name(&PersonId::new(key)).to_string()
+            self.config()
+                .directory
+                .name(&PersonId::new(key))
+                .to_string()
         }
     }
 
@@ -222,9 +226,14 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let pages = tx.pages_for(incident.id).await?;
-        let policy = self.policy_of(incident).map(|p| p.name.as_str());
-        let card =
-            incident_cards::incident_card(incident, run, policy, &pages, &self.config.directory);
+        let policy = self.policy_of(incident).map(|p| p.name);
+        let card = incident_cards::incident_card(
+            incident,
+            run,
+            policy.as_deref(),
+            &pages,
+            &self.config().directory,
+        );
         let key = Some(keys::incident(incident.id));
         self.send(tx, To::Incidents(incident.platform, run), key, card, now)
             .await
@@ -266,7 +275,7 @@ impl Engine {
         let allowed = self
             .incident_responders(&mut tx, &incident, run.as_ref(), now)
             .await?;
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         let events = match incident.decide(action, &person.id, &allowed, dir, now) {
             Ok(events) => events,
             Err(refusal) => return Ok(Reply::refuse(super::capitalise(&refusal.to_string()))),
@@ -351,10 +360,10 @@ impl Engine {
     ) -> Result<Vec<PersonId>> {
         let overrides = tx.overrides(now).await?;
         let pages = tx.pages_for(incident.id).await?;
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         let mut allowed: Vec<PersonId> = self
             .policy_of(incident)
-            .map(|p| responders(p, dir, &self.config.rotations, &overrides))
+            .map(|p| responders(&p, dir, &self.config().rotations, &overrides))
             .unwrap_or_default();
         let mut add = |p: &PersonId| {
             if dir.person(p).is_some() && !allowed.contains(p) {
@@ -365,7 +374,7 @@ impl Engine {
         add(&PersonId::new(incident.opened_by.as_str()));
         if let Some(run) = run {
             add(&run.started_by);
-            if let Ok(runbook) = self.runbook(run) {
+            if let Ok(runbook) = self.runbook(run).await {
                 let roles = runbook
                     .rollback
                     .iter()

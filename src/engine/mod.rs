@@ -16,11 +16,12 @@ mod oncall;
 mod reminders;
 pub mod report;
 mod runs;
+mod versions;
 mod views;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use tracing::{error, instrument};
 
@@ -35,6 +36,7 @@ use crate::settings::QueueSettings;
 use crate::store::{Store, Timer, TimerKind};
 
 pub use command::Command;
+pub use versions::{run_label, Fate, LiveRun, Refused, Reloaded, Stranded};
 
 /// Who acted, on which platform, in which channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,7 +122,8 @@ pub trait LinkSigner: Send + Sync {
 #[derive(Clone)]
 pub struct Engine {
     store: Store,
-    config: Arc<Config>,
+    /// The configuration in force; a reload replaces it.
+    current: Arc<RwLock<Arc<versions::Current>>>,
     clock: Arc<dyn Clock>,
     prober: Prober,
     /// Signs the run-page links posted in chat, when the web side is set up.
@@ -135,7 +138,7 @@ impl Engine {
     pub fn new(store: Store, config: Arc<Config>, clock: Arc<dyn Clock>) -> Engine {
         Engine {
             store,
-            config,
+            current: Arc::new(RwLock::new(versions::Current::new(config))),
             clock,
             prober: Prober::new(),
             links: None,
@@ -167,7 +170,7 @@ impl Engine {
 
     /// A run's root message, with a link to its page when links are on.
     fn root_card(&self, run: &Run, runbook: &Runbook, now: DateTime<Utc>) -> Card {
-        let mut card = cards::root_card(run, runbook, &self.config.directory);
+        let mut card = cards::root_card(run, runbook, &self.config().directory);
         if let Some(link) = self.run_link(run, now) {
             card = card.section(None, vec![format!("Run page: {link}")]);
         }
@@ -182,8 +185,13 @@ impl Engine {
         &self.store
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    fn current(&self) -> Arc<versions::Current> {
+        self.current.read().expect("configuration lock").clone()
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -211,6 +219,7 @@ impl Engine {
         METRICS.ack_latency.observe(watch.seconds());
         match answer {
             Ok(reply) => reply,
+            Err(e) if e.is::<Stranded>() => Reply::refuse(e.to_string()),
             Err(e) => {
                 let id = format!("E{:x}", self.clock.now().timestamp_millis());
                 error!(error_id = %id, error = format!("{e:#}"), "request failed");
@@ -228,7 +237,7 @@ impl Engine {
         request_key: Option<&str>,
     ) -> Result<Reply> {
         let Some(person) = self
-            .config
+            .config()
             .directory
             .resolve(actor.platform, &actor.user)
             .cloned()
@@ -266,18 +275,9 @@ impl Engine {
 
     /// The deployments channel runs started from `actor` belong to.
     fn deploy_channel(&self, actor: &Actor) -> String {
-        self.config
+        self.config()
             .channels_for(actor.platform)
             .map_or_else(|| actor.channel.clone(), |c| c.deployments.clone())
-    }
-
-    fn runbook(&self, run: &Run) -> Result<&Runbook> {
-        self.config.runbooks.get(&run.runbook).with_context(|| {
-            format!(
-                "run {} uses runbook {:?}, which is no longer configured",
-                run.id, run.runbook
-            )
-        })
     }
 
     async fn command(
@@ -373,6 +373,20 @@ impl Engine {
     /// same transaction as its effects, and a timer already fired does nothing.
     #[instrument(skip_all, fields(timer_id = timer.id))]
     pub async fn fire(&self, timer: &Timer) -> Result<()> {
+        match self.fire_timer(timer).await {
+            // A run that cannot go on has nothing to remind or probe: the
+            // timer is done, not retried.
+            Err(e) if e.is::<Stranded>() => {
+                tracing::warn!(timer_id = timer.id, error = %e, "timer of a stranded run dropped");
+                let mut tx = self.store.begin().await?;
+                tx.mark_fired(timer.id, self.clock.now()).await?;
+                tx.commit().await
+            }
+            other => other,
+        }
+    }
+
+    async fn fire_timer(&self, timer: &Timer) -> Result<()> {
         match &timer.kind {
             TimerKind::MonitorTick { run, at } => {
                 return self.monitor_tick(timer.id, *run, *at).await

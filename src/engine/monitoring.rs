@@ -52,7 +52,8 @@ impl Engine {
         // Probe first, outside any transaction.
         let plan = match self.store.run(run_id).await? {
             Some(run) if run.status.is_open() => {
-                let runbook = self.runbook(&run)?;
+                let runbook = self.runbook(&run).await?;
+                let runbook: &Runbook = &runbook;
                 match (&runbook.monitoring, run.t0) {
                     (Some(m), Some(t0))
                         if tick_offsets(m).iter().any(|d| ms(t0 + d.to_chrono()) == at) =>
@@ -83,7 +84,8 @@ impl Engine {
         readings: Readings,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let runbook = self.runbook(&run)?.clone();
+        let runbook = self.runbook(&run).await?;
+        let runbook: &Runbook = &runbook;
         let (Some(monitoring), Some(t0)) = (&runbook.monitoring, run.t0) else {
             return Ok(());
         };
@@ -235,7 +237,7 @@ impl Engine {
         levels: &[Level],
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         let last = levels.last().copied().unwrap_or(Level::Unknown);
         let mut lines = vec![format!(
             "⏱️ Monitoring: the window is over after {} checks; final verdict {}.",

@@ -17,10 +17,10 @@ impl Engine {
     pub(super) async fn oncall(&self, platform: Platform) -> Result<Reply> {
         let now = self.clock.now();
         let overrides = self.store.overrides(now).await?;
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         let mut card = Card::new("On call now");
         let mut lines = Vec::new();
-        for r in self.config.rotations.values() {
+        for r in self.config().rotations.values() {
             let h = r.holder(&overrides, now);
             let local = h.until.with_timezone(&r.timezone);
             lines.push(format!(
@@ -36,7 +36,7 @@ impl Engine {
             lines.push("No rotations in the bot file.".into());
         }
         card = card.section(Some("Rotations"), lines);
-        for p in self.config.policies.values() {
+        for p in self.config().policies.values() {
             let mut lines = Vec::new();
             for (i, step) in p.steps.iter().enumerate() {
                 let when = if i == 0 && step.after == Dur::ZERO {
@@ -47,7 +47,7 @@ impl Engine {
                     format!("{} later", step.after)
                 };
                 let whom: Vec<String> =
-                    resolve_targets(step, dir, &self.config.rotations, &overrides, now)
+                    resolve_targets(step, dir, &self.config().rotations, &overrides, now)
                         .iter()
                         .map(|t| format!("{} ({})", dir.name(&t.person), t.via))
                         .collect();
@@ -113,7 +113,7 @@ impl Engine {
         rotation: Option<String>,
         key: Option<&str>,
     ) -> Result<Reply> {
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         let Some(target) = self.person_named(actor.platform, who) else {
             let known: Vec<&str> = dir.people.keys().map(|k| k.as_str()).collect();
             return Ok(Reply::refuse(format!(
@@ -123,12 +123,12 @@ impl Engine {
         };
         let now = self.clock.now();
         let overrides = self.store.overrides(now).await?;
+        let config = self.config();
         let rotation = match rotation {
-            Some(r) => match self.config.rotations.get(&r) {
+            Some(r) => match config.rotations.get(&r) {
                 Some(r) => r,
                 None => {
-                    let known: Vec<&str> =
-                        self.config.rotations.keys().map(String::as_str).collect();
+                    let known: Vec<&str> = config.rotations.keys().map(String::as_str).collect();
                     return Ok(Reply::refuse(format!(
                         "There is no rotation `{r}`. Rotations: {}.",
                         known.join(", ")
@@ -136,23 +136,17 @@ impl Engine {
                 }
             },
             None => {
-                let held: Vec<_> = self
-                    .config
+                let held: Vec<_> = config
                     .rotations
                     .values()
                     .filter(|r| r.holder(&overrides, now).person == person.id)
                     .collect();
-                match (held.as_slice(), self.config.rotations.len()) {
+                match (held.as_slice(), config.rotations.len()) {
                     ([one], _) => *one,
-                    (_, 1) => self
-                        .config
-                        .rotations
-                        .values()
-                        .next()
-                        .context("one rotation")?,
+                    (_, 1) => config.rotations.values().next().context("one rotation")?,
                     _ => {
                         let known: Vec<&str> =
-                            self.config.rotations.keys().map(String::as_str).collect();
+                            config.rotations.keys().map(String::as_str).collect();
                         return Ok(Reply::refuse(format!(
                             "Say which rotation: /oncall override {who} {duration} <rotation> ({}).",
                             known.join(", ")
@@ -220,7 +214,7 @@ impl Engine {
     /// A person named by key, or by a platform mention (`<@U0BRUNO>`,
     /// `<@U0BRUNO|bruno>`, `<@!284716390512837641>`, `@bruno`).
     pub(super) fn person_named(&self, platform: Platform, text: &str) -> Option<Person> {
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         let bare = text.trim().trim_start_matches('@');
         if let Some(p) = dir.person(&PersonId::new(bare)) {
             return Some(p.clone());

@@ -46,11 +46,12 @@ impl Engine {
         if !run.status.is_open() || run.phase != phase_id {
             return Ok(());
         }
-        let runbook = self.runbook(run)?;
+        let runbook = self.runbook(run).await?;
+        let runbook: &Runbook = &runbook;
         let Some(phase) = runbook.phase(phase_id) else {
             return Ok(());
         };
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         // Everything the gate lacks, the four-eyes rule included.
         if !run.gate_unmet(phase, dir).is_empty() {
             let waited =

@@ -39,7 +39,7 @@ pub fn markdown(
     let _ = writeln!(md, "- **Service:** {}", run.service);
     let _ = writeln!(md, "- **Version:** {}", run.version);
     let _ = writeln!(md, "- **Environment:** {}", run.env);
-    let _ = writeln!(md, "- **Runbook:** {} ({})", runbook.name, runbook.id);
+    let _ = writeln!(md, "- **Runbook:** {} ({})", runbook.name, runbook.label());
     let status = match (&run.status, &run.end_reason) {
         (RunStatus::Aborted, Some(r)) => format!("aborted — {r}"),
         (RunStatus::RolledBack | RunStatus::RollingBack, Some(r)) => {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::effects::{audit_entry, To};
-use super::{capitalise, cards, report, Actor, Engine, Reply};
+use super::{capitalise, cards, report, Actor, Engine, Reply, Stranded};
 use crate::chat::keys;
 use crate::domain::runbook::Phase;
 use crate::domain::{Action, Event, Person, PersonId, Run, RunId, Runbook};
@@ -40,7 +40,7 @@ impl Engine {
         phase: &Phase,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let card = cards::phase_card(run, runbook, phase, &self.config.directory);
+        let card = cards::phase_card(run, runbook, phase, &self.config().directory);
         let key = keys::phase(run.id, &phase.id);
         self.send(tx, To::Thread(run), Some(key), card, now).await
     }
@@ -56,16 +56,17 @@ impl Engine {
         env: Option<String>,
         key: Option<&str>,
     ) -> Result<Reply> {
-        let name = runbook.unwrap_or_else(|| self.config.default_runbook.clone());
-        let Some(runbook) = self.config.runbooks.get(&name) else {
-            let known: Vec<&str> = self.config.runbooks.keys().map(String::as_str).collect();
+        let config = self.config();
+        let name = runbook.unwrap_or_else(|| config.default_runbook.clone());
+        let Some(runbook) = config.runbooks.get(&name) else {
+            let known: Vec<&str> = config.runbooks.keys().map(String::as_str).collect();
             return Ok(Reply::refuse(format!(
                 "There is no runbook `{name}`. Runbooks: {}.",
                 known.join(", ")
             )));
         };
         let now = self.clock.now();
-        let env = env.unwrap_or_else(|| self.config.default_env.clone());
+        let env = env.unwrap_or_else(|| self.config().default_env.clone());
         let mut tx = self.store.begin().await?;
         if let Some(key) = key {
             if !tx.first_time(key, now).await? {
@@ -84,10 +85,14 @@ impl Engine {
             &person.id,
             now,
         );
+        tx.save_version(runbook, now).await?;
         tx.insert_run(&mut run).await?;
         let detail = format!(
             "started {} {} on {} with runbook {}",
-            run.service, run.version, run.env, runbook.id
+            run.service,
+            run.version,
+            run.env,
+            runbook.label()
         );
         tx.audit(&audit_entry(
             Some(run.id),
@@ -131,9 +136,17 @@ impl Engine {
         let Some(mut run) = run else {
             return Ok(Reply::refuse("That deployment does not exist."));
         };
-        let runbook = self.runbook(&run)?;
+        let runbook = match self.runbook(&run).await {
+            Ok(runbook) => runbook,
+            // A run that cannot go on can still be ended.
+            Err(e) if e.is::<Stranded>() && matches!(action, Action::Abort { .. }) => {
+                self.abort_runbook(&run).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let runbook: &Runbook = &runbook;
         let before = run.clone();
-        let events = match run.decide(runbook, &self.config.directory, &person.id, action, now) {
+        let events = match run.decide(runbook, &self.config().directory, &person.id, action, now) {
             Ok(events) => events,
             Err(refusal) => return Ok(Reply::refuse(capitalise(&refusal.to_string()))),
         };
@@ -166,7 +179,7 @@ impl Engine {
         events: &[Event],
         now: DateTime<Utc>,
     ) -> Result<String> {
-        let dir = &self.config.directory;
+        let dir = &self.config().directory;
         let name = dir.name(who).to_string();
         let item_text = |phase: &str, item: &str| {
             runbook

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::effects::To;
 use super::{cards, no_run, report, run_number_text, Actor, Engine, Reply};
-use crate::domain::{Person, Platform, Run};
+use crate::domain::{Person, Platform, Run, Runbook};
 
 impl Engine {
     /// `/deploy list`: the channel's recent runs, one line each.
@@ -27,7 +27,7 @@ impl Engine {
                     r.service,
                     r.version,
                     r.status.label(),
-                    self.config.directory.name(&r.started_by),
+                    self.config().directory.name(&r.started_by),
                     r.started_at.format("%Y-%m-%d %H:%M UTC")
                 )
             })
@@ -45,7 +45,8 @@ impl Engine {
         let Some(run) = self.find_run(platform, channel, run, false).await? else {
             return Ok(no_run(run_number_text(None)));
         };
-        let runbook = self.runbook(&run)?;
+        let runbook = self.runbook(&run).await?;
+        let runbook: &Runbook = &runbook;
         let phase = runbook
             .phase(&run.phase)
             .context("current phase missing from runbook")?;
@@ -60,7 +61,7 @@ impl Engine {
             &run,
             runbook,
             phase,
-            &self.config.directory,
+            &self.config().directory,
         ));
         Ok(reply)
     }
@@ -131,8 +132,8 @@ impl Engine {
         let incidents = self.store.incidents_for_run(run.id).await?;
         Ok(report::markdown(
             run,
-            self.runbook(run)?,
-            &self.config.directory,
+            &*self.runbook(run).await?,
+            &self.config().directory,
             &audit,
             &ticks,
             &incidents,

@@ -27,6 +27,7 @@ Commands:
   as PERSON            act as someone else (`who` lists people)
   who                  list people and their roles
   wait DURATION        move the clock forward (e.g. 30m, 2h) and run what falls due
+  reload               read bot-config/ again (live runs keep their runbook versions)
   help                 this help
   quit                 leave";
 
@@ -133,6 +134,15 @@ impl<W: Write> Shell<W> {
                 Err(e) => writeln!(self.out, "{e}")?,
             },
             "click" => self.click(rest).await?,
+            "reload" => match self.engine.reload_files().await {
+                Ok(done) => {
+                    writeln!(self.out, "Reloaded: {}.", self.engine.config().summary())?;
+                    for change in done.changes {
+                        writeln!(self.out, "  {change}")?;
+                    }
+                }
+                Err(e) => writeln!(self.out, "Not reloaded: {e:#}")?,
+            },
             "/deploy" | "/oncall" => match command::parse_slash(word, rest) {
                 Ok(cmd) => self.request(Request::Command(cmd)).await?,
                 Err(e) => writeln!(self.out, "{e}")?,
@@ -221,7 +231,7 @@ impl<W: Write> Shell<W> {
         let prefix = if reply.private { "(only you) " } else { "" };
         writeln!(self.out, "{prefix}{}", reply.text)?;
         if let Some(card) = &reply.card {
-            render::card(&mut self.out, card, self.engine.config(), &mut self.shown)?;
+            render::card(&mut self.out, card, &self.engine.config(), &mut self.shown)?;
         }
         self.drain().await?;
         // Work asked for at once (an item's automated checks) runs now, as
@@ -287,7 +297,7 @@ impl<W: Write> Shell<W> {
                 render::card(
                     &mut self.out,
                     &msg.card,
-                    self.engine.config(),
+                    &self.engine.config(),
                     &mut self.shown,
                 )?;
                 if let Some(key) = &msg.key {

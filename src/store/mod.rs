@@ -25,6 +25,7 @@ mod incidents;
 mod monitor;
 mod queue;
 mod runs;
+mod versions;
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use crate::domain::{
 };
 
 const RUN_COLUMNS: &str = "id, platform, channel, number, service, version, env, runbook, \
-    started_by, started_at, status, phase, phase_entered_at, t0, ended_at, end_reason";
+    runbook_version, started_by, started_at, status, phase, phase_entered_at, t0, ended_at, end_reason";
 
 impl Tx {
     /// Insert a new run, giving it the next number in its channel.
@@ -32,8 +32,10 @@ impl Tx {
         run.number = number;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (platform, channel, number, service, version, env, runbook, \
-             started_by, started_at, status, phase, phase_entered_at, t0, ended_at, end_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+             runbook_version, started_by, started_at, status, phase, phase_entered_at, t0, \
+             ended_at, end_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             RETURNING id",
         )
         .bind(run.platform.as_str())
         .bind(&run.channel)
@@ -42,6 +44,7 @@ impl Tx {
         .bind(&run.version)
         .bind(&run.env)
         .bind(&run.runbook)
+        .bind(run.runbook_version.as_deref())
         .bind(run.started_by.as_str())
         .bind(ms(run.started_at))
         .bind(run.status.as_str())
@@ -437,6 +440,7 @@ fn run_from_row(row: &AnyRow) -> Result<Run> {
         version: col(row, "version")?,
         env: col(row, "env")?,
         runbook: col(row, "runbook")?,
+        runbook_version: col(row, "runbook_version")?,
         started_by: PersonId::new(col::<String>(row, "started_by")?),
         started_at: from_ms(col(row, "started_at")?),
         status: RunStatus::parse(&status).with_context(|| format!("unknown status {status:?}"))?,

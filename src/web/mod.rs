@@ -134,7 +134,7 @@ async fn run_list(
             (r, link)
         })
         .collect();
-    html(pages::run_list(&linked, state.engine.config()))
+    html(pages::run_list(&linked, &state.engine.config()))
 }
 
 /// `/runs/{id}` and `/runs/{id}.json`.
@@ -170,13 +170,16 @@ async fn run_page(
         Ok(None) => return (StatusCode::NOT_FOUND, "no such run\n").into_response(),
         Err(e) => return internal(e),
     };
-    let Some(runbook) = engine.config().runbooks.get(&run.runbook) else {
-        return internal(anyhow::anyhow!("run {id} uses an unknown runbook"));
+    let (runbook, stranded) = match engine.runbook_to_show(&run).await {
+        Ok(found) => found,
+        Err(e) => return internal(e),
     };
+    let config = engine.config();
     let view = pages::RunView {
         run: &run,
-        runbook,
-        config: engine.config(),
+        runbook: &runbook,
+        stranded: stranded.as_deref(),
+        config: &config,
         audit: &audit,
         ticks: &ticks,
         incidents: &incidents,

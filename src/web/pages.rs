@@ -21,6 +21,8 @@ use crate::store::{AuditEntry, PageRecord, TickRecord};
 pub struct RunView<'a> {
     pub run: &'a Run,
     pub runbook: &'a Runbook,
+    /// Why the run cannot go on, when it cannot.
+    pub stranded: Option<&'a str>,
     pub config: &'a Config,
     pub audit: &'a [AuditEntry],
     pub ticks: &'a [TickRecord],
@@ -142,12 +144,16 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
     );
     let _ = write!(
         b,
-        "<p class=\"meta\">{} · {} · runbook {} · on {}</p>",
+        "<p class=\"meta\">{} · {} · runbook {} (<a href=\"#runbook\">{}</a>) · on {}</p>",
         badge(run.status.as_str(), run.status.label()),
         escape(&run.env),
         escape(&runbook.name),
+        escape(&crate::engine::run_label(run)),
         escape(run.platform.as_str())
     );
+    if let Some(why) = v.stranded {
+        let _ = write!(b, "<p class=\"card\"><strong>{}</strong></p>", escape(why));
+    }
     let _ = write!(
         b,
         "<p class=\"meta\">Started by {} at {} · current phase: {}{}</p>",
@@ -322,6 +328,16 @@ pub fn run_page(v: &RunView<'_>, query: Option<&str>) -> String {
         );
     }
     b.push_str("</ul></div></section>");
+    // The text of the version the run follows, as it was when the run pinned it.
+    if !runbook.version.source.is_empty() {
+        let _ = write!(
+            b,
+            "<section id=\"runbook\"><h2>Runbook {}</h2><details><summary>runbooks/{}.toml as this run follows it</summary><pre>{}</pre></details></section>",
+            escape(&runbook.label()),
+            escape(&runbook.id),
+            escape(&runbook.version.source)
+        );
+    }
     let q = query.map_or(String::new(), |q| format!("?{q}"));
     let _ = write!(
         b,
@@ -459,7 +475,8 @@ pub fn run_json(v: &RunView<'_>) -> Value {
         .collect();
     json!({
         "id": run.id.0, "number": run.number, "service": run.service, "version": run.version,
-        "env": run.env, "runbook": run.runbook, "platform": run.platform.as_str(),
+        "env": run.env, "runbook": run.runbook, "runbook_version": run.runbook_version,
+        "stranded": v.stranded, "platform": run.platform.as_str(),
         "channel": run.channel, "status": run.status.as_str(), "phase": run.phase,
         "started_by": run.started_by.as_str(), "started_at": run.started_at, "t0": run.t0,
         "ended_at": run.ended_at, "end_reason": run.end_reason,

@@ -254,6 +254,26 @@ impl ServeProcess {
 
     /// With another configuration directory.
     pub fn start_with(config_dir: &Path, db_url: &str, env: &[(&str, String)]) -> ServeProcess {
+        ServeProcess::spawn(config_dir, db_url, env, Stdio::inherit())
+    }
+
+    /// With its log (stderr) written to `log`.
+    pub fn start_logged(
+        config_dir: &Path,
+        db_url: &str,
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> ServeProcess {
+        let file = std::fs::File::create(log).expect("log file");
+        ServeProcess::spawn(config_dir, db_url, env, Stdio::from(file))
+    }
+
+    fn spawn(
+        config_dir: &Path,
+        db_url: &str,
+        env: &[(&str, String)],
+        stderr: Stdio,
+    ) -> ServeProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tminus"));
         cmd.args(["serve", "--config"])
             .arg(config_dir)
@@ -269,7 +289,8 @@ impl ServeProcess {
             .env_remove("DISCORD_TOKEN")
             .env_remove("DISCORD_PUBLIC_KEY")
             .env_remove("DISCORD_APPLICATION_ID")
-            .stdout(Stdio::piped());
+            .stdout(Stdio::piped())
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -287,6 +308,15 @@ impl ServeProcess {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGHUP: read bot-config/ again.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
     }
 
     /// SIGKILL, as a crash would.

@@ -22,4 +22,5 @@ mod shell;
 mod slack;
 mod slack_socket;
 mod store;
+mod versions;
 mod web;
