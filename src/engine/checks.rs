@@ -140,14 +140,14 @@ impl Engine {
                 },
             };
             // A refusal means the runbook no longer has the item: skip it.
-            if let Ok(more) = run.decide(&runbook, &self.config().directory, &who, action, now) {
+            if let Ok(more) = run.decide(runbook, &self.config().directory, &who, action, now) {
                 events.extend(more);
             }
         }
         if !events.is_empty() {
             tx.save_run(&before, &run).await?;
             let actor = super::timer_actor(run.platform);
-            self.announce(&mut tx, &before, &run, &runbook, &who, &actor, &events, now)
+            self.announce(&mut tx, &before, &run, runbook, &who, &actor, &events, now)
                 .await?;
         }
         tx.commit().await

@@ -115,7 +115,7 @@ impl Engine {
         let total = tick_offsets(monitoring).len();
         let mut card = cards::monitor_card(
             &run,
-            &runbook,
+            runbook,
             &judgement,
             &readings,
             &previous_readings,
@@ -220,7 +220,7 @@ impl Engine {
                     .map(|t| Level::parse(&t.level))
                     .chain([level])
                     .collect();
-                self.window_ended(tx, &run, &runbook, &levels, now).await
+                self.window_ended(tx, &run, runbook, &levels, now).await
             }
         }
     }
