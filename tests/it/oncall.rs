@@ -194,6 +194,26 @@ async fn wait_calls(fake: &FakeSlack, secs: u64, what: &str, pred: impl Fn(&[Cal
     }
 }
 
+/// Wait until the first page's direct message is recorded as delivered.
+async fn first_page_recorded(db: &TestDb) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    for _ in 0..150 {
+        let delivered: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE message_key LIKE 'incident:%:page:%' AND delivered_at IS NOT NULL",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if delivered > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the first page was never recorded as delivered");
+}
+
 async fn escalation_survives_sigkill(db: TestDb) {
     let dir = fast_escalation_config();
     let fake = FakeSlack::start().await;
@@ -221,7 +241,10 @@ async fn escalation_survives_sigkill(db: TestDb) {
         dm_pages(c).contains_key(&(1, 1))
     })
     .await;
-    // Killed between the first and second page.
+    // Killed between the first and second page, once the first page's
+    // delivery is recorded: a kill while a call is in flight is the
+    // exactly-once tests' subject, not this one's.
+    first_page_recorded(&db).await;
     first.kill();
     let killed = chrono::Utc::now();
     // Down past the second page's due time: on restart it is overdue.

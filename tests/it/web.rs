@@ -354,6 +354,28 @@ async fn a_run_page_opens_through_a_signed_link_in_a_browser() {
         assert!(html.contains(expected), "the page lacks {expected:?}");
     }
     assert!(!html.contains(WEB_SECRET) && !html.contains(WEB_TOKEN));
+    // The page names the runbook version the run follows and shows its text.
+    let version = tminus::config::Config::load(dir.path()).unwrap().runbooks["watched"]
+        .version
+        .clone();
+    let label = format!("watched @ {}", version.short());
+    assert!(
+        html.contains(&format!("<a href=\"#runbook\">{label}</a>")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("<h2>Runbook {label}</h2>")),
+        "{html}"
+    );
+    let first_line = version
+        .source
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap();
+    assert!(
+        html.contains(&tminus::web::pages::escape(first_line)),
+        "the page lacks the runbook text {first_line:?}"
+    );
     let (status, kind, md) = fetch(&serve.url(&format!("/runs/1/report.md?{query}")), None).await;
     assert_eq!(status, 200);
     assert!(kind.starts_with("text/markdown"), "{kind}");
@@ -365,6 +387,7 @@ async fn a_run_page_opens_through_a_signed_link_in_a_browser() {
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["status"], "completed");
+    assert_eq!(json["runbook_version"], version.hash.as_str());
     assert_eq!(json["monitoring"].as_array().unwrap().len(), 6);
     assert_eq!(json["incidents"][0]["acknowledged_by"], "bruno");
     assert_eq!(json["signoffs"].as_array().unwrap().len(), 2);
