@@ -124,17 +124,22 @@ async fn run_list(
         Err(e) => return internal(e),
     };
     let until = state.engine.now() + state.access.ttl.to_chrono();
-    let linked: Vec<_> = runs
-        .into_iter()
-        .map(|r| {
-            let link = state
-                .access
-                .query(Scope::Run(r.id), until)
-                .map(|q| format!("/runs/{}?{q}", r.id));
-            (r, link)
-        })
-        .collect();
-    html(pages::run_list(&linked, &state.engine.config()))
+    let mut listed = Vec::with_capacity(runs.len());
+    for r in runs {
+        let link = state
+            .access
+            .query(Scope::Run(r.id), until)
+            .map(|q| format!("/runs/{}?{q}", r.id));
+        // The phase as the run's own runbook version names it.
+        let phase = match state.engine.runbook_to_show(&r).await {
+            Ok((runbook, _)) => runbook
+                .phase(&r.phase)
+                .map_or_else(|| r.phase.clone(), |p| p.title.clone()),
+            Err(e) => return internal(e),
+        };
+        listed.push((r, link, phase));
+    }
+    html(pages::run_list(&listed, &state.engine.config()))
 }
 
 /// `/runs/{id}` and `/runs/{id}.json`.

@@ -94,8 +94,9 @@ fn phase_title<'a>(runbook: &'a Runbook, id: &'a str) -> &'a str {
     runbook.phase(id).map_or(id, |p| p.title.as_str())
 }
 
-/// `GET /runs`: recent runs, each linked with `link(run)`.
-pub fn run_list(runs: &[(Run, Option<String>)], config: &Config) -> String {
+/// `GET /runs`: recent runs, each with its link (when links are on) and the
+/// title of its current phase in the runbook version it follows.
+pub fn run_list(runs: &[(Run, Option<String>, String)], config: &Config) -> String {
     let mut body = String::from("<h1>Deployments</h1>");
     if runs.is_empty() {
         body.push_str("<p class=\"muted\">No deployments yet.</p>");
@@ -105,16 +106,12 @@ pub fn run_list(runs: &[(Run, Option<String>)], config: &Config) -> String {
         "<div class=\"card scroll\"><table><thead><tr><th>Deployment</th><th>Status</th>\
          <th>Phase</th><th>Started by</th><th>When</th></tr></thead><tbody>",
     );
-    for (run, link) in runs {
+    for (run, link, phase) in runs {
         let label = escape(&format!("{} {} #{}", run.service, run.version, run.number));
         let name = match link {
             Some(href) => format!("<a href=\"{}\">{label}</a>", escape(href)),
             None => label,
         };
-        let phase = config
-            .runbooks
-            .get(&run.runbook)
-            .map_or(run.phase.as_str(), |rb| phase_title(rb, &run.phase));
         let _ = write!(
             body,
             "<tr><td>{name}<br><span class=\"muted\">{} · {}</span></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

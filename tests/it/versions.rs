@@ -71,6 +71,26 @@ async fn a_live_run_keeps_its_version(db: TestDb) {
         "{text}"
     );
 
+    // The run list names run #1's phase as its own version does.
+    {
+        let serve = ServeProcess::start_with(
+            dir.path(),
+            &db.url,
+            &[("TMINUS_WEB_TOKEN", "versions-web-token".to_string())],
+        );
+        let list = reqwest::Client::new()
+            .get(serve.url("/runs"))
+            .bearer_auth("versions-web-token")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(list.contains("<td>Ship it</td>"), "{list}");
+        assert!(!list.contains("Ship it now"), "{list}");
+    }
+
     let mut s = ShellSession::start_with(&db.url, STARTER, dir.path());
     let out = s.send("/deploy status 1");
     assert!(
