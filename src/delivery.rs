@@ -3,8 +3,14 @@
 //! happened — delivered, retry later (after `Retry-After` or a growing
 //! backoff), or failed for good. A lane's next message waits until its head
 //! is through, so every channel keeps its order; lanes proceed side by side.
-//! After [`give_up_after`] a message that keeps failing is marked failed and
+//! After the give-up time a message that keeps failing is marked failed and
 //! logged, never retried forever and never dropped silently.
+//!
+//! Exactly once: an attempt that may have reached the platform without an
+//! answer ([`Failure::Uncertain`], or a claim whose lease ran out) marks the
+//! message uncertain, and each platform's [`Deliver`] settles an uncertain
+//! message without posting it twice — Slack by looking for the message's
+//! metadata in the conversation, Discord by the nonce it was sent with.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,6 +33,12 @@ pub enum Failure {
         after: Option<Duration>,
         reason: String,
     },
+    /// The request may have taken effect without tminus learning of it (no
+    /// answer in time, a connection that broke after the request went, a
+    /// server error, an outcome that could not be recorded). Tried again
+    /// like [`Failure::Retry`], but the message is marked uncertain first,
+    /// so the next attempt looks for what this one made before posting.
+    Uncertain(String),
     /// Retrying would not help.
     Permanent(String),
 }
@@ -36,6 +48,48 @@ impl Failure {
         Failure::Retry {
             after: None,
             reason: reason.into(),
+        }
+    }
+
+    /// A failed call that cannot have made a message (an edit, a lookup,
+    /// opening a DM): an unanswered one is an ordinary retry.
+    pub fn not_posted(self) -> Failure {
+        match self {
+            Failure::Uncertain(reason) => Failure::retry(reason),
+            other => other,
+        }
+    }
+
+    /// After the platform took a message, a failure to record that (or
+    /// anything else in between) leaves its fate unknown to the database.
+    pub fn after_sending(self) -> Failure {
+        match self {
+            Failure::Retry { reason, .. } => Failure::Uncertain(reason),
+            other => other,
+        }
+    }
+}
+
+/// How a message whose earlier attempt may have reached the platform was
+/// settled, for `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// The platform had it: its id was recorded, nothing posted again.
+    Found,
+    /// The platform did not have it: posted now.
+    Posted,
+    /// tminus could not tell (the lookup was refused): posted again.
+    Unknown,
+}
+
+impl Settled {
+    pub const ALL: [Settled; 3] = [Settled::Found, Settled::Posted, Settled::Unknown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Settled::Found => "found",
+            Settled::Posted => "posted",
+            Settled::Unknown => "unknown",
         }
     }
 }
@@ -61,7 +115,7 @@ pub async fn remember_posted(
         .store()
         .remember_message(key, platform, channel, id, thread, engine.now())
         .await
-        .map_err(database)
+        .map_err(|e| database(e).after_sending())
 }
 
 /// A database hiccup during delivery: try again.
@@ -186,31 +240,36 @@ impl<D: Deliver> Worker<D> {
         let lane = claimed.message.lane();
         let platform = self.platform.platform();
         let counters = &crate::metrics::METRICS;
-        match result {
+        if claimed.uncertain_since.is_some() {
+            counters.uncertain_retries.add(platform, 1);
+        }
+        let (after, reason, uncertain) = match result {
             Ok(()) => {
                 counters.delivered.add(platform, 1);
-                store.mark_delivered(claimed.id, now).await
+                return store.mark_delivered(claimed.id, now).await;
             }
             Err(Failure::Permanent(reason)) => {
                 error!(reason = %reason, %lane, "the platform refused a message; giving up on it");
                 counters.failures.add(platform, 1);
-                store.mark_failed(claimed.id, now, &reason).await
+                return store.mark_failed(claimed.id, now, &reason).await;
             }
-            Err(Failure::Retry { after, reason }) => {
-                if now - claimed.created_at > self.give_up {
-                    error!(reason = %reason, %lane, "delivery kept failing; giving up");
-                    counters.failures.add(platform, 1);
-                    return store
-                        .mark_failed(claimed.id, now, &format!("gave up: {reason}"))
-                        .await;
-                }
-                counters.retries.add(platform, 1);
-                let wait = after.unwrap_or_else(|| backoff(claimed.attempts));
-                warn!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "delivery will be retried");
-                let at =
-                    now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
-                store.retry_later(claimed.id, at, &reason).await
+            Err(Failure::Retry { after, reason }) => (after, reason, false),
+            Err(Failure::Uncertain(reason)) => {
+                counters.uncertain_attempts.add(platform, 1);
+                (None, format!("{reason} (it may have gone out)"), true)
             }
+        };
+        if now - claimed.created_at > self.give_up {
+            error!(reason = %reason, %lane, "delivery kept failing; giving up");
+            counters.failures.add(platform, 1);
+            return store
+                .mark_failed(claimed.id, now, &format!("gave up: {reason}"))
+                .await;
         }
+        counters.retries.add(platform, 1);
+        let wait = after.unwrap_or_else(|| backoff(claimed.attempts));
+        warn!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "delivery will be retried");
+        let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
+        store.retry_later(claimed.id, at, &reason, uncertain).await
     }
 }

@@ -9,6 +9,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::delivery::Settled;
 use crate::domain::Platform;
 
 /// A counter per platform.
@@ -107,12 +108,35 @@ pub struct Metrics {
     pub delivered: PerPlatform,
     pub retries: PerPlatform,
     pub failures: PerPlatform,
+    /// Attempts that may have reached the platform without an answer.
+    pub uncertain_attempts: PerPlatform,
+    /// Deliveries made after such an attempt (or a lease that ran out).
+    pub uncertain_retries: PerPlatform,
+    /// How those were settled, per message part.
+    pub uncertain_settled: Settlements,
     pub timers_fired: AtomicU64,
     /// How late a timer fired after it fell due.
     pub timer_lateness: Histogram,
     pub pages: PerPlatform,
     pub acknowledgements: PerPlatform,
     pub reloads: Reloads,
+}
+
+/// Uncertain deliveries settled, by platform and by how.
+pub struct Settlements([[AtomicU64; 3]; 3]);
+
+impl Settlements {
+    const fn new() -> Settlements {
+        Settlements([const { [const { AtomicU64::new(0) }; 3] }; 3])
+    }
+
+    pub fn add(&self, platform: Platform, how: Settled) {
+        self.0[index(platform)][how as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, platform: Platform, how: Settled) -> u64 {
+        self.0[index(platform)][how as usize].load(Ordering::Relaxed)
+    }
 }
 
 /// Configuration reloads: how many succeeded and failed, and when each
@@ -153,6 +177,9 @@ pub static METRICS: Metrics = Metrics {
     delivered: PerPlatform::new(),
     retries: PerPlatform::new(),
     failures: PerPlatform::new(),
+    uncertain_attempts: PerPlatform::new(),
+    uncertain_retries: PerPlatform::new(),
+    uncertain_settled: Settlements::new(),
     timers_fired: AtomicU64::new(0),
     timer_lateness: Histogram::new(&LATENESS_BOUNDS),
     pages: PerPlatform::new(),
@@ -249,6 +276,34 @@ pub fn render(db: &DbFigures) -> String {
         "Messages this process gave up on.",
         &m.failures,
     );
+    per_platform(
+        &mut out,
+        "tminus_outbox_uncertain_attempts_total",
+        "Delivery attempts that may have reached the platform without an answer (time-out, broken connection, server error, outcome not recorded).",
+        &m.uncertain_attempts,
+    );
+    per_platform(
+        &mut out,
+        "tminus_outbox_uncertain_retries_total",
+        "Deliveries retried after an uncertain attempt or a lease that ran out.",
+        &m.uncertain_retries,
+    );
+    header(
+        &mut out,
+        "tminus_outbox_uncertain_settled_total",
+        "counter",
+        "Message parts of uncertain deliveries, by how they were settled: found on the platform, posted because it was not there, or posted without knowing (the lookup was refused).",
+    );
+    for p in [Platform::Slack, Platform::Discord] {
+        for how in Settled::ALL {
+            let _ = writeln!(
+                out,
+                "tminus_outbox_uncertain_settled_total{{platform=\"{p}\",outcome=\"{}\"}} {}",
+                how.as_str(),
+                m.uncertain_settled.get(p, how)
+            );
+        }
+    }
     header(
         &mut out,
         "tminus_timers_pending",

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use serde_json::{json, Value};
 use serenity::http::{LightMethod, Route};
 use serenity::model::id::{ChannelId, MessageId};
@@ -13,7 +15,7 @@ use serenity::model::id::{ChannelId, MessageId};
 use super::{render, Discord};
 use crate::chat::clip;
 use crate::chat::Destination;
-use crate::delivery::{Deliver, Failure};
+use crate::delivery::{Deliver, Failure, Settled};
 use crate::domain::Platform;
 use crate::store::ClaimedMessage;
 
@@ -50,13 +52,15 @@ impl Deliver for DiscordDelivery {
             .clone()
             .unwrap_or_else(|| format!("out:{}", claimed.id));
         match &msg.to {
-            Destination::Channel { channel } => self.post_or_edit(channel, &key, parts).await,
+            Destination::Channel { channel } => {
+                self.post_or_edit(claimed, channel, &key, parts).await
+            }
             Destination::Thread { channel, root } => {
                 let thread = self.thread_of(channel, root, &msg.card.title).await?;
-                self.post_or_edit(&thread, &key, parts).await
+                self.post_or_edit(claimed, &thread, &key, parts).await
             }
             Destination::ThreadRef { thread_ref, .. } => {
-                self.post_or_edit(thread_ref, &key, parts).await
+                self.post_or_edit(claimed, thread_ref, &key, parts).await
             }
             Destination::Direct { person } => {
                 let dir = &self.discord.engine.config().directory;
@@ -66,7 +70,7 @@ impl Deliver for DiscordDelivery {
                     )));
                 };
                 let channel = self.dm_channel(&user).await?;
-                self.post_or_edit(&channel, &key, parts).await
+                self.post_or_edit(claimed, &channel, &key, parts).await
             }
             Destination::Ephemeral { .. } => Err(Failure::Permanent(
                 "Discord shows private answers only in reply to an interaction".into(),
@@ -115,12 +119,15 @@ impl DiscordDelivery {
             message_id: MessageId::new(snowflake(&root_id)?),
         };
         let body = json!({ "name": name, "auto_archive_duration": 1440 });
-        let thread = match self
+        // Started twice (an earlier attempt's answer was lost), Discord
+        // says 160004: the thread is there, with the message's id.
+        let started = self
             .discord
             .rest
             .send(route, LightMethod::Post, Some(&body))
             .await
-        {
+            .map_err(Failure::not_posted);
+        let thread = match started {
             Ok(created) => created["id"].as_str().unwrap_or(&root_id).to_string(),
             Err(Failure::Permanent(why)) if why.contains(THREAD_EXISTS) => root_id.clone(),
             Err(e) => return Err(e),
@@ -141,7 +148,8 @@ impl DiscordDelivery {
             .discord
             .rest
             .send(Route::UserMeDmChannels, LightMethod::Post, Some(&body))
-            .await?;
+            .await
+            .map_err(Failure::not_posted)?;
         let Some(channel) = opened["id"].as_str().map(str::to_string) else {
             return Err(Failure::Permanent(
                 "Discord opened a DM without an id".into(),
@@ -151,14 +159,19 @@ impl DiscordDelivery {
         Ok(channel)
     }
 
+    /// Post each part not yet posted, edit each part already posted. Every
+    /// post carries a nonce made from its outbox message and part, with
+    /// `enforce_nonce`: a post repeated after an unanswered attempt gets
+    /// back the message the first one made instead of a second one.
     async fn post_or_edit(
         &self,
+        claimed: &ClaimedMessage,
         channel: &str,
         key: &str,
         parts: Vec<Value>,
     ) -> Result<(), Failure> {
         let channel_id = ChannelId::new(snowflake(channel)?);
-        for (i, body) in parts.iter().enumerate() {
+        for (i, mut body) in parts.into_iter().enumerate() {
             let part_key = crate::chat::keys::part(key, i);
             match self.lookup(&part_key).await? {
                 Some((id, _)) => {
@@ -168,17 +181,20 @@ impl DiscordDelivery {
                     };
                     self.discord
                         .rest
-                        .send(route, LightMethod::Patch, Some(body))
-                        .await?;
+                        .send(route, LightMethod::Patch, Some(&body))
+                        .await
+                        .map_err(Failure::not_posted)?;
                 }
                 None => {
+                    body["nonce"] = nonce(claimed.id, i).into();
+                    body["enforce_nonce"] = true.into();
                     let posted = self
                         .discord
                         .rest
                         .send(
                             Route::ChannelMessages { channel_id },
                             LightMethod::Post,
-                            Some(body),
+                            Some(&body),
                         )
                         .await?;
                     let Some(id) = posted["id"].as_str() else {
@@ -187,9 +203,53 @@ impl DiscordDelivery {
                         ));
                     };
                     self.remember(&part_key, channel, id, None).await?;
+                    if claimed.uncertain_since.is_some() {
+                        let how = match created_at(id) {
+                            Some(at) if at < claimed.claimed_at => Settled::Found,
+                            _ => Settled::Posted,
+                        };
+                        crate::metrics::METRICS
+                            .uncertain_settled
+                            .add(Platform::Discord, how);
+                    }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The nonce of part `part` of outbox message `id`: at most 25 characters
+/// (Discord's limit), unique per message part.
+fn nonce(id: i64, part: usize) -> String {
+    format!("tm{id}p{part}")
+}
+
+/// When Discord made the message with this id (a snowflake's top 42 bits
+/// are milliseconds since 2015): older than the claim means the nonce
+/// returned what an earlier attempt made.
+fn created_at(id: &str) -> Option<DateTime<Utc>> {
+    const DISCORD_EPOCH_MS: i64 = 1_420_070_400_000;
+    let n: u64 = id.parse().ok()?;
+    DateTime::from_timestamp_millis((n >> 22) as i64 + DISCORD_EPOCH_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_fit_discords_limit_and_differ_per_part() {
+        assert!(nonce(i64::MAX, 9).len() <= 25);
+        assert_ne!(nonce(12, 1), nonce(121, 0));
+        assert_ne!(nonce(1, 21), nonce(12, 1));
+    }
+
+    #[test]
+    fn a_snowflake_tells_when_its_message_was_made() {
+        // Discord's documented example: 175928847299117063 is 2016-04-30 11:18:25.796 UTC.
+        let at = created_at("175928847299117063").unwrap();
+        assert_eq!(at.timestamp_millis(), 1_462_015_105_796);
+        assert_eq!(created_at("not a number"), None);
     }
 }

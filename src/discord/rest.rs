@@ -70,10 +70,22 @@ impl Rest {
             .map_err(|e| Failure::Permanent(format!("cannot build the request: {e}")))?;
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Err(Failure::retry(format!("no answer within {CALL_TIMEOUT:?}")))
+            // Not connected: the request never left. Anything later may
+            // have reached Discord before the answer was lost.
+            Err(e) if e.is_connect() => {
+                return Err(Failure::retry(format!("connection: {}", e.without_url())))
             }
-            Err(e) => return Err(Failure::retry(format!("connection: {}", e.without_url()))),
+            Err(e) if e.is_timeout() => {
+                return Err(Failure::Uncertain(format!(
+                    "no answer within {CALL_TIMEOUT:?}"
+                )))
+            }
+            Err(e) => {
+                return Err(Failure::Uncertain(format!(
+                    "connection: {}",
+                    e.without_url()
+                )))
+            }
         };
         let status = response.status();
         let headers = response.headers().clone();
@@ -89,7 +101,16 @@ impl Rest {
                     .insert(bucket, Deadline::after(reset));
             }
         }
-        let text = response.text().await.unwrap_or_default();
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) if status.is_success() => {
+                return Err(Failure::Uncertain(format!(
+                    "the answer broke off: {}",
+                    e.without_url()
+                )))
+            }
+            Err(_) => String::new(),
+        };
         if status.is_success() {
             return Ok(if text.is_empty() {
                 Value::Null
@@ -110,8 +131,11 @@ impl Rest {
                 reason: "rate limited (429)".into(),
             });
         }
-        if status.is_server_error() || status.as_u16() == 408 {
+        if status.as_u16() == 408 {
             return Err(Failure::retry(format!("HTTP {status}")));
+        }
+        if status.is_server_error() {
+            return Err(Failure::Uncertain(format!("HTTP {status}")));
         }
         Err(Failure::Permanent(format!(
             "HTTP {status}: {}",

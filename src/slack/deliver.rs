@@ -14,48 +14,47 @@ use std::time::Duration;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 
+use super::lookup::{self, Lookup};
 use super::{blocks, Slack, CALL_TIMEOUT};
 use crate::chat::Destination;
-use crate::delivery::{Deliver, Failure};
+use crate::delivery::{Deliver, Failure, Settled};
 use crate::domain::Platform;
 use crate::store::ClaimedMessage;
 
 impl From<SlackClientError> for Failure {
+    /// 429 waits out `Retry-After`; a server error or a broken connection
+    /// may have come after Slack acted, so it is [`Failure::Uncertain`];
+    /// Slack's own "try again" errors are retries; the rest are final.
     fn from(e: SlackClientError) -> Failure {
         match &e {
             SlackClientError::RateLimitError(r) => Failure::Retry {
                 after: Some(r.retry_after.unwrap_or(Duration::from_secs(1))),
                 reason: "rate limited (429)".into(),
             },
-            SlackClientError::HttpError(h)
-                if h.status_code.is_server_error() || h.status_code.as_u16() == 408 =>
+            SlackClientError::HttpError(h) if h.status_code.as_u16() == 408 => {
+                Failure::retry(format!("HTTP {}", h.status_code))
+            }
+            SlackClientError::HttpError(h) if h.status_code.is_server_error() => {
+                Failure::Uncertain(format!("HTTP {}", h.status_code))
+            }
+            // "It's possible some aspect of the operation succeeded before
+            // the error was raised" (Slack, on fatal_error).
+            SlackClientError::ApiError(a)
+                if matches!(a.code.as_str(), "internal_error" | "fatal_error") =>
             {
-                Failure::Retry {
-                    after: None,
-                    reason: format!("HTTP {}", h.status_code),
-                }
+                Failure::Uncertain(format!("Slack error {}", a.code))
             }
             SlackClientError::ApiError(a)
                 if matches!(
                     a.code.as_str(),
-                    "internal_error"
-                        | "fatal_error"
-                        | "ratelimited"
-                        | "service_unavailable"
-                        | "request_timeout"
+                    "ratelimited" | "service_unavailable" | "request_timeout"
                 ) =>
             {
-                Failure::Retry {
-                    after: None,
-                    reason: format!("Slack error {}", a.code),
-                }
+                Failure::retry(format!("Slack error {}", a.code))
             }
             SlackClientError::HttpProtocolError(_)
             | SlackClientError::EndOfStream(_)
-            | SlackClientError::SystemError(_) => Failure::Retry {
-                after: None,
-                reason: e.to_string(),
-            },
+            | SlackClientError::SystemError(_) => Failure::Uncertain(e.to_string()),
             _ => Failure::Permanent(e.to_string()),
         }
     }
@@ -70,16 +69,16 @@ struct OpenDm<'a> {
     users: &'a str,
 }
 
-/// Run a Web API call with a time-out.
-async fn call<T>(
+/// Run a Web API call with a time-out (after which Slack may or may not
+/// have acted on it).
+pub(super) async fn call<T>(
     fut: impl std::future::Future<Output = Result<T, SlackClientError>>,
 ) -> Result<T, Failure> {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(result) => result.map_err(Failure::from),
-        Err(_) => Err(Failure::Retry {
-            after: None,
-            reason: format!("no answer within {CALL_TIMEOUT:?}"),
-        }),
+        Err(_) => Err(Failure::Uncertain(format!(
+            "no answer within {CALL_TIMEOUT:?}"
+        ))),
     }
 }
 
@@ -114,7 +113,8 @@ impl SlackDelivery {
             .unwrap_or_else(|| format!("out:{}", claimed.id));
         match &msg.to {
             Destination::Channel { channel } => {
-                self.post_or_update(channel, None, &key, parts).await
+                self.post_or_update(claimed, channel, None, &key, parts)
+                    .await
             }
             Destination::Thread { channel, root } => {
                 let Some((thread_ts, _)) = self.lookup(root).await? else {
@@ -122,14 +122,14 @@ impl SlackDelivery {
                         "the thread's first message ({root}) was never posted"
                     )));
                 };
-                self.post_or_update(channel, Some(thread_ts), &key, parts)
+                self.post_or_update(claimed, channel, Some(thread_ts), &key, parts)
                     .await
             }
             Destination::ThreadRef {
                 channel,
                 thread_ref,
             } => {
-                self.post_or_update(channel, Some(thread_ref.clone()), &key, parts)
+                self.post_or_update(claimed, channel, Some(thread_ref.clone()), &key, parts)
                     .await
             }
             Destination::Direct { person } => {
@@ -138,7 +138,8 @@ impl SlackDelivery {
                     return Err(Failure::Permanent(format!("{person} has no Slack user id")));
                 };
                 let channel = self.dm_channel(&user).await?;
-                self.post_or_update(&channel, None, &key, parts).await
+                self.post_or_update(claimed, &channel, None, &key, parts)
+                    .await
             }
             Destination::Ephemeral {
                 channel,
@@ -200,48 +201,72 @@ impl SlackDelivery {
                 &OpenDm { users: user },
                 Some(&SLACK_TIER3_METHOD_CONFIG),
             ))
-            .await?;
+            .await
+            .map_err(Failure::not_posted)?;
         let channel = opened.channel.id.0;
         self.remember(&key, &channel, &channel, None).await?;
         Ok(channel)
     }
 
+    /// Post each part not yet posted, edit each part already posted. A
+    /// message whose earlier attempt may have reached Slack is looked for
+    /// first ([`super::lookup`]), so it is never posted twice.
     async fn post_or_update(
         &self,
+        claimed: &ClaimedMessage,
         channel: &str,
         thread_ts: Option<String>,
         key: &str,
         parts: Vec<SlackMessageContent>,
     ) -> Result<(), Failure> {
         let session = self.slack.session();
-        for (i, content) in parts.into_iter().enumerate() {
+        let settled = &crate::metrics::METRICS.uncertain_settled;
+        for (i, mut content) in parts.into_iter().enumerate() {
             let part_key = crate::chat::keys::part(key, i);
-            match self.lookup(&part_key).await? {
-                Some((ts, _)) => {
-                    let req = SlackApiChatUpdateRequest::new(
-                        SlackChannelId(channel.to_string()),
-                        content,
-                        SlackTs(ts),
-                    );
-                    call(session.chat_update(&req)).await?;
-                }
-                None => {
-                    let mut req = SlackApiChatPostMessageRequest::new(
-                        SlackChannelId(channel.to_string()),
-                        content,
-                    );
-                    if let Some(ts) = &thread_ts {
-                        req = req.with_thread_ts(SlackTs(ts.clone()));
+            if let Some((ts, _)) = self.lookup(&part_key).await? {
+                let req = SlackApiChatUpdateRequest::new(
+                    SlackChannelId(channel.to_string()),
+                    content,
+                    SlackTs(ts),
+                );
+                call(session.chat_update(&req))
+                    .await
+                    .map_err(Failure::not_posted)?;
+                continue;
+            }
+            let mut how = None;
+            if let Some(since) = claimed.uncertain_since {
+                let thread = thread_ts.as_deref();
+                match self
+                    .slack
+                    .find_posted(channel, thread, since, claimed.id, i)
+                    .await?
+                {
+                    Lookup::Found(ts) => {
+                        self.remember(&part_key, channel, &ts, thread).await?;
+                        settled.add(Platform::Slack, Settled::Found);
+                        continue;
                     }
-                    let posted = call(session.chat_post_message(&req)).await?;
-                    self.remember(
-                        &part_key,
-                        &posted.channel.0,
-                        &posted.ts.0,
-                        thread_ts.as_deref(),
-                    )
-                    .await?;
+                    Lookup::Absent => how = Some(Settled::Posted),
+                    Lookup::Unknown => how = Some(Settled::Unknown),
                 }
+            }
+            content.metadata = Some(lookup::marker(claimed.id, i));
+            let mut req =
+                SlackApiChatPostMessageRequest::new(SlackChannelId(channel.to_string()), content);
+            if let Some(ts) = &thread_ts {
+                req = req.with_thread_ts(SlackTs(ts.clone()));
+            }
+            let posted = call(session.chat_post_message(&req)).await?;
+            self.remember(
+                &part_key,
+                &posted.channel.0,
+                &posted.ts.0,
+                thread_ts.as_deref(),
+            )
+            .await?;
+            if let Some(how) = how {
+                settled.add(Platform::Slack, how);
             }
         }
         Ok(())

@@ -6,6 +6,7 @@
 pub mod blocks;
 pub mod deliver;
 pub mod inbound;
+pub mod lookup;
 pub mod socket;
 pub mod verify;
 

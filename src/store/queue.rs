@@ -91,6 +91,11 @@ pub struct ClaimedMessage {
     pub id: i64,
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
+    /// When this claim began.
+    pub claimed_at: DateTime<Utc>,
+    /// Since when an earlier attempt may have reached the platform unseen:
+    /// before posting, look for what it made (see [`Store::claim_messages`]).
+    pub uncertain_since: Option<DateTime<Utc>>,
     pub message: Outgoing,
 }
 
@@ -98,7 +103,9 @@ impl Tx {
     /// Queue a message for delivery when the transaction commits.
     ///
     /// On SQLite a card edit replaces the previous edit of the same card
-    /// while that one still waits (and is not being delivered): SQLite
+    /// while that one still waits (not claimed, and no earlier attempt of
+    /// it may have reached the platform — that one must finish as it was
+    /// sent, so a lookup finds what it made): SQLite
     /// updates rows in place, so this saves the delivery worker a claim and
     /// a write under the one write lock per superseded edit. PostgreSQL
     /// would leave a dead row version per rewrite of that hot row, so there
@@ -129,7 +136,7 @@ impl Tx {
             self.defer(
                 "UPDATE outbox SET payload = $5 WHERE message_key = $4 AND platform = $1 \
                  AND channel = $2 AND delivered_at IS NULL AND failed_at IS NULL \
-                 AND (lease_until IS NULL OR lease_until < $6)",
+                 AND lease_until IS NULL AND uncertain_since IS NULL",
                 &args,
             )
             .await
@@ -299,13 +306,22 @@ impl Store {
         // card's first post keeps its place in the lane (the incident card
         // before the page behind it), and the newer edit follows it.
         //
+        // A head whose previous claim ran out without an outcome (its
+        // worker died, or could not record what happened) may have reached
+        // the platform: it is claimed as uncertain since that claim began,
+        // and is neither superseded nor replaced until it is settled, so
+        // the lookup before its next post searches for what it sent.
+        //
         // The head's own conditions are stated on `o` as well: when
         // PostgreSQL's `FOR UPDATE` waits for a row another worker just
         // changed, it re-checks only those against the new row, so a head
         // that worker delivered (its lease cleared) is not claimed again.
         let pending = "platform = $3 AND delivered_at IS NULL AND failed_at IS NULL";
         let sql = format!(
-            "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+            "UPDATE outbox SET lease_owner = $1, lease_until = $2, claimed_at = $4, \
+             uncertain_since = CASE WHEN lease_until IS NULL THEN uncertain_since \
+               ELSE COALESCE(uncertain_since, claimed_at, lease_until - $6) END \
+             WHERE id IN (\
                WITH RECURSIVE lanes (channel) AS (\
                  SELECT MIN(channel) FROM outbox WHERE {pending} \
                  UNION ALL \
@@ -317,7 +333,8 @@ impl Store {
                AND o.delivered_at IS NULL AND o.failed_at IS NULL \
                AND o.next_attempt_at <= $4 AND (o.lease_until IS NULL OR o.lease_until < $4) \
                ORDER BY o.id LIMIT $5{skip_locked}) \
-             RETURNING id, attempts, created_at, payload, CAST(CASE WHEN message_key IS NOT NULL AND EXISTS (\
+             RETURNING id, attempts, created_at, claimed_at, uncertain_since, payload, \
+               CAST(CASE WHEN message_key IS NOT NULL AND uncertain_since IS NULL AND EXISTS (\
                SELECT 1 FROM outbox n WHERE n.message_key = outbox.message_key \
                AND n.platform = outbox.platform AND n.channel = outbox.channel AND n.id > outbox.id \
                AND n.delivered_at IS NULL AND n.failed_at IS NULL) \
@@ -331,6 +348,7 @@ impl Store {
             .bind(platform.as_str())
             .bind(ms(now))
             .bind(limit)
+            .bind(lease.num_milliseconds())
             .fetch_all(&mut *w)
             .await
             .context("claiming outgoing messages")?;
@@ -341,6 +359,8 @@ impl Store {
                     id: col(row, "id")?,
                     attempts: col(row, "attempts")?,
                     created_at: from_ms(col(row, "created_at")?),
+                    claimed_at: from_ms(col(row, "claimed_at")?),
+                    uncertain_since: col::<Option<i64>>(row, "uncertain_since")?.map(from_ms),
                     message: serde_json::from_str(&col::<String>(row, "payload")?)?,
                 };
                 Ok((message, col::<i64>(row, "superseded")? == 1))
@@ -379,16 +399,26 @@ impl Store {
         Ok(())
     }
 
-    /// Put a message back for another attempt at `retry_at`.
-    pub async fn retry_later(&self, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()> {
+    /// Put a message back for another attempt at `retry_at`; `uncertain`
+    /// says this attempt may have reached the platform unseen.
+    pub async fn retry_later(
+        &self,
+        id: i64,
+        retry_at: DateTime<Utc>,
+        error: &str,
+        uncertain: bool,
+    ) -> Result<()> {
         let mut w = self.writer().await?;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3, \
+             uncertain_since = CASE WHEN $4 = 1 THEN COALESCE(uncertain_since, claimed_at) \
+               ELSE uncertain_since END, \
              lease_owner = NULL, lease_until = NULL WHERE id = $1",
         )
         .bind(id)
         .bind(ms(retry_at))
         .bind(error)
+        .bind(i64::from(uncertain))
         .execute(&mut *w)
         .await?;
         Ok(())

@@ -1536,7 +1536,7 @@ async fn outbox_lanes_keep_their_order() {
         // A failed attempt puts A2 back for later; A3 waits behind it.
         let depth = store.outbox_depth().await.unwrap();
         store
-            .retry_later(a2, secs(600), "rate limited")
+            .retry_later(a2, secs(600), "rate limited", false)
             .await
             .unwrap();
         assert_eq!(
@@ -1654,6 +1654,112 @@ async fn a_stale_card_edit_is_never_sent() {
         .unwrap();
         assert_eq!(skipped, superseded, "[{kind}] kept, marked as superseded");
         pool.close().await;
+        store.close().await;
+    }
+}
+
+/// A claim that ran out, or an attempt that got no answer, may have reached
+/// the platform: the message comes back marked uncertain since that attempt
+/// began, and keeps the content it was sent with — a newer edit neither
+/// replaces it (SQLite) nor supersedes it (PostgreSQL) — so the lookup
+/// before its next post searches for what was sent.
+#[tokio::test]
+async fn an_unanswered_attempt_comes_back_uncertain_with_what_it_sent() {
+    for db in all_dbs().await {
+        let kind = db.kind;
+        let store = Store::connect(&db.url).await.expect("connect");
+        let t0 = t("2026-11-23T09:00:00Z");
+        let secs = |s: i64| t0 + Duration::seconds(s);
+        let lease = Duration::seconds(30);
+        let key = "run:7:phase:pre";
+        let keyed = |title: &str| Outgoing {
+            key: Some(key.into()),
+            ..message(Platform::Slack, "#a", title)
+        };
+        let enqueue = |msg: Outgoing, at: DateTime<Utc>| {
+            let store = store.clone();
+            async move {
+                let mut tx = store.begin().await.unwrap();
+                tx.enqueue(None, &msg, at).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        };
+        let claim = |owner: &'static str, at: DateTime<Utc>| {
+            let store = store.clone();
+            async move {
+                store
+                    .claim_messages(Platform::Slack, owner, at, lease, 10)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Part 0 of the card is on the platform already; this edit adds a part.
+        store
+            .remember_message(key, Platform::Slack, "#a", "ts-1", None, t0)
+            .await
+            .unwrap();
+        enqueue(keyed("v1"), t0).await;
+        let first = claim("w1", secs(1)).await;
+        assert_eq!(first.len(), 1, "[{kind}]");
+        assert_eq!(
+            first[0].uncertain_since, None,
+            "[{kind}] a first attempt is not uncertain"
+        );
+        assert_eq!(first[0].claimed_at, secs(1), "[{kind}]");
+        let id = first[0].id;
+
+        // w1 dies inside its call; a newer edit arrives after its lease ran out.
+        enqueue(keyed("v2"), secs(40)).await;
+        let again = claim("w2", secs(41)).await;
+        assert_eq!(again.len(), 1, "[{kind}]");
+        assert_eq!(again[0].id, id, "[{kind}] the same message, not skipped");
+        assert_eq!(
+            again[0].message.card.title, "v1",
+            "[{kind}] with what was sent"
+        );
+        assert_eq!(
+            again[0].uncertain_since,
+            Some(secs(1)),
+            "[{kind}] uncertain since the claim that ran out began"
+        );
+        // This attempt gets no answer either: still uncertain since the first.
+        store
+            .retry_later(id, secs(50), "no answer", true)
+            .await
+            .unwrap();
+        enqueue(keyed("v3"), secs(45)).await;
+        let third = claim("w2", secs(50)).await;
+        assert_eq!(
+            (
+                third[0].id,
+                third[0].message.card.title.as_str(),
+                third[0].uncertain_since
+            ),
+            (id, "v1", Some(secs(1))),
+            "[{kind}]"
+        );
+        store.mark_delivered(id, secs(51)).await.unwrap();
+
+        // The newest edit follows, on its own footing. On PostgreSQL v2 is
+        // skipped for v3; on SQLite v3 replaced v2 while it waited.
+        let next = claim("w2", secs(52)).await;
+        assert_eq!(next.len(), 1, "[{kind}]");
+        assert_eq!(next[0].message.card.title, "v3", "[{kind}]");
+        assert_eq!(next[0].uncertain_since, None, "[{kind}]");
+        // An unanswered attempt of a fresh claim: uncertain since that claim.
+        store
+            .retry_later(next[0].id, secs(60), "HTTP 502", true)
+            .await
+            .unwrap();
+        let retried = claim("w2", secs(60)).await;
+        assert_eq!(retried[0].uncertain_since, Some(secs(52)), "[{kind}]");
+        // An answered failure leaves a message as it was.
+        store
+            .retry_later(retried[0].id, secs(70), "rate limited", false)
+            .await
+            .unwrap();
+        let later = claim("w2", secs(70)).await;
+        assert_eq!(later[0].uncertain_since, Some(secs(52)), "[{kind}]");
         store.close().await;
     }
 }
