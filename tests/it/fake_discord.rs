@@ -12,6 +12,14 @@
 //! does not (2000 characters of content, 5 action rows, 6000 characters of
 //! embeds, unique custom ids, non-empty labels).
 //!
+//! Message ids are snowflakes made from the time, as Discord's are. A post
+//! with a `nonce` and `enforce_nonce: true` that repeats one the bot made in
+//! the last few minutes gets back that message, not a new one; starting a
+//! thread from a message twice is refused with code 160004. The fake can
+//! hold its answers to posts ([`FakeDiscord::hold_posts`]): the message is
+//! in the channel at once and its answer comes late, or never reaches a
+//! client that died waiting.
+//!
 //! Each refusal is recorded in `violations`, and the test that sent it
 //! fails: when the last handle on the fake is dropped with violations left,
 //! the drop panics (unless the test is already panicking). A test that sends
@@ -82,16 +90,55 @@ impl Call {
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     Status(u16),
-    RateLimited { retry_after_secs: f64 },
+    RateLimited {
+        retry_after_secs: f64,
+    },
+    /// The call takes effect (a post is in the channel), then the answer
+    /// is this HTTP status instead of the result.
+    AppliedThen(u16),
 }
+
+/// A message in a channel.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub id: String,
+    pub channel: String,
+    /// The content as last posted or edited.
+    pub content: Value,
+    pub nonce: Option<String>,
+    made: std::time::Instant,
+}
+
+/// How long Discord remembers a nonce: "the past few minutes".
+const NONCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(180);
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
 #[derive(Default)]
 struct FakeState {
     calls: Vec<Call>,
     faults: VecDeque<Fault>,
-    next_id: u64,
+    last_id: u64,
     violations: Vec<String>,
     bad_token: bool,
+    messages: Vec<Stored>,
+    /// Messages a thread was started from.
+    threads: HashSet<String>,
+    hold_posts: Option<std::time::Duration>,
+    held: usize,
+}
+
+impl FakeState {
+    /// A new snowflake: milliseconds since Discord's epoch in the top 42
+    /// bits, a sequence below, always increasing.
+    fn snowflake(&mut self) -> String {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let id = ((ms - DISCORD_EPOCH_MS) << 22).max(self.last_id + 1);
+        self.last_id = id;
+        id.to_string()
+    }
 }
 
 #[derive(Clone)]
@@ -122,10 +169,7 @@ impl Drop for Guard {
 
 impl FakeDiscord {
     pub async fn start() -> FakeDiscord {
-        let state = Arc::new(Mutex::new(FakeState {
-            next_id: 1_300_000_000_000_000_000,
-            ..FakeState::default()
-        }));
+        let state = Arc::new(Mutex::new(FakeState::default()));
         let app = Router::new().fallback(handle).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -147,6 +191,23 @@ impl FakeDiscord {
 
     pub fn calls(&self) -> Vec<Call> {
         self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Every message in Discord, in the order made — including those whose
+    /// answer the bot never saw.
+    pub fn messages(&self) -> Vec<Stored> {
+        self.state.lock().unwrap().messages.clone()
+    }
+
+    /// Hold the answer to every message post and edit for `hold`; `None`
+    /// answers at once again.
+    pub fn hold_posts(&self, hold: Option<std::time::Duration>) {
+        self.state.lock().unwrap().hold_posts = hold;
+    }
+
+    /// Posts that took effect and whose answer is still held.
+    pub fn held(&self) -> usize {
+        self.state.lock().unwrap().held
     }
 
     pub fn violations(&self) -> Vec<String> {
@@ -339,6 +400,42 @@ async fn handle(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
+    let path = uri.path();
+    let is_post = (method == Method::POST && path.ends_with("/messages"))
+        || (method == Method::PATCH && path.contains("/messages/"));
+    let response = answer(&state, method, uri, headers, bytes);
+    let hold = state
+        .lock()
+        .unwrap()
+        .hold_posts
+        .filter(|_| is_post && response.status().is_success());
+    if let Some(hold) = hold {
+        // The call has taken effect; its answer waits. A client that dies
+        // meanwhile never learns of it (this future is dropped with it).
+        state.lock().unwrap().held += 1;
+        let _release = Release(state.clone());
+        tokio::time::sleep(hold).await;
+    }
+    response
+}
+
+/// Counts a held answer out when it is sent or its client is gone.
+struct Release(Arc<Mutex<FakeState>>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).held -= 1;
+    }
+}
+
+/// The answer to one request.
+fn answer(
+    state: &Mutex<FakeState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
     let mut call = Call {
         method: method.to_string(),
         path: uri.path().to_string(),
@@ -395,8 +492,22 @@ async fn handle(
         let why = problems.iter().map(|p| format!("{what}: {p}")).collect();
         return refuse(&mut st, call, 400, answer, why);
     }
-    if let Some(fault) = st.faults.pop_front() {
+    // A fault that lets the call take effect answers after it (below).
+    let applied_then = match st.faults.front() {
+        Some(Fault::AppliedThen(code)) => {
+            let code = *code;
+            st.faults.pop_front();
+            Some(code)
+        }
+        _ => None,
+    };
+    if let Some(fault) = applied_then
+        .is_none()
+        .then(|| st.faults.pop_front())
+        .flatten()
+    {
         let (status, response) = match fault {
+            Fault::AppliedThen(_) => unreachable!("taken above"),
             Fault::Status(code) => (code, (StatusCode::from_u16(code).unwrap(), "upstream trouble").into_response()),
             Fault::RateLimited { retry_after_secs } => (
                 429,
@@ -424,25 +535,70 @@ async fn handle(
     // The answer's body; `None` for 204 No Content.
     let (id, answer): (Option<String>, Option<Value>) = match op.id {
         "create_message" => {
-            st.next_id += 1;
-            let id = st.next_id.to_string();
-            let answer =
-                json!({"id": id, "channel_id": param("channel_id"), "content": body["content"]});
-            (Some(id), Some(answer))
+            let channel = param("channel_id");
+            let nonce = match &body["nonce"] {
+                Value::String(n) => Some(n.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            // enforce_nonce: the same author's nonce within the window
+            // returns the message made then.
+            let repeated = match (&nonce, body["enforce_nonce"] == true) {
+                (Some(n), true) => st
+                    .messages
+                    .iter()
+                    .rfind(|m| m.nonce.as_ref() == Some(n) && m.made.elapsed() < NONCE_WINDOW)
+                    .cloned(),
+                _ => None,
+            };
+            let message = match repeated {
+                Some(m) => m,
+                None => {
+                    let m = Stored {
+                        id: st.snowflake(),
+                        channel: channel.clone(),
+                        content: body.clone(),
+                        nonce: nonce.clone(),
+                        made: std::time::Instant::now(),
+                    };
+                    st.messages.push(m.clone());
+                    m
+                }
+            };
+            let answer = json!({
+                "id": message.id,
+                "channel_id": message.channel,
+                "content": message.content["content"],
+                "nonce": message.nonce,
+            });
+            (Some(message.id), Some(answer))
         }
         "update_message" => {
             let id = param("message_id");
+            if let Some(m) = st.messages.iter_mut().find(|m| m.id == id) {
+                m.content = body.clone();
+            }
             let answer =
                 json!({"id": id, "channel_id": param("channel_id"), "content": body["content"]});
             (Some(id), Some(answer))
         }
-        // The thread started from a message has the message's id.
-        "create_thread_from_message" => (
-            None,
-            Some(
-                json!({"id": param("message_id"), "parent_id": param("channel_id"), "type": 11, "name": body["name"]}),
-            ),
-        ),
+        // The thread started from a message has the message's id; a
+        // second start is refused with Discord's 160004.
+        "create_thread_from_message" => {
+            let message = param("message_id");
+            if !st.threads.insert(message.clone()) {
+                let answer = json!({"message": "A thread has already been created for this message", "code": 160004});
+                call.status = 400;
+                st.calls.push(call);
+                return (StatusCode::BAD_REQUEST, Json(answer)).into_response();
+            }
+            (
+                None,
+                Some(
+                    json!({"id": message, "parent_id": param("channel_id"), "type": 11, "name": body["name"]}),
+                ),
+            )
+        }
         "create_dm" => {
             let user = body["recipient_id"].as_str().unwrap_or("0");
             let channel = format!("9{}", &user[user.len().saturating_sub(17)..]);
@@ -461,9 +617,12 @@ async fn handle(
         Some(_) => op.success_status(),
         None => 204,
     };
-    call.status = status;
+    call.status = applied_then.unwrap_or(status);
     call.id = id;
     st.calls.push(call);
+    if let Some(code) = applied_then {
+        return (StatusCode::from_u16(code).unwrap(), "upstream trouble").into_response();
+    }
     match answer {
         Some(answer) => (StatusCode::from_u16(status).unwrap(), Json(answer)).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),

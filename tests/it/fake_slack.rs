@@ -13,6 +13,19 @@
 //!   a comma-separated string, and Slack answers `users_list_not_supplied`.
 //! - **Block Kit's limits** on every message (`invalid_blocks`).
 //!
+//! Three arguments postdate the document and are taken as Slack's method
+//! reference describes them ([`DOCUMENTED_ELSEWHERE`]): `metadata` on
+//! `chat.postMessage` and `chat.update`, `include_all_metadata` on
+//! `conversations.history` and `conversations.replies`.
+//!
+//! Posted messages are kept per channel and thread, so the history methods
+//! answer as Slack does: newest first at the top level, the parent then its
+//! replies in a thread, `oldest` exclusive, paged by `limit` and `cursor`,
+//! and each message's metadata only when `include_all_metadata` is true.
+//! The fake can hold its answers to posts ([`FakeSlack::hold_posts`]): the
+//! message is in the channel at once and its answer comes late, or never
+//! reaches a client that died waiting — a call that took effect unseen.
+//!
 //! A request either check refuses fails the test that sent it: when the
 //! last handle on the fake is dropped it asserts that there were no
 //! violations and no wrong token (unless the test is already failing). A
@@ -82,7 +95,23 @@ impl Call {
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     Status(u16),
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The call takes effect (a post is in the channel), then the answer
+    /// is this HTTP status instead of the result.
+    AppliedThen(u16),
+}
+
+/// A message in a channel, as the history methods show it.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub channel: String,
+    pub ts: String,
+    pub thread_ts: Option<String>,
+    /// The fallback text, as last posted or updated.
+    pub text: Value,
+    pub metadata: Option<Value>,
 }
 
 #[derive(Default)]
@@ -95,6 +124,13 @@ struct FakeState {
     bad_token: bool,
     /// The test sends bad requests on purpose and checks them itself.
     expect_violations: bool,
+    messages: Vec<Stored>,
+    /// Answer posts this late (the message is in the channel at once).
+    hold_posts: Option<std::time::Duration>,
+    /// Posts whose answer is still held.
+    held: usize,
+    /// The token lacks the history scopes.
+    no_history_scopes: bool,
 }
 
 fn lock(state: &Mutex<FakeState>) -> MutexGuard<'_, FakeState> {
@@ -178,6 +214,29 @@ impl FakeSlack {
     /// it for them (it checks [`FakeSlack::violations`] itself).
     pub fn expect_violations(&self) {
         lock(&self.state).expect_violations = true;
+    }
+
+    /// Hold the answer to every post (`chat.postMessage`, `chat.update`)
+    /// for `hold`; `None` answers at once again.
+    pub fn hold_posts(&self, hold: Option<std::time::Duration>) {
+        lock(&self.state).hold_posts = hold;
+    }
+
+    /// Every message in Slack, in the order posted — including those whose
+    /// answer the bot never saw.
+    pub fn messages(&self) -> Vec<Stored> {
+        lock(&self.state).messages.clone()
+    }
+
+    /// Posts that took effect and whose answer is still held.
+    pub fn held(&self) -> usize {
+        lock(&self.state).held
+    }
+
+    /// The bot token has no `channels:history`, `groups:history`,
+    /// `im:history`: the history methods answer `missing_scope`.
+    pub fn without_history_scopes(&self) {
+        lock(&self.state).no_history_scopes = true;
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -276,6 +335,28 @@ impl MethodSpec {
 /// predates Socket Mode; it takes no arguments.
 const UNDOCUMENTED: &[&str] = &["apps.connections.open"];
 
+/// Arguments newer than the document, as Slack's method reference gives
+/// them (docs.slack.dev/reference/methods/chat.postMessage, chat.update,
+/// conversations.history, conversations.replies; message metadata at
+/// docs.slack.dev/messaging/message-metadata): (method, argument, type,
+/// holds JSON).
+const DOCUMENTED_ELSEWHERE: &[(&str, &str, Kind, bool)] = &[
+    ("chat.postMessage", "metadata", Kind::String, true),
+    ("chat.update", "metadata", Kind::String, true),
+    (
+        "conversations.history",
+        "include_all_metadata",
+        Kind::Boolean,
+        false,
+    ),
+    (
+        "conversations.replies",
+        "include_all_metadata",
+        Kind::Boolean,
+        false,
+    ),
+];
+
 fn spec_path() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/specs/slack/slack_web_openapi_v2.json")
 }
@@ -336,6 +417,21 @@ fn parse_spec(doc: &Value) -> HashMap<String, MethodSpec> {
     }
     for name in UNDOCUMENTED {
         methods.entry(name.to_string()).or_default();
+    }
+    for (method, name, kind, json) in DOCUMENTED_ELSEWHERE {
+        let spec = methods.get_mut(*method).expect("a documented method");
+        assert!(
+            !spec.params.contains_key(*name),
+            "the document has {method} {name} now: drop it from DOCUMENTED_ELSEWHERE"
+        );
+        spec.params.insert(
+            name.to_string(),
+            ParamSpec {
+                kind: *kind,
+                required: false,
+                json: *json,
+            },
+        );
     }
     methods
 }
@@ -444,8 +540,111 @@ fn check_against_spec(method: &str, args: &Map<String, Value>, form: bool) -> Re
                 format!("{method} needs text, blocks or attachments"),
             ))
         }
+        "chat.postMessage" | "chat.update" if args.contains_key("metadata") => {
+            let meta = match &args["metadata"] {
+                Value::String(s) => serde_json::from_str(s).unwrap_or_default(),
+                other => other.clone(),
+            };
+            if meta["event_type"].as_str().is_some_and(|t| !t.is_empty())
+                && meta["event_payload"].is_object()
+            {
+                Ok(())
+            } else {
+                Err(refuse(
+                    "invalid_metadata_format",
+                    format!("{method}: metadata needs event_type and an event_payload object"),
+                ))
+            }
+        }
         _ => Ok(()),
     }
+}
+
+/// The metadata argument as JSON (a JSON body holds the object, a form the
+/// JSON text).
+fn metadata_of(body: &Value) -> Option<Value> {
+    match &body["metadata"] {
+        Value::Null => None,
+        Value::String(s) => serde_json::from_str(s).ok(),
+        other => Some(other.clone()),
+    }
+}
+
+/// A Slack timestamp as a number, for comparing.
+fn ts_num(ts: &str) -> f64 {
+    ts.trim().parse().unwrap_or(0.0)
+}
+
+/// `conversations.history` or `conversations.replies` over the stored
+/// messages, as Slack answers them.
+fn history(st: &FakeState, method: &str, body: &Value) -> Value {
+    let arg = |name: &str| body[name].as_str().map(str::to_string);
+    if st.no_history_scopes {
+        return json!({
+            "ok": false,
+            "error": "missing_scope",
+            "needed": "channels:history,groups:history,im:history,mpim:history",
+            "provided": "chat:write,commands,im:write",
+        });
+    }
+    let channel = arg("channel").unwrap_or_default();
+    let oldest = arg("oldest").map_or(f64::MIN, |o| ts_num(&o));
+    let latest = arg("latest").map_or(f64::MAX, |l| ts_num(&l));
+    let with_metadata = arg("include_all_metadata").as_deref() == Some("true");
+    let limit: usize = arg("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 999);
+    let offset: usize = arg("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let in_range =
+        |m: &&Stored| m.channel == channel && ts_num(&m.ts) > oldest && ts_num(&m.ts) <= latest;
+    let mut found: Vec<&Stored> = if method == "conversations.replies" {
+        let parent = arg("ts").unwrap_or_default();
+        let exists = st
+            .messages
+            .iter()
+            .any(|m| m.channel == channel && m.ts == parent && m.thread_ts.is_none());
+        if !exists {
+            return json!({"ok": false, "error": "thread_not_found"});
+        }
+        st.messages
+            .iter()
+            .filter(|m| m.ts == parent || m.thread_ts.as_deref() == Some(parent.as_str()))
+            .filter(in_range)
+            .collect()
+    } else {
+        let mut top: Vec<&Stored> = st
+            .messages
+            .iter()
+            .filter(|m| m.thread_ts.is_none())
+            .filter(in_range)
+            .collect();
+        top.reverse();
+        top
+    };
+    let rest = found.split_off(offset.min(found.len()));
+    let more = rest.len() > limit;
+    let page: Vec<Value> = rest
+        .iter()
+        .take(limit)
+        .map(|m| {
+            let mut v =
+                json!({"type": "message", "ts": m.ts, "text": m.text, "bot_id": "B0TMINUS"});
+            if let Some(t) = &m.thread_ts {
+                v["thread_ts"] = t.clone().into();
+            }
+            if let (true, Some(meta)) = (with_metadata, &m.metadata) {
+                v["metadata"] = meta.clone();
+            }
+            v
+        })
+        .collect();
+    let next = if more {
+        (offset + limit).to_string()
+    } else {
+        String::new()
+    };
+    json!({"ok": true, "messages": page, "has_more": more, "response_metadata": {"next_cursor": next}})
 }
 
 /// A request's arguments: the query string's and the body's. Returns
@@ -570,6 +769,29 @@ async fn handle(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let post = matches!(method.as_str(), "chat.postMessage" | "chat.update");
+    let response = answer(&state, method, query, headers, body);
+    let hold = lock(&state)
+        .hold_posts
+        .filter(|_| post && response.status() == StatusCode::OK);
+    if let Some(hold) = hold {
+        // The call has taken effect; its answer waits. A client that dies
+        // meanwhile never learns of it (this future is dropped with it).
+        lock(&state).held += 1;
+        let _release = Release(state.clone());
+        tokio::time::sleep(hold).await;
+    }
+    response
+}
+
+/// The answer to one request.
+fn answer(
+    state: &Mutex<FakeState>,
+    method: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let parsed = arguments(&headers, query.as_deref(), &body);
     let body = match &parsed {
         Ok((args, _)) => Value::Object(args.clone()),
@@ -580,7 +802,7 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let mut st = lock(&state);
+    let mut st = lock(state);
     let refused = |st: &mut FakeState, method: String, body: Value, r: Refusal| {
         st.violations
             .push(format!("{method}: {} ({})", r.why, r.error));
@@ -630,7 +852,20 @@ async fn handle(
     if let Err(r) = checked {
         return refused(&mut st, method, body, r);
     }
-    if let Some(fault) = st.faults.pop_front() {
+    // A fault that lets the call take effect answers after it (below).
+    let applied_then = match st.faults.front() {
+        Some(Fault::AppliedThen(code)) => {
+            let code = *code;
+            st.faults.pop_front();
+            Some(code)
+        }
+        _ => None,
+    };
+    if let Some(fault) = applied_then
+        .is_none()
+        .then(|| st.faults.pop_front())
+        .flatten()
+    {
         let (status, response) = match fault {
             Fault::Status(code) => (
                 code,
@@ -648,6 +883,7 @@ async fn handle(
                 )
                     .into_response(),
             ),
+            Fault::AppliedThen(_) => unreachable!("taken above"),
         };
         st.calls.push(Call {
             method,
@@ -685,12 +921,36 @@ async fn handle(
         "chat.postMessage" => {
             let n = st.next_ts;
             st.next_ts += 1;
-            let ts = format!("1700000000.{n:06}");
+            // Slack's ts is the message's time: the lookup reads from it.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let ts = format!("{now}.{n:06}");
+            st.messages.push(Stored {
+                channel: channel.clone(),
+                ts: ts.clone(),
+                thread_ts: body["thread_ts"].as_str().map(str::to_string),
+                text: body["text"].clone(),
+                metadata: metadata_of(&body),
+            });
             let answer = json!({"ok": true, "channel": channel, "ts": ts, "message": {"ts": ts, "text": body["text"]}});
             (Some(ts), answer)
         }
+        "conversations.history" | "conversations.replies" => (None, history(&st, &method, &body)),
         "chat.update" => {
             let ts = body["ts"].as_str().unwrap_or_default().to_string();
+            let meta = metadata_of(&body);
+            if let Some(m) = st
+                .messages
+                .iter_mut()
+                .find(|m| m.channel == channel && m.ts == ts)
+            {
+                m.text = body["text"].clone();
+                if meta.is_some() {
+                    m.metadata = meta;
+                }
+            }
             let answer = json!({"ok": true, "channel": channel, "ts": ts, "text": body["text"], "message": {"text": body["text"]}});
             (Some(ts), answer)
         }
@@ -739,11 +999,23 @@ async fn handle(
     st.calls.push(Call {
         method,
         body,
-        status: 200,
+        status: applied_then.unwrap_or(200),
         ts: ts.clone(),
         error,
     });
+    if let Some(code) = applied_then {
+        return (StatusCode::from_u16(code).unwrap(), "upstream trouble").into_response();
+    }
     Json(answer).into_response()
+}
+
+/// Counts a held answer out when it is sent or its client is gone.
+struct Release(Arc<Mutex<FakeState>>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        lock(&self.0).held -= 1;
+    }
 }
 
 /// The fake itself: what it lets through and what it refuses, as Slack would.

@@ -7,6 +7,7 @@ mod check_config;
 mod checks;
 mod discord;
 mod escalation;
+mod exactly_once;
 mod fake_discord;
 mod fake_slack;
 mod fix_forward;

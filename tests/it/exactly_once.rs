@@ -1,0 +1,444 @@
+//! Exactly once, also when a process dies in the middle of a platform call:
+//! the real `tminus serve` delivering to a fake Slack or Discord that holds
+//! its answers (each message is in the channel at once, its answer comes
+//! late), killed with SIGKILL while several calls are in flight, then
+//! started again. Every message arrives and none twice — channel messages,
+//! thread replies and direct messages — because Slack posts are looked for
+//! by their metadata and Discord posts carry a nonce Discord enforces.
+//! Also: an answer lost to a server error, and Slack without the history
+//! scopes (said once in the log; posted again, as the log warns).
+
+use std::time::{Duration, Instant};
+
+use tminus::chat::{Card, Destination, Outgoing};
+use tminus::domain::{PersonId, Platform};
+use tminus::store::Store;
+
+use crate::helpers::{all_dbs, all_strings, config, sqlite_db, ServeProcess, TestDb};
+use crate::{fake_discord, fake_slack};
+
+/// One fake platform, as the test drives it.
+enum Fake {
+    Slack(fake_slack::FakeSlack),
+    Discord(fake_discord::FakeDiscord),
+}
+
+/// A message as the platform shows it: where, and all its text.
+#[derive(Debug)]
+struct Shown {
+    /// The channel, and the thread (Slack's `thread_ts`; a Discord thread
+    /// is a channel of its own).
+    place: (String, Option<String>),
+    text: String,
+}
+
+impl Fake {
+    async fn start(platform: Platform) -> Fake {
+        match platform {
+            Platform::Slack => Fake::Slack(fake_slack::FakeSlack::start().await),
+            _ => Fake::Discord(fake_discord::FakeDiscord::start().await),
+        }
+    }
+
+    /// `serve`'s environment for this platform; a dead process's claims
+    /// pass on after two seconds.
+    fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut env = match self {
+            Fake::Slack(f) => vec![
+                ("SLACK_BOT_TOKEN", fake_slack::BOT_TOKEN.to_string()),
+                ("SLACK_SIGNING_SECRET", "exactly-once-secret".to_string()),
+                ("SLACK_API_URL", f.api_url()),
+            ],
+            Fake::Discord(f) => vec![
+                ("DISCORD_TOKEN", fake_discord::TOKEN.to_string()),
+                ("DISCORD_PUBLIC_KEY", discord_public_key()),
+                ("DISCORD_APPLICATION_ID", fake_discord::APP_ID.to_string()),
+                ("DISCORD_API_URL", f.api_url()),
+            ],
+        };
+        env.push(("TMINUS_LEASE", "2s".to_string()));
+        env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        env
+    }
+
+    /// Wait until the process is up with the platform (Discord: its
+    /// commands registered), so a fault meant for a message meets it.
+    async fn ready(&self) {
+        if let Fake::Discord(f) = self {
+            f.wait_for("the commands registered", |c| {
+                c.iter().any(|c| c.ok() && c.path.ends_with("/commands"))
+            })
+            .await;
+        }
+    }
+
+    fn hold_posts(&self, hold: Option<Duration>) {
+        match self {
+            Fake::Slack(f) => f.hold_posts(hold),
+            Fake::Discord(f) => f.hold_posts(hold),
+        }
+    }
+
+    fn held(&self) -> usize {
+        match self {
+            Fake::Slack(f) => f.held(),
+            Fake::Discord(f) => f.held(),
+        }
+    }
+
+    /// A call takes effect and its answer is a 500.
+    fn applied_then_500(&self) {
+        match self {
+            Fake::Slack(f) => f.fail_next([fake_slack::Fault::AppliedThen(500)]),
+            Fake::Discord(f) => f.fail_next([fake_discord::Fault::AppliedThen(500)]),
+        }
+    }
+
+    /// Every message the platform holds, whether or not the bot saw the answer.
+    fn shown(&self) -> Vec<Shown> {
+        match self {
+            Fake::Slack(f) => f
+                .messages()
+                .into_iter()
+                .map(|m| Shown {
+                    place: (m.channel, m.thread_ts),
+                    text: all_strings(&m.text),
+                })
+                .collect(),
+            Fake::Discord(f) => f
+                .messages()
+                .into_iter()
+                .map(|m| Shown {
+                    place: (m.channel, None),
+                    text: all_strings(&m.content),
+                })
+                .collect(),
+        }
+    }
+
+    /// Proof that the settling path ran: Slack read the conversations with
+    /// metadata; Discord was sent a nonce it had seen.
+    fn lookups(&self) -> usize {
+        match self {
+            Fake::Slack(f) => f
+                .calls()
+                .iter()
+                .filter(|c| {
+                    c.ok()
+                        && matches!(
+                            c.method.as_str(),
+                            "conversations.history" | "conversations.replies"
+                        )
+                        && c.str("include_all_metadata") == Some("true")
+                })
+                .count(),
+            Fake::Discord(f) => {
+                let mut seen = std::collections::HashSet::new();
+                f.calls()
+                    .iter()
+                    .filter(|c| c.method == "POST" && c.body["enforce_nonce"] == true)
+                    .filter_map(|c| c.body["nonce"].as_str().map(str::to_string))
+                    .filter(|n| !seen.insert(n.clone()))
+                    .count()
+            }
+        }
+    }
+}
+
+/// Any valid Ed25519 public key: this test sends no interactions.
+fn discord_public_key() -> String {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    tminus::hex::encode(key.verifying_key().as_bytes())
+}
+
+fn message(platform: Platform, to: Destination, key: Option<&str>, title: &str) -> Outgoing {
+    Outgoing {
+        platform,
+        to,
+        key: key.map(str::to_string),
+        card: Card::new(title),
+    }
+}
+
+async fn enqueue(store: &Store, messages: &[Outgoing]) {
+    let mut tx = store.begin().await.unwrap();
+    for m in messages {
+        tx.enqueue(None, m, chrono::Utc::now()).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// Wait until nothing is left to deliver; nothing may have failed.
+async fn drained(store: &Store, what: &str) {
+    let start = Instant::now();
+    while store.outbox_depth().await.unwrap() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "{what}: the outbox never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.failed_messages().await.unwrap(), vec![], "{what}");
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One figure of `/metrics`.
+async fn metric(serve: &ServeProcess, line_start: &str) -> u64 {
+    let text = reqwest::get(serve.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in /metrics:\n{text}"))
+}
+
+/// The messages that carry `title`.
+fn with_title<'a>(shown: &'a [Shown], title: &str) -> Vec<&'a Shown> {
+    shown.iter().filter(|m| m.text.contains(title)).collect()
+}
+
+async fn killed_mid_call_then_restarted(platform: Platform, db: TestDb) {
+    let what = format!("{platform} on {}", db.kind);
+    let config = config();
+    let channels = &config.channels[platform.as_str()];
+    let fake = Fake::start(platform).await;
+    let mut first = ServeProcess::start(&db.url, &fake.env(&[]));
+    fake.ready().await;
+    let store = Store::connect(&db.url).await.unwrap();
+
+    // A thread's first message, posted and answered before the trouble.
+    let root_key = "exactly-once:root";
+    let channel = |c: &str| Destination::Channel { channel: c.into() };
+    enqueue(
+        &store,
+        &[message(
+            platform,
+            channel(&channels.deployments),
+            Some(root_key),
+            "Root of the thread",
+        )],
+    )
+    .await;
+    drained(&store, &what).await;
+    let (root_ref, _) = store.message_ref(root_key).await.unwrap().unwrap();
+
+    // Now every answer is held: the first message of each lane goes out
+    // (it is in the channel at once) and waits for its answer.
+    fake.hold_posts(Some(Duration::from_secs(8)));
+    let people = ["chen", "emeka", "farah"];
+    let mut batch = Vec::new();
+    for n in 1..=3 {
+        batch.push(message(
+            platform,
+            channel(&channels.incidents),
+            None,
+            &format!("Channel message {n}"),
+        ));
+        batch.push(message(
+            platform,
+            Destination::Thread {
+                channel: channels.deployments.clone(),
+                root: root_key.into(),
+            },
+            None,
+            &format!("Thread reply {n}"),
+        ));
+    }
+    for person in people {
+        for n in 1..=2 {
+            batch.push(message(
+                platform,
+                Destination::Direct {
+                    person: PersonId::new(person),
+                },
+                Some(&format!("exactly-once:dm:{person}:{n}")),
+                &format!("Direct message {n} to {person}"),
+            ));
+        }
+    }
+    enqueue(&store, &batch).await;
+    // One head per lane in flight: the incidents channel, the thread, and
+    // the three people's direct messages.
+    wait_until(&format!("{what}: five calls in flight"), || {
+        fake.held() >= 5
+    })
+    .await;
+    first.kill();
+    fake.hold_posts(None);
+
+    let second = ServeProcess::start(&db.url, &fake.env(&[]));
+    drained(&store, &what).await;
+
+    let shown = fake.shown();
+    let expect = |title: String, place: (String, Option<String>)| {
+        let found = with_title(&shown, &title);
+        assert_eq!(
+            found.len(),
+            1,
+            "{what}: {title:?} shown {} times: {shown:#?}",
+            found.len()
+        );
+        assert_eq!(found[0].place, place, "{what}: {title:?} in its place");
+    };
+    let thread = match platform {
+        // A Slack reply names its thread; a Discord thread is a channel
+        // with the root message's id.
+        Platform::Slack => (channels.deployments.clone(), Some(root_ref.clone())),
+        _ => (root_ref.clone(), None),
+    };
+    for n in 1..=3 {
+        expect(
+            format!("Channel message {n}"),
+            (channels.incidents.clone(), None),
+        );
+        expect(format!("Thread reply {n}"), thread.clone());
+    }
+    for person in people {
+        let dm_channel = with_title(&shown, &format!("Direct message 1 to {person}"))
+            .first()
+            .map(|m| m.place.clone())
+            .unwrap_or_else(|| panic!("{what}: no DM to {person}"));
+        assert_ne!(dm_channel.0, channels.incidents, "{what}");
+        for n in 1..=2 {
+            expect(
+                format!("Direct message {n} to {person}"),
+                dm_channel.clone(),
+            );
+        }
+    }
+    assert_eq!(shown.len(), 1 + batch.len(), "{what}: nothing else shown");
+
+    // The five calls the first process never heard back from were settled
+    // by looking (Slack) or by the nonce (Discord), not posted again.
+    assert!(fake.lookups() >= 5, "{what}: {} lookups", fake.lookups());
+    let p = platform.as_str();
+    let retried = metric(
+        &second,
+        &format!("tminus_outbox_uncertain_retries_total{{platform=\"{p}\"}}"),
+    )
+    .await;
+    let found = metric(
+        &second,
+        &format!("tminus_outbox_uncertain_settled_total{{platform=\"{p}\",outcome=\"found\"}}"),
+    )
+    .await;
+    assert!(retried >= 5, "{what}: {retried} uncertain retries counted");
+    assert!(found >= 5, "{what}: {found} found");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn slack_killed_mid_call_then_restarted_shows_every_message_once() {
+    for db in all_dbs().await {
+        killed_mid_call_then_restarted(Platform::Slack, db).await;
+    }
+}
+
+#[tokio::test]
+async fn discord_killed_mid_call_then_restarted_shows_every_message_once() {
+    for db in all_dbs().await {
+        killed_mid_call_then_restarted(Platform::Discord, db).await;
+    }
+}
+
+/// The platform took the message, then answered 500: the retry finds it.
+async fn answer_lost_to_a_server_error(platform: Platform) {
+    let db = sqlite_db();
+    let config = config();
+    let channels = &config.channels[platform.as_str()];
+    let fake = Fake::start(platform).await;
+    let serve = ServeProcess::start(&db.url, &fake.env(&[]));
+    fake.ready().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    fake.applied_then_500();
+    let to = Destination::Channel {
+        channel: channels.deployments.clone(),
+    };
+    enqueue(&store, &[message(platform, to, None, "Posted once")]).await;
+    drained(&store, &format!("{platform}")).await;
+    let shown = fake.shown();
+    assert_eq!(
+        with_title(&shown, "Posted once").len(),
+        1,
+        "{platform}: {shown:#?}"
+    );
+    assert_eq!(fake.lookups(), 1, "{platform}");
+    let p = platform.as_str();
+    let attempts = metric(
+        &serve,
+        &format!("tminus_outbox_uncertain_attempts_total{{platform=\"{p}\"}}"),
+    )
+    .await;
+    assert_eq!(attempts, 1, "{platform}");
+    let found = metric(
+        &serve,
+        &format!("tminus_outbox_uncertain_settled_total{{platform=\"{p}\",outcome=\"found\"}}"),
+    )
+    .await;
+    assert_eq!(found, 1, "{platform}");
+}
+
+#[tokio::test]
+async fn an_answer_lost_to_a_server_error_is_not_posted_again() {
+    answer_lost_to_a_server_error(Platform::Slack).await;
+    answer_lost_to_a_server_error(Platform::Discord).await;
+}
+
+/// Without the history scopes the lookup is refused: the log says what is
+/// missing and what it costs, once; the message is posted again (at least
+/// once rather than never), and `/metrics` counts it as unknown.
+#[tokio::test]
+async fn slack_without_history_scopes_says_so_once_and_posts_anyway() {
+    let db = sqlite_db();
+    let fake = fake_slack::FakeSlack::start().await;
+    fake.without_history_scopes();
+    let platform = Fake::Slack(fake.clone());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let serve = ServeProcess::start_logged(
+        &crate::helpers::bot_config(),
+        &db.url,
+        &platform.env(&[("RUST_LOG", "warn")]),
+        log.path(),
+    );
+    let store = Store::connect(&db.url).await.unwrap();
+    let deployments = config().channels["slack"].deployments.clone();
+    for n in 1..=2 {
+        fake.fail_next([fake_slack::Fault::AppliedThen(500)]);
+        let to = Destination::Channel {
+            channel: deployments.clone(),
+        };
+        let title = format!("Unverifiable {n}");
+        enqueue(&store, &[message(Platform::Slack, to, None, &title)]).await;
+        drained(&store, &title).await;
+        // The cost the log warns of: it went out, and out again.
+        assert_eq!(with_title(&platform.shown(), &title).len(), 2, "{title}");
+    }
+    let unknown = metric(
+        &serve,
+        "tminus_outbox_uncertain_settled_total{platform=\"slack\",outcome=\"unknown\"}",
+    )
+    .await;
+    assert_eq!(unknown, 2);
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let said: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("missing_scope"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once:\n{text}");
+    for needed in ["channels:history", "groups:history", "im:history", "twice"] {
+        assert!(said[0].contains(needed), "{needed} in {}", said[0]);
+    }
+}
