@@ -340,14 +340,14 @@ async fn killed_mid_call_then_restarted(platform: Platform, db: TestDb) {
     store.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_killed_mid_call_then_restarted_shows_every_message_once() {
     for db in all_dbs().await {
         killed_mid_call_then_restarted(Platform::Slack, db).await;
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discord_killed_mid_call_then_restarted_shows_every_message_once() {
     for db in all_dbs().await {
         killed_mid_call_then_restarted(Platform::Discord, db).await;
@@ -391,7 +391,7 @@ async fn answer_lost_to_a_server_error(platform: Platform) {
     assert_eq!(found, 1, "{platform}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_lost_to_a_server_error_is_not_posted_again() {
     answer_lost_to_a_server_error(Platform::Slack).await;
     answer_lost_to_a_server_error(Platform::Discord).await;
@@ -400,7 +400,7 @@ async fn an_answer_lost_to_a_server_error_is_not_posted_again() {
 /// Without the history scopes the lookup is refused: the log says what is
 /// missing and what it costs, once; the message is posted again (at least
 /// once rather than never), and `/metrics` counts it as unknown.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_without_history_scopes_says_so_once_and_posts_anyway() {
     let db = sqlite_db();
     let fake = fake_slack::FakeSlack::start().await;
