@@ -71,6 +71,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
         scheduler_alive: alive,
         outbox_alive: outbox_alive.clone(),
         access: access.clone(),
+        tokens: Arc::new(settings.named.clone()),
     });
     info!(
         run_pages = access.secret.is_some(),

@@ -28,7 +28,8 @@ pub struct Settings {
     pub web: WebAccess,
     pub queue: QueueSettings,
     /// Values of the variables the bot file and runbooks name (a Prometheus
-    /// probe's `bearer_env`), by variable name; unset ones are absent.
+    /// probe's `bearer_env`, an integration's `token_env`), by variable
+    /// name; unset ones are absent.
     pub named: BTreeMap<String, Secret>,
 }
 
@@ -117,7 +118,8 @@ fn slack_settings(var: &impl Fn(&str) -> Option<String>) -> Option<SlackSettings
     })
 }
 
-/// The environment variables the configuration refers to by name.
+/// The environment variables the configuration refers to by name: a
+/// Prometheus probe's `bearer_env`, an integration's `token_env`.
 fn named_variables(config: &Config) -> Vec<String> {
     config
         .runbooks
@@ -128,6 +130,7 @@ fn named_variables(config: &Config) -> Vec<String> {
             Probe::Prometheus { bearer_env, .. } => bearer_env.clone(),
             Probe::Http { .. } => None,
         })
+        .chain(config.integrations.values().map(|i| i.token_env.clone()))
         .collect()
 }
 

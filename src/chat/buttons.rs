@@ -125,6 +125,9 @@ pub fn encode(run: RunId, action: &Action) -> String {
         // A check's result comes from the bot; the button behind it asks
         // for the phase's checks to run again.
         Action::RecordCheck { phase, .. } => recheck(run, phase),
+        // A pipeline's report comes through the API; by hand, a person
+        // marks the item done.
+        Action::Report { phase, item, .. } => format!("checklist.done:{run}:{phase}:{item}"),
     }
 }
 

@@ -10,7 +10,7 @@ use chrono::{NaiveDate, NaiveTime};
 use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
-use super::{ChannelPair, Config, ConfigError, ConfigErrors};
+use super::{ChannelPair, Config, ConfigError, ConfigErrors, Integration};
 use crate::domain::ids::is_valid_key;
 use crate::domain::runbook::{Measure, Monitoring, Probe, Severity, SeverityRule, Stage};
 use crate::domain::{
@@ -222,15 +222,17 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         default_runbook: String::new(),
         default_env: "production".to_string(),
         discord_guild: None,
+        integrations: BTreeMap::new(),
     };
     let mut default_runbook = None;
+    let mut named_runbooks = Vec::new();
     if let Some((src, bot)) = bot_raw {
         let mut check = Check {
             src,
             errors: &mut errors,
         };
         default_runbook = bot.deploy.default_runbook.clone();
-        build_bot(&mut check, bot, &mut config);
+        named_runbooks = build_bot(&mut check, bot, &mut config);
     }
     let bot_ok = errors.is_empty();
 
@@ -283,6 +285,14 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         }
     }
 
+    if let (true, Some(src)) = (bot_ok, &bot) {
+        let mut check = Check {
+            src,
+            errors: &mut errors,
+        };
+        check_integration_runbooks(&mut check, &named_runbooks, &runbook_files);
+    }
+
     if bot_ok {
         if config.runbooks.is_empty() && errors.is_empty() {
             errors.push(ConfigError {
@@ -324,7 +334,117 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) {
+/// An integration's runbooks must exist (known only once runbooks/ is read).
+fn check_integration_runbooks(
+    check: &mut Check<'_>,
+    named: &NamedRunbooks,
+    runbook_files: &BTreeSet<String>,
+) {
+    for (key, spans) in named {
+        for (i, (name, span)) in spans.iter().enumerate() {
+            if !runbook_files.contains(name) {
+                check.at(
+                    span,
+                    format!("integrations.{key}.runbooks[{i}]"),
+                    format!("no runbook named `{name}` in runbooks/"),
+                );
+            }
+        }
+    }
+}
+
+/// The runbooks each integration names, with where: (integration, [(runbook, span)]).
+type NamedRunbooks = Vec<(String, Vec<(String, Range<usize>)>)>;
+
+/// `[integrations.*]`: who may call the HTTP API and on what.
+fn build_integrations(
+    check: &mut Check<'_>,
+    raw: BTreeMap<S<String>, raw::IntegrationRaw>,
+    config: &mut Config,
+) -> NamedRunbooks {
+    let mut named = Vec::new();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    for (key, i) in raw {
+        let path = format!("integrations.{}", key.get_ref());
+        if !check.key(&key, &path) {
+            continue;
+        }
+        let name = i.name.get_ref().trim().to_string();
+        if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
+            check.at(
+                &i.name.span(),
+                format!("{path}.name"),
+                "give a display name of 1 to 80 printable characters",
+            );
+        } else if config
+            .directory
+            .people
+            .contains_key(&PersonId::new(name.as_str()))
+        {
+            check.at(
+                &i.name.span(),
+                format!("{path}.name"),
+                format!("`{name}` is a person's key; an integration needs a name of its own"),
+            );
+        } else if let Some(other) = names.insert(name.to_lowercase(), key.get_ref().clone()) {
+            check.at(
+                &i.name.span(),
+                format!("{path}.name"),
+                format!("`{name}` is already the name of integration `{other}`"),
+            );
+        }
+        let env = i.token_env.get_ref();
+        let env_ok = !env.is_empty()
+            && env
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && !env.starts_with(|c: char| c.is_ascii_digit());
+        if !env_ok {
+            check.at(
+                &i.token_env.span(),
+                format!("{path}.token_env"),
+                format!("`{env}` is not an environment variable name like TMINUS_CI_TOKEN"),
+            );
+        }
+        let services = i.services.get_ref();
+        let services = if services.is_empty() {
+            check.at(
+                &i.services.span(),
+                format!("{path}.services"),
+                "list the services it may act on, or [\"*\"] for all",
+            );
+            Some(Vec::new())
+        } else if services.iter().any(|s| s == "*") {
+            None
+        } else {
+            Some(services.clone())
+        };
+        let runbooks = i.runbooks.map(|list| {
+            named.push((
+                key.get_ref().clone(),
+                list.iter()
+                    .map(|r| (r.get_ref().clone(), r.span()))
+                    .collect(),
+            ));
+            list.into_iter().map(S::into_inner).collect()
+        });
+        config.integrations.insert(
+            key.get_ref().clone(),
+            Integration {
+                id: key.into_inner(),
+                name,
+                token_env: env.clone(),
+                services,
+                runbooks,
+            },
+        );
+    }
+    named
+}
+
+/// Build the bot file into `config`; returns the runbooks integrations
+/// name, to check once `runbooks/` is read.
+fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) -> NamedRunbooks {
     if let Some(listen) = &bot.server.listen {
         if listen.get_ref().parse::<std::net::SocketAddr>().is_err() {
             check.at(
@@ -440,6 +560,7 @@ fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) {
             config.policies.insert(key.into_inner(), policy);
         }
     }
+    build_integrations(check, bot.integrations, config)
 }
 
 fn build_rotation(

@@ -35,6 +35,33 @@ pub struct Config {
     pub default_env: String,
     /// The Discord guild to register commands in; globally when absent.
     pub discord_guild: Option<String>,
+    /// Systems that may call the HTTP API, by key.
+    pub integrations: BTreeMap<String, Integration>,
+}
+
+/// A pipeline (GitHub Actions, GitLab CI, Jenkins, Argo CD…) or any other
+/// system allowed to call `/api/v1`, with what it may act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Integration {
+    pub id: String,
+    /// The name it acts under in cards and the audit log.
+    pub name: String,
+    /// The environment variable its bearer token is read from.
+    pub token_env: String,
+    /// Services it may act on; `None` for all.
+    pub services: Option<Vec<String>>,
+    /// Runbooks it may start and report on; `None` for all.
+    pub runbooks: Option<Vec<String>>,
+}
+
+impl Integration {
+    /// Whether the integration may act on runs of `service` with `runbook`.
+    pub fn may_act_on(&self, service: &str, runbook: &str) -> bool {
+        let has = |list: &Option<Vec<String>>, v: &str| {
+            list.as_ref().is_none_or(|l| l.iter().any(|x| x == v))
+        };
+        has(&self.services, service) && has(&self.runbooks, runbook)
+    }
 }
 
 impl Config {

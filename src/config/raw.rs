@@ -28,6 +28,22 @@ pub struct BotFile {
     pub rotations: BTreeMap<S<String>, RotationRaw>,
     #[serde(default)]
     pub policies: BTreeMap<S<String>, PolicyRaw>,
+    #[serde(default)]
+    pub integrations: BTreeMap<S<String>, IntegrationRaw>,
+}
+
+/// A pipeline or other system that calls the HTTP API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationRaw {
+    /// The name it acts under in cards and the audit log.
+    pub name: S<String>,
+    /// The environment variable holding its bearer token.
+    pub token_env: S<String>,
+    /// Services it may act on; `["*"]` for all.
+    pub services: S<Vec<String>>,
+    /// Runbooks it may start and report on; all when absent.
+    pub runbooks: Option<Vec<S<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -18,7 +18,7 @@ pub use ids::{PersonId, Platform, RoleId, RunId};
 pub use incident::{Incident, IncidentAction, IncidentEvent, IncidentRefusal, IncidentStatus};
 pub use oncall::{Override, Policy, Rotation, Step, Target};
 pub use run::{
-    Action, CheckResult, Event, ItemState, Refusal, Run, RunStatus, SignOff, Verdict,
-    AUTOMATED_CHECK,
+    Action, CheckResult, Event, ItemReport, ItemState, Refusal, ReportStatus, Run, RunStatus,
+    SignOff, Verdict, AUTOMATED_CHECK,
 };
 pub use runbook::{Gate, HttpCheck, Item, Phase, RoleQuorum, Rollback, Runbook, RunbookVersion};

@@ -107,6 +107,48 @@ pub struct CheckResult {
 /// Who marks an item done when its automated check passes.
 pub const AUTOMATED_CHECK: &str = "automated check";
 
+/// What a pipeline said of an item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    Running,
+    Done,
+    Failed,
+}
+
+impl ReportStatus {
+    pub const ALL: [ReportStatus; 3] = [
+        ReportStatus::Running,
+        ReportStatus::Done,
+        ReportStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Running => "running",
+            ReportStatus::Done => "done",
+            ReportStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReportStatus> {
+        ReportStatus::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The latest word from a pipeline (an integration of the bot file) on an
+/// item: running, done or failed, with the job's page and a note. A failed
+/// item blocks its phase until it is reported again or a person marks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemReport {
+    pub status: ReportStatus,
+    /// The integration's display name.
+    pub by: String,
+    pub url: Option<String>,
+    pub note: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
 /// A person's latest word on a role's sign-off for a phase.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignOff {
@@ -152,6 +194,9 @@ pub struct Run {
     /// The run's incident that is not resolved yet, if any (read with the
     /// run; incidents are written elsewhere). A run cannot complete with one.
     pub open_incident: Option<i64>,
+    /// The latest pipeline report of items a pipeline spoke of, keyed by
+    /// (phase id, item id).
+    pub reports: BTreeMap<(String, String), ItemReport>,
 }
 
 /// What a person asks of a run.
@@ -198,6 +243,13 @@ pub enum Action {
         item: String,
         result: CheckResult,
     },
+    /// A pipeline reports on an item; `done` marks it done by the
+    /// integration (the report's `by`).
+    Report {
+        phase: String,
+        item: String,
+        report: ItemReport,
+    },
 }
 
 impl Action {
@@ -226,7 +278,8 @@ impl Action {
             | Action::ItemUndo { .. }
             | Action::SignOff { .. }
             | Action::Advance { .. }
-            | Action::RecordCheck { .. } => None,
+            | Action::RecordCheck { .. }
+            | Action::Report { .. } => None,
         }
     }
 }
@@ -285,6 +338,13 @@ pub enum Event {
         item: String,
         detail: String,
     },
+    /// A pipeline reported an item running or failed (`done` is
+    /// [`Event::ItemDone`], with the report kept on the run).
+    ItemReported {
+        phase: String,
+        item: String,
+        status: ReportStatus,
+    },
 }
 
 impl Event {
@@ -305,6 +365,11 @@ impl Event {
             Event::RolledBack => "run.rolled_back",
             Event::CheckPassed { .. } => "check.passed",
             Event::CheckFailed { .. } => "check.failed",
+            Event::ItemReported {
+                status: ReportStatus::Running,
+                ..
+            } => "item.running",
+            Event::ItemReported { .. } => "item.failed",
         }
     }
 }
@@ -340,6 +405,28 @@ pub enum Refusal {
     AlreadyRollingBack,
     #[error("cannot advance yet:\n{}", .0.iter().map(|c| format!("• {c}")).collect::<Vec<_>>().join("\n"))]
     Unmet(Vec<String>),
+    #[error("\"{0}\" is already done")]
+    AlreadyDone(String),
+}
+
+impl Refusal {
+    /// Whether the refusal is about the run's state now (closed, moved on,
+    /// already done) rather than about what was asked: an API answers 409.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Closed { .. }
+                | Refusal::NotCurrentPhase { .. }
+                | Refusal::AlreadyDone(_)
+                | Refusal::AlreadyRollingBack
+                | Refusal::Unmet(_)
+        )
+    }
+
+    /// Whether the refusal names a phase or item the runbook lacks.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Refusal::UnknownPhase(_) | Refusal::UnknownItem { .. })
+    }
 }
 
 fn names(members: &[String]) -> String {
@@ -424,6 +511,7 @@ impl Run {
             signoffs: Vec::new(),
             checks: BTreeMap::new(),
             open_incident: None,
+            reports: BTreeMap::new(),
         }
     }
 
@@ -493,9 +581,20 @@ impl Run {
             let state = self.item_state(&phase.id, &item.id);
             // A failing check blocks until it passes, or until a person marks
             // the item done by hand (or not applicable) and answers for it.
+            let failed = self
+                .report(&phase.id, &item.id)
+                .filter(|r| r.status == ReportStatus::Failed);
             match self.check(&phase.id, &item.id) {
                 Some(c) if !c.passed && matches!(state, ItemState::Pending) => {
                     unmet.push(format!("check failing: {} — {}", item.text, c.detail));
+                }
+                _ if failed.is_some() && matches!(state, ItemState::Pending) => {
+                    let r = failed.expect("failed report");
+                    let note = r
+                        .note
+                        .as_deref()
+                        .map_or(String::new(), |n| format!(": {n}"));
+                    unmet.push(format!("failed in {}: {}{note}", r.by, item.text));
                 }
                 _ if !item.optional && matches!(state, ItemState::Pending) => {
                     unmet.push(format!("not done: {}", item.text));
@@ -516,6 +615,11 @@ impl Run {
     /// The latest automated check result of an item, if its check has run.
     pub fn check(&self, phase: &str, item: &str) -> Option<&CheckResult> {
         self.checks.get(&(phase.to_string(), item.to_string()))
+    }
+
+    /// The latest pipeline report on an item, if a pipeline spoke of it.
+    pub fn report(&self, phase: &str, item: &str) -> Option<&ItemReport> {
+        self.reports.get(&(phase.to_string(), item.to_string()))
     }
 
     /// What the phase's gate still lacks: rejections, missing sign-offs, and
@@ -586,17 +690,7 @@ impl Run {
                 if matches!(self.item_state(&phase, &item), ItemState::Done { .. }) {
                     return Ok(vec![]);
                 }
-                let done = ItemState::Done {
-                    by: actor.clone(),
-                    at: now,
-                };
-                self.items.insert((phase.clone(), item.clone()), done);
-                let mut events = vec![Event::ItemDone { phase, item }];
-                if production && self.t0.is_none() {
-                    self.t0 = Some(now);
-                    events.push(Event::ProductionDeployed);
-                }
-                Ok(events)
+                Ok(self.mark_done(phase, item, actor.clone(), production, now))
             }
             Action::ItemUndo { phase, item } => {
                 let item_def = self.current_item(runbook, &phase, &item)?;
@@ -758,6 +852,34 @@ impl Run {
                 }
                 Ok(events)
             }
+            Action::Report {
+                phase,
+                item,
+                report,
+            } => {
+                let item_def = self.current_item(runbook, &phase, &item)?;
+                match self.item_state(&phase, &item) {
+                    ItemState::Pending => {}
+                    // A pipeline that says done again is a retry.
+                    ItemState::Done { .. } if report.status == ReportStatus::Done => {
+                        return Ok(vec![])
+                    }
+                    _ => return Err(Refusal::AlreadyDone(item_def.text.clone())),
+                }
+                let production = item_def.production_deploy;
+                let status = report.status;
+                self.reports
+                    .insert((phase.clone(), item.clone()), report.clone());
+                if status != ReportStatus::Done {
+                    return Ok(vec![Event::ItemReported {
+                        phase,
+                        item,
+                        status,
+                    }]);
+                }
+                let by = PersonId::new(report.by);
+                Ok(self.mark_done(phase, item, by, production, now))
+            }
             Action::Rollback { reason } => {
                 let Some(rollback) = &runbook.rollback else {
                     return Err(Refusal::NoRollback);
@@ -808,6 +930,27 @@ impl Run {
             needed.push(format!("walk {}", after.join(", then ")));
         }
         needed
+    }
+
+    /// Mark a pending item done by `by`; the production deploy's sets T0.
+    fn mark_done(
+        &mut self,
+        phase: String,
+        item: String,
+        by: PersonId,
+        production: bool,
+        now: DateTime<Utc>,
+    ) -> Vec<Event> {
+        self.items.insert(
+            (phase.clone(), item.clone()),
+            ItemState::Done { by, at: now },
+        );
+        let mut events = vec![Event::ItemDone { phase, item }];
+        if production && self.t0.is_none() {
+            self.t0 = Some(now);
+            events.push(Event::ProductionDeployed);
+        }
+        events
     }
 
     fn finish(&mut self, status: RunStatus, reason: Option<String>, now: DateTime<Utc>) {

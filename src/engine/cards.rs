@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 
 use crate::chat::buttons::encode;
 use crate::chat::{Button, ButtonStyle, Card};
-use crate::domain::{Action, Directory, ItemState, Phase, Run, RunStatus, Runbook};
+use crate::domain::{
+    Action, Directory, ItemReport, ItemState, Phase, ReportStatus, Run, RunStatus, Runbook,
+};
 
 pub fn hhmm(t: DateTime<Utc>) -> String {
     t.format("%H:%M UTC").to_string()
@@ -73,13 +75,39 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
     let mut lines = Vec::new();
     for item in &phase.items {
         let optional = if item.optional { " (optional)" } else { "" };
+        let report = run.report(&phase.id, &item.id);
+        let logs = |r: &ItemReport| {
+            r.url
+                .as_ref()
+                .map_or(String::new(), |u| format!(" — logs: {u}"))
+        };
         let line = match run.item_state(&phase.id, &item.id) {
-            ItemState::Pending => format!("⬜ {}{optional}", item.text),
+            ItemState::Pending => match report {
+                Some(r) if r.status == ReportStatus::Running => format!(
+                    "🔄 {}{optional} — running in {} since {}{}",
+                    item.text,
+                    r.by,
+                    hhmm(r.at),
+                    logs(r)
+                ),
+                Some(r) if r.status == ReportStatus::Failed => format!(
+                    "❌ {}{optional} — failed in {}, {}{}{}",
+                    item.text,
+                    r.by,
+                    hhmm(r.at),
+                    r.note.as_ref().map_or(String::new(), |n| format!(": {n}")),
+                    logs(r)
+                ),
+                _ => format!("⬜ {}{optional}", item.text),
+            },
             ItemState::Done { by, at } => format!(
-                "✅ {}{optional} — {}, {}",
+                "✅ {}{optional} — {}, {}{}",
                 item.text,
                 dir.name(by),
-                hhmm(*at)
+                hhmm(*at),
+                report
+                    .filter(|r| r.status == ReportStatus::Done && r.by == by.as_str())
+                    .map_or(String::new(), logs)
             ),
             ItemState::NotApplicable { by, at, reason } => format!(
                 "➖ {}{optional} — not applicable: {reason} ({}, {})",

@@ -4,6 +4,7 @@
 //! entries, its outgoing messages and its timers in one transaction before it
 //! returns the [`Reply`] the adapter shows the actor.
 
+pub mod api;
 pub mod cards;
 mod checks;
 pub mod command;
@@ -179,6 +180,11 @@ impl Engine {
 
     fn run_link(&self, run: &Run, now: DateTime<Utc>) -> Option<String> {
         self.links.as_ref()?.run_link(run.id, now)
+    }
+
+    /// A signed link to a run's page, valid from now, when links are on.
+    pub fn page_link(&self, run: &Run) -> Option<String> {
+        self.run_link(run, self.clock.now())
     }
 
     pub fn store(&self) -> &Store {

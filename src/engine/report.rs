@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use crate::domain::monitor::{describe, Reading};
 use crate::domain::Incident;
-use crate::domain::{Directory, ItemState, Run, RunStatus, Runbook, Verdict};
+use crate::domain::{Directory, ItemState, ReportStatus, Run, RunStatus, Runbook, Verdict};
 use crate::store::{AuditEntry, PageRecord, TickRecord};
 
 fn when(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -75,8 +75,22 @@ pub fn markdown(
                 ItemState::Pending if item.optional => {
                     ("skipped (optional)".to_string(), "", String::new())
                 }
-                ItemState::Pending => ("not done".to_string(), "", String::new()),
-                ItemState::Done { by, at } => ("done".to_string(), dir.name(by), when(*at)),
+                ItemState::Pending => match run.report(&phase.id, &item.id) {
+                    Some(r) if r.status != ReportStatus::Done => (
+                        format!("not done ({} in {})", r.status.as_str(), r.by),
+                        "",
+                        when(r.at),
+                    ),
+                    _ => ("not done".to_string(), "", String::new()),
+                },
+                ItemState::Done { by, at } => {
+                    let logs = run
+                        .report(&phase.id, &item.id)
+                        .filter(|r| r.status == ReportStatus::Done && r.by == by.as_str())
+                        .and_then(|r| r.url.as_deref())
+                        .map_or(String::new(), |u| format!(" ([logs]({u}))"));
+                    (format!("done{logs}"), dir.name(by), when(*at))
+                }
                 ItemState::NotApplicable { by, at, reason } => {
                     (format!("not applicable: {reason}"), dir.name(by), when(*at))
                 }

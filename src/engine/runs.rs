@@ -10,8 +10,22 @@ use super::effects::{audit_entry, To};
 use super::{capitalise, cards, report, Actor, Engine, Reply, Stranded};
 use crate::chat::keys;
 use crate::domain::runbook::Phase;
-use crate::domain::{Action, Event, Person, PersonId, Run, RunId, Runbook};
+use crate::domain::{Action, Event, Person, PersonId, ReportStatus, Run, RunId, Runbook};
 use crate::store::Tx;
+
+/// What [`Engine::act_in`] did.
+pub(super) enum Acted {
+    /// No such run.
+    Missing,
+    /// The domain refused, for this reason.
+    Refused(crate::domain::Refusal),
+    /// Allowed, but it was already so: nothing written.
+    Unchanged(Run),
+    /// The request's key was handled before.
+    Repeat,
+    /// Saved and announced in the transaction, not committed yet.
+    Changed { run: Run, summary: String },
+}
 
 impl Engine {
     /// A phase opened: its card in the thread, its first sign-off reminder
@@ -75,7 +89,7 @@ impl Engine {
                 ));
             }
         }
-        let mut run = Run::start(
+        let run = Run::start(
             runbook,
             actor.platform,
             channel,
@@ -85,6 +99,24 @@ impl Engine {
             &person.id,
             now,
         );
+        let run = self.open_run(&mut tx, actor, run, runbook, now).await?;
+        tx.commit().await?;
+        Ok(Reply::changed(format!(
+            "Started deployment #{} of {} {} with runbook {}; follow it in the thread.",
+            run.number, run.service, run.version, runbook.id
+        )))
+    }
+
+    /// Insert a new run with its runbook version, audit it, and queue its
+    /// root message and first phase; the caller commits.
+    pub(super) async fn open_run(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        mut run: Run,
+        runbook: &Runbook,
+        now: DateTime<Utc>,
+    ) -> Result<Run> {
         tx.save_version(runbook, now).await?;
         tx.insert_run(&mut run).await?;
         let detail = format!(
@@ -96,7 +128,7 @@ impl Engine {
         );
         tx.audit(&audit_entry(
             Some(run.id),
-            &person.id.to_string(),
+            run.started_by.as_str(),
             actor,
             "run.started",
             detail,
@@ -104,20 +136,16 @@ impl Engine {
         ))
         .await?;
         self.send(
-            &mut tx,
+            tx,
             To::Channel(&run),
             Some(keys::root(run.id)),
             self.root_card(&run, runbook, now),
             now,
         )
         .await?;
-        self.open_phase(&mut tx, &run, runbook, &runbook.phases[0], now)
+        self.open_phase(tx, &run, runbook, &runbook.phases[0], now)
             .await?;
-        tx.commit().await?;
-        Ok(Reply::changed(format!(
-            "Started deployment #{} of {} {} with runbook {}; follow it in the thread.",
-            run.number, run.service, run.version, runbook.id
-        )))
+        Ok(run)
     }
 
     /// Apply a domain action to a run: lock, decide, save, announce, commit.
@@ -130,11 +158,38 @@ impl Engine {
         action: Action,
         key: Option<&str>,
     ) -> Result<Reply> {
-        let now = self.clock.now();
         let mut tx = self.store.begin().await?;
+        match self
+            .act_in(&mut tx, actor, &person.id, run_id, action, key)
+            .await?
+        {
+            Acted::Missing => Ok(Reply::refuse("That deployment does not exist.")),
+            Acted::Refused(refusal) => Ok(Reply::refuse(capitalise(&refusal.to_string()))),
+            Acted::Unchanged(_) => Ok(Reply::private("Nothing to change: that was already done.")),
+            Acted::Repeat => Ok(Reply::private("Already handled.")),
+            Acted::Changed { summary, .. } => {
+                tx.commit().await?;
+                Ok(Reply::changed(summary))
+            }
+        }
+    }
+
+    /// Lock the run, let the domain decide, and save and announce what
+    /// changed in `tx`; the caller commits a change, and drops `tx`
+    /// otherwise (which forgets `key` again).
+    pub(super) async fn act_in(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        who: &PersonId,
+        run_id: RunId,
+        action: Action,
+        key: Option<&str>,
+    ) -> Result<Acted> {
+        let now = self.clock.now();
         let (run, new) = tx.lock_run_once(run_id, key, now).await?;
         let Some(mut run) = run else {
-            return Ok(Reply::refuse("That deployment does not exist."));
+            return Ok(Acted::Missing);
         };
         let runbook = match self.runbook(&run).await {
             Ok(runbook) => runbook,
@@ -146,24 +201,21 @@ impl Engine {
         };
         let runbook: &Runbook = &runbook;
         let before = run.clone();
-        let events = match run.decide(runbook, &self.config().directory, &person.id, action, now) {
+        let events = match run.decide(runbook, &self.config().directory, who, action, now) {
             Ok(events) => events,
-            Err(refusal) => return Ok(Reply::refuse(capitalise(&refusal.to_string()))),
+            Err(refusal) => return Ok(Acted::Refused(refusal)),
         };
         if events.is_empty() {
-            return Ok(Reply::private("Nothing to change: that was already done."));
+            return Ok(Acted::Unchanged(run));
         }
         if !new {
-            return Ok(Reply::private("Already handled."));
+            return Ok(Acted::Repeat);
         }
         tx.save_run(&before, &run).await?;
         let summary = self
-            .announce(
-                &mut tx, &before, &run, runbook, &person.id, actor, &events, now,
-            )
+            .announce(tx, &before, &run, runbook, who, actor, &events, now)
             .await?;
-        tx.commit().await?;
-        Ok(Reply::changed(summary))
+        Ok(Acted::Changed { run, summary })
     }
 
     /// Audit every event and queue what others should see; returns a summary for the actor.
@@ -194,10 +246,45 @@ impl Engine {
         };
         let mut summary = Vec::new();
         let mut notices = Vec::new();
+        // A pipeline's link to its job, said with what it just reported.
+        let link = |phase: &str, item: &str| {
+            run.report(phase, item)
+                .filter(|r| Some(*r) != before.report(phase, item))
+                .and_then(|r| r.url.as_deref())
+                .map_or(String::new(), |u| format!(" — logs: {u}"))
+        };
         for event in events {
             let detail = match event {
                 Event::ItemDone { phase, item } => {
-                    format!("{name} marked done: {}", item_text(phase, item))
+                    format!(
+                        "{name} marked done: {}{}",
+                        item_text(phase, item),
+                        link(phase, item)
+                    )
+                }
+                Event::ItemReported {
+                    phase,
+                    item,
+                    status: ReportStatus::Running,
+                } => {
+                    format!(
+                        "{name} reports running: {}{}",
+                        item_text(phase, item),
+                        link(phase, item)
+                    )
+                }
+                Event::ItemReported { phase, item, .. } => {
+                    let note = run
+                        .report(phase, item)
+                        .and_then(|r| r.note.as_deref())
+                        .map_or(String::new(), |n| format!(": {n}"));
+                    let text = format!(
+                        "❌ {} failed in {name}{note}{}",
+                        item_text(phase, item),
+                        link(phase, item)
+                    );
+                    notices.push(text.clone());
+                    text
                 }
                 Event::ItemUndone { phase, item } => {
                     format!("{name} undid: {}", item_text(phase, item))

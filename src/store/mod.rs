@@ -20,6 +20,7 @@
 //! process on the same file still meets `busy_timeout`. Reads outside a
 //! transaction use the pool.
 
+mod api;
 mod audit;
 mod incidents;
 mod monitor;
@@ -40,6 +41,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::domain::Platform;
 
+pub use api::ApiAnswer;
 pub use audit::AuditEntry;
 pub use incidents::PageRecord;
 pub use monitor::TickRecord;

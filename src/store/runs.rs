@@ -10,7 +10,8 @@ use sqlx::{AnyConnection, Row};
 
 use super::{col, from_ms, ms, opt_from_ms, Arg, Dialect, Store, Tx};
 use crate::domain::{
-    CheckResult, ItemState, PersonId, Platform, RoleId, Run, RunId, RunStatus, SignOff, Verdict,
+    CheckResult, ItemReport, ItemState, PersonId, Platform, ReportStatus, RoleId, Run, RunId,
+    RunStatus, SignOff, Verdict,
 };
 
 const RUN_COLUMNS: &str = "id, platform, channel, number, service, version, env, runbook, \
@@ -214,6 +215,29 @@ impl Tx {
             .await
             .context("saving a check result")?;
         }
+        for ((phase, item), r) in &after.reports {
+            if before.reports.get(&(phase.clone(), item.clone())) == Some(r) {
+                continue;
+            }
+            self.defer(
+                "INSERT INTO item_reports (run_id, phase, item, status, by_name, url, note, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (run_id, phase, item) DO UPDATE SET status = excluded.status, \
+                 by_name = excluded.by_name, url = excluded.url, note = excluded.note, at = excluded.at",
+                &[
+                    id.into(),
+                    phase.into(),
+                    item.into(),
+                    r.status.as_str().into(),
+                    (&r.by).into(),
+                    r.url.as_deref().into(),
+                    r.note.as_deref().into(),
+                    ms(r.at).into(),
+                ],
+            )
+            .await
+            .context("saving a pipeline report")?;
+        }
         for s in after
             .signoffs
             .iter()
@@ -302,6 +326,28 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
+    /// The latest runs of `service` (any when `None`) in `status` (any when
+    /// `None`), newest first.
+    pub async fn find_runs(
+        &self,
+        service: Option<&str>,
+        status: Option<RunStatus>,
+        limit: i64,
+    ) -> Result<Vec<Run>> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR service = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
+             ORDER BY started_at DESC, id DESC LIMIT $3"
+        ));
+        let rows = sqlx::query(sql)
+            .bind(service)
+            .bind(status.map(RunStatus::as_str))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     /// Ids of every run not yet finished, oldest first.
     pub async fn open_run_ids(&self) -> Result<Vec<RunId>> {
         let ids: Vec<i64> = sqlx::query_scalar(
@@ -314,18 +360,25 @@ impl Store {
 }
 
 /// The statements that load a run: its row, and its items, sign-offs,
-/// check results and unresolved incidents as one JSON array in a `children` column — one row instead of one per
+/// check results, pipeline reports and unresolved incidents as one JSON
+/// array in a `children` column — one row instead of one per
 /// child, which the database driver hands over one at a time. Each child is
 /// `[kind, phase, a, b, c, at, reason]`, where `a`, `b`, `c` are item,
 /// state, by_person for an item; role, person, verdict for a sign-off;
-/// item, outcome, detail for a check; and the id and status of an incident.
+/// item, outcome, detail for a check; item, status, by_name for a report
+/// (its url and note as a JSON object in `reason`); and the id and status
+/// of an incident.
 ///
 /// On SQLite both come in one statement. On PostgreSQL the children are
 /// read by a second statement, after the first has the run's row lock: a
 /// statement reads the rows committed when it began, so one that waited for
 /// the lock would miss what the transaction it waited for wrote.
 fn run_statements(dialect: Dialect, lock: bool) -> Vec<String> {
-    let children =
+    let report_extra = match dialect {
+        Dialect::Sqlite => "json_object('url', url, 'note', note)",
+        Dialect::Postgres => "json_build_object('url', url, 'note', note)::text",
+    };
+    let children = format!(
         "SELECT 'item' AS kind, phase, item AS a, state AS b, by_person AS c, at, reason \
          FROM run_items WHERE run_id = $1 \
          UNION ALL \
@@ -335,9 +388,13 @@ fn run_statements(dialect: Dialect, lock: bool) -> Vec<String> {
          SELECT 'check' AS kind, phase, item AS a, outcome AS b, detail AS c, at, NULL AS reason \
          FROM item_checks WHERE run_id = $1 \
          UNION ALL \
+         SELECT 'report' AS kind, phase, item AS a, status AS b, by_name AS c, at, \
+         {report_extra} AS reason FROM item_reports WHERE run_id = $1 \
+         UNION ALL \
          SELECT 'incident' AS kind, '' AS phase, CAST(id AS TEXT) AS a, status AS b, '' AS c, \
          opened_at AS at, NULL AS reason \
-         FROM incidents WHERE run_id = $1 AND status <> 'resolved'";
+         FROM incidents WHERE run_id = $1 AND status <> 'resolved'"
+    );
     match dialect {
         Dialect::Sqlite => vec![format!(
             "SELECT {RUN_COLUMNS}, (SELECT json_group_array(json_array(kind, phase, a, b, c, at, reason)) \
@@ -402,6 +459,25 @@ fn assemble(id: RunId, rows: &[AnyRow]) -> Result<Option<Run>> {
                     at,
                 },
             );
+        } else if kind == "report" {
+            #[derive(serde::Deserialize)]
+            struct Extra {
+                url: Option<String>,
+                note: Option<String>,
+            }
+            let extra: Extra = serde_json::from_str(&reason).context("a report's url and note")?;
+            let status = ReportStatus::parse(&b)
+                .with_context(|| format!("run {id} has a report in unknown state {b:?}"))?;
+            run.reports.insert(
+                (phase, a),
+                ItemReport {
+                    status,
+                    by: c,
+                    url: extra.url,
+                    note: extra.note,
+                    at,
+                },
+            );
         } else if kind == "item" {
             let by = PersonId::new(c);
             let state = match b.as_str() {
@@ -453,5 +529,6 @@ fn run_from_row(row: &AnyRow) -> Result<Run> {
         signoffs: Vec::new(),
         checks: BTreeMap::new(),
         open_incident: None,
+        reports: BTreeMap::new(),
     })
 }

@@ -5,7 +5,9 @@
 //! bearer token ([`access`]); platform endpoints join this router.
 
 pub mod access;
+pub mod api;
 pub mod chart;
+pub mod model;
 pub mod pages;
 
 use std::collections::HashMap;
@@ -33,6 +35,9 @@ pub struct AppState {
     /// Cleared when an outbox worker stops.
     pub outbox_alive: Arc<AtomicBool>,
     pub access: Arc<WebAccess>,
+    /// Values of the environment variables the configuration names, by
+    /// name: the integrations' API tokens among them.
+    pub tokens: Arc<std::collections::BTreeMap<String, crate::config::Secret>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -43,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/runs", get(run_list))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/report.md", get(run_report))
+        .merge(api::routes())
         .with_state(state)
 }
 
@@ -159,44 +165,62 @@ async fn run_page(
     if !allowed(&state, Scope::Run(id), &q, &headers) {
         return forbidden();
     }
-    let engine = &state.engine;
-    let store = engine.store();
-    let loaded = async {
-        let Some(run) = store.run(id).await? else {
-            return Ok(None);
-        };
-        let audit = store.audit_for_run(id).await?;
-        let ticks = store.ticks_for_run(id).await?;
-        let incidents = store.incidents_for_run(id).await?;
-        anyhow::Ok(Some((run, audit, ticks, incidents)))
-    };
-    let (run, audit, ticks, incidents) = match loaded.await {
+    let loaded = match Loaded::run(&state.engine, id).await {
         Ok(Some(v)) => v,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such run\n").into_response(),
         Err(e) => return internal(e),
     };
-    let (runbook, stranded) = match engine.runbook_to_show(&run).await {
-        Ok(found) => found,
-        Err(e) => return internal(e),
-    };
-    let config = engine.config();
-    let view = pages::RunView {
-        run: &run,
-        runbook: &runbook,
-        stranded: stranded.as_deref(),
-        config: &config,
-        audit: &audit,
-        ticks: &ticks,
-        incidents: &incidents,
-    };
+    let config = state.engine.config();
+    let view = loaded.view(&config);
     if json {
-        return axum::Json(pages::run_json(&view)).into_response();
+        return axum::Json(model::RunModel::of(&view)).into_response();
     }
     let query = match (q.get("exp"), q.get("sig")) {
         (Some(exp), Some(sig)) => Some(format!("exp={exp}&sig={sig}")),
         _ => None,
     };
     html(pages::run_page(&view, query.as_deref()))
+}
+
+/// Everything recorded about a run, read for its page or the API.
+pub struct Loaded {
+    run: crate::domain::Run,
+    runbook: std::sync::Arc<crate::domain::Runbook>,
+    stranded: Option<String>,
+    audit: Vec<crate::store::AuditEntry>,
+    ticks: Vec<crate::store::TickRecord>,
+    incidents: Vec<(crate::domain::Incident, Vec<crate::store::PageRecord>)>,
+}
+
+impl Loaded {
+    /// Run `id` with its audit log, monitoring, incidents and runbook.
+    pub async fn run(engine: &Engine, id: RunId) -> anyhow::Result<Option<Loaded>> {
+        let store = engine.store();
+        let Some(run) = store.run(id).await? else {
+            return Ok(None);
+        };
+        let (runbook, stranded) = engine.runbook_to_show(&run).await?;
+        Ok(Some(Loaded {
+            audit: store.audit_for_run(id).await?,
+            ticks: store.ticks_for_run(id).await?,
+            incidents: store.incidents_for_run(id).await?,
+            run,
+            runbook,
+            stranded,
+        }))
+    }
+
+    pub fn view<'a>(&'a self, config: &'a crate::config::Config) -> pages::RunView<'a> {
+        pages::RunView {
+            run: &self.run,
+            runbook: &self.runbook,
+            stranded: self.stranded.as_deref(),
+            config,
+            audit: &self.audit,
+            ticks: &self.ticks,
+            incidents: &self.incidents,
+        }
+    }
 }
 
 async fn run_report(

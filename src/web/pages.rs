@@ -8,7 +8,6 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
 
 use super::chart::line_chart;
 use crate::config::Config;
@@ -411,75 +410,6 @@ fn charts(v: &RunView<'_>) -> String {
         }
     }
     out
-}
-
-/// `GET /runs/{id}.json`.
-pub fn run_json(v: &RunView<'_>) -> Value {
-    let run = v.run;
-    let items: Vec<Value> = run
-        .items
-        .iter()
-        .map(|((phase, item), state)| {
-            let (state, by, at, reason) = match state {
-                ItemState::Pending => ("pending", None, None, None),
-                ItemState::Done { by, at } => ("done", Some(by.as_str()), Some(*at), None),
-                ItemState::NotApplicable { by, at, reason } => {
-                    ("not_applicable", Some(by.as_str()), Some(*at), Some(reason.as_str()))
-                }
-            };
-            json!({"phase": phase, "item": item, "state": state, "by": by, "at": at, "reason": reason})
-        })
-        .collect();
-    let signoffs: Vec<Value> = run
-        .signoffs
-        .iter()
-        .map(|s| {
-            let (verdict, reason) = match &s.verdict {
-                Verdict::Approved => ("approved", None),
-                Verdict::Rejected { reason } => ("rejected", Some(reason.as_str())),
-            };
-            json!({"phase": s.phase, "role": s.role.as_str(), "person": s.person.as_str(),
-                   "verdict": verdict, "reason": reason, "at": s.at})
-        })
-        .collect();
-    let ticks: Vec<Value> = v
-        .ticks
-        .iter()
-        .map(|t| {
-            let readings: Value = serde_json::from_str(&t.readings).unwrap_or(Value::Null);
-            json!({"at": t.tick_at, "verdict": t.level, "readings": readings})
-        })
-        .collect();
-    let incidents: Vec<Value> = v
-        .incidents
-        .iter()
-        .map(|(i, pages)| {
-            let pages: Vec<Value> = pages
-                .iter()
-                .map(|p| json!({"person": p.person.as_str(), "via": p.via, "step": p.step + 1, "at": p.at}))
-                .collect();
-            json!({"id": i.id, "severity": i.severity.as_str(), "summary": i.summary,
-                   "status": i.status.as_str(), "opened_by": i.opened_by, "opened_at": i.opened_at,
-                   "acknowledged_by": i.acked_by.as_ref().map(|p| p.as_str()), "acknowledged_at": i.acked_at,
-                   "resolved_by": i.resolved_by.as_ref().map(|p| p.as_str()), "resolved_at": i.resolved_at,
-                   "resolution": i.resolution, "pages": pages})
-        })
-        .collect();
-    let audit: Vec<Value> = v
-        .audit
-        .iter()
-        .map(|e| json!({"at": e.at, "actor": e.actor, "platform": e.platform, "action": e.action, "detail": e.detail}))
-        .collect();
-    json!({
-        "id": run.id.0, "number": run.number, "service": run.service, "version": run.version,
-        "env": run.env, "runbook": run.runbook, "runbook_version": run.runbook_version,
-        "stranded": v.stranded, "platform": run.platform.as_str(),
-        "channel": run.channel, "status": run.status.as_str(), "phase": run.phase,
-        "started_by": run.started_by.as_str(), "started_at": run.started_at, "t0": run.t0,
-        "ended_at": run.ended_at, "end_reason": run.end_reason,
-        "items": items, "signoffs": signoffs, "monitoring": ticks,
-        "incidents": incidents, "audit": audit
-    })
 }
 
 #[cfg(test)]

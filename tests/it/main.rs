@@ -3,6 +3,7 @@
 //! file per test, and a fresh PostgreSQL database per test when
 //! `TEST_DATABASE_URL` is set (CI sets it and fails if it is unreachable).
 
+mod api;
 mod check_config;
 mod checks;
 mod discord;
@@ -10,6 +11,7 @@ mod escalation;
 mod exactly_once;
 mod fake_discord;
 mod fake_slack;
+mod fakes;
 mod fix_forward;
 mod helpers;
 mod monitoring;
