@@ -10,9 +10,12 @@ use chrono::{NaiveDate, NaiveTime};
 use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
-use super::{ChannelPair, Config, ConfigError, ConfigErrors, Integration};
+use super::{ChannelPair, Config, ConfigError, ConfigErrors, Hook, Integration};
 use crate::domain::ids::is_valid_key;
-use crate::domain::runbook::{Measure, Monitoring, Probe, Severity, SeverityRule, Stage};
+use crate::domain::runbook::{
+    Measure, Monitoring, PipelineStep, Probe, Severity, SeverityRule, Stage,
+    DEFAULT_PIPELINE_TIMEOUT,
+};
 use crate::domain::{
     Directory, Dur, Gate, HttpCheck, Item, Person, PersonId, Phase, Policy, Role, RoleId,
     RoleQuorum, Rollback, Rotation, Runbook, RunbookVersion, Step, Target,
@@ -223,6 +226,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         default_env: "production".to_string(),
         discord_guild: None,
         integrations: BTreeMap::new(),
+        hooks: BTreeMap::new(),
     };
     let mut default_runbook = None;
     let mut named_runbooks = Vec::new();
@@ -560,6 +564,7 @@ fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) -> N
             config.policies.insert(key.into_inner(), policy);
         }
     }
+    build_hooks(check, bot.hooks, config);
     build_integrations(check, bot.integrations, config)
 }
 
@@ -819,7 +824,7 @@ fn build_runbook(
     for (i, p) in file.phases.into_inner().into_iter().enumerate() {
         phases.extend(build_phase(
             check,
-            dir,
+            config,
             &format!("phases[{i}]"),
             p,
             &mut phase_ids,
@@ -844,7 +849,14 @@ fn build_runbook(
                 resolve_role(check, dir, r, &format!("rollback.roles[{i}]"), resolve)
             })
             .collect();
-        let phase = build_phase(check, dir, "rollback", phase_raw, &mut phase_ids, resolve)?;
+        let phase = build_phase(
+            check,
+            config,
+            "rollback",
+            phase_raw,
+            &mut phase_ids,
+            resolve,
+        )?;
         Some(Rollback { roles, phase })
     });
 
@@ -928,14 +940,137 @@ fn resolve_role(
     }
 }
 
+/// An item's `run`, `roles` and `timeout`: the hook must be in the bot
+/// file and the roles known (when the bot file could be read).
+fn build_pipeline_step(
+    check: &mut Check<'_>,
+    config: &Config,
+    key: &str,
+    it: &raw::ItemRaw,
+    resolve: bool,
+) -> Option<PipelineStep> {
+    let Some(hook) = &it.run else {
+        for (what, span) in [
+            ("roles", it.roles.first().map(|r| r.span())),
+            ("timeout", it.timeout.as_ref().map(|t| t.span())),
+        ] {
+            if let Some(span) = span {
+                check.at(
+                    &span,
+                    format!("{key}.{what}"),
+                    format!("`{what}` belongs to an item with `run = \"HOOK\"`"),
+                );
+            }
+        }
+        return None;
+    };
+    if resolve && !config.hooks.contains_key(hook.get_ref()) {
+        check.at(
+            &hook.span(),
+            format!("{key}.run"),
+            format!(
+                "no hook `{}`: define it as [hooks.{}] in tminus.toml",
+                hook.get_ref(),
+                hook.get_ref()
+            ),
+        );
+    }
+    if it.roles.is_empty() {
+        check.at(
+            &hook.span(),
+            format!("{key}.roles"),
+            "name the roles that may press \"Run\" (roles = [\"devops\"])",
+        );
+    }
+    let roles = it
+        .roles
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            resolve_role(check, &config.directory, r, &format!("{key}.roles[{i}]"), resolve)
+        })
+        .collect();
+    let timeout = match &it.timeout {
+        Some(t) => check.duration(t, &format!("{key}.timeout"))?,
+        None => DEFAULT_PIPELINE_TIMEOUT,
+    };
+    Some(PipelineStep {
+        hook: hook.get_ref().clone(),
+        roles,
+        timeout,
+    })
+}
+
+/// `[hooks.*]`: the calls that start pipelines.
+fn build_hooks(check: &mut Check<'_>, raw: BTreeMap<S<String>, raw::HookRaw>, config: &mut Config) {
+    for (key, h) in raw {
+        let path = format!("hooks.{}", key.get_ref());
+        if !check.key(&key, &path) {
+            continue;
+        }
+        let url = h.url.get_ref();
+        let url_ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.len() > "https://".len()
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !url_ok {
+            check.at(
+                &h.url.span(),
+                format!("{path}.url"),
+                format!("`{url}` is not an http or https URL"),
+            );
+        }
+        let method = h.method.get_ref().to_ascii_uppercase();
+        if !["POST", "PUT", "PATCH"].contains(&method.as_str()) {
+            check.at(
+                &h.method.span(),
+                format!("{path}.method"),
+                "a hook's method is POST, PUT or PATCH",
+            );
+        }
+        let name = h.name.get_ref().trim().to_string();
+        if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
+            check.at(
+                &h.name.span(),
+                format!("{path}.name"),
+                "give a display name of 1 to 80 printable characters",
+            );
+        }
+        let body = match h.body.map(serde_json::to_value) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                check.at(&key.span(), format!("{path}.body"), format!("not JSON: {e}"));
+                None
+            }
+            None => None,
+        };
+        config.hooks.insert(
+            key.get_ref().clone(),
+            Hook {
+                id: key.into_inner(),
+                name,
+                url: url.clone(),
+                method,
+                headers: h.headers,
+                headers_env: h
+                    .headers_env
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_inner()))
+                    .collect(),
+                body,
+            },
+        );
+    }
+}
+
 fn build_phase(
     check: &mut Check<'_>,
-    dir: &Directory,
+    config: &Config,
     path: &str,
     p: raw::PhaseRaw,
     phase_ids: &mut BTreeSet<String>,
     resolve: bool,
 ) -> Option<Phase> {
+    let dir = &config.directory;
     let before = check.errors.len();
     if check.key(&p.id, &format!("{path}.id")) && !phase_ids.insert(p.id.get_ref().clone()) {
         check.at(
@@ -968,6 +1103,7 @@ fn build_phase(
         if it.text.trim().is_empty() {
             check.at(&it.id.span(), format!("{key}.text"), "an item needs text");
         }
+        let pipeline = build_pipeline_step(check, config, &key, &it, resolve);
         let item_check = it
             .check
             .and_then(|c| build_check(check, &format!("{key}.check"), c));
@@ -977,6 +1113,7 @@ fn build_phase(
             optional: it.optional,
             check: item_check,
             production_deploy: it.production_deploy,
+            pipeline,
         });
     }
     let mut signoffs: Vec<RoleQuorum> = Vec::new();

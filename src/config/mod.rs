@@ -37,6 +37,24 @@ pub struct Config {
     pub discord_guild: Option<String>,
     /// Systems that may call the HTTP API, by key.
     pub integrations: BTreeMap<String, Integration>,
+    /// Outgoing calls that start pipelines, by key.
+    pub hooks: BTreeMap<String, Hook>,
+}
+
+/// An outgoing call that starts a pipeline: where, how, and what to send.
+/// Its URL comes from the bot file only, never from a message or a call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hook {
+    pub id: String,
+    /// The name the pipeline reports back under, in cards and the audit log.
+    pub name: String,
+    pub url: String,
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    /// Header → environment variable holding its value.
+    pub headers_env: BTreeMap<String, String>,
+    /// JSON with `{{placeholders}}` in its strings.
+    pub body: Option<serde_json::Value>,
 }
 
 /// A pipeline (GitHub Actions, GitLab CI, Jenkins, Argo CD…) or any other

@@ -30,6 +30,31 @@ pub struct BotFile {
     pub policies: BTreeMap<S<String>, PolicyRaw>,
     #[serde(default)]
     pub integrations: BTreeMap<S<String>, IntegrationRaw>,
+    #[serde(default)]
+    pub hooks: BTreeMap<S<String>, HookRaw>,
+}
+
+/// An outgoing call that starts a pipeline (an item's `run`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookRaw {
+    /// The name the pipeline reports back under.
+    pub name: S<String>,
+    pub url: S<String>,
+    #[serde(default = "post")]
+    pub method: S<String>,
+    /// Headers with fixed values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values are read from the environment: header → variable.
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, S<String>>,
+    /// The JSON body, with `{{placeholders}}` in its strings.
+    pub body: Option<toml::Value>,
+}
+
+fn post() -> S<String> {
+    Spanned::new(0..0, "POST".to_string())
 }
 
 /// A pipeline or other system that calls the HTTP API.
@@ -197,6 +222,13 @@ pub struct ItemRaw {
     #[serde(default)]
     pub production_deploy: bool,
     pub check: Option<CheckRaw>,
+    /// The hook (bot file `[hooks.NAME]`) a "Run" button calls.
+    pub run: Option<S<String>>,
+    /// Who may press "Run" (required with `run`).
+    #[serde(default)]
+    pub roles: Vec<S<String>>,
+    /// How long the pipeline has to report back before the item fails.
+    pub timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -73,7 +73,22 @@ pub struct Item {
     pub check: Option<HttpCheck>,
     /// Marking this item done records T0, the moment production got the release.
     pub production_deploy: bool,
+    /// A pipeline a "Run" button starts, when the item has one.
+    pub pipeline: Option<PipelineStep>,
 }
+
+/// An item a pipeline carries out: the hook that starts it, who may, and
+/// how long it has to report back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineStep {
+    /// A hook of the bot file (`[hooks.NAME]`).
+    pub hook: String,
+    pub roles: Vec<RoleId>,
+    pub timeout: Dur,
+}
+
+/// How long a pipeline has to report back unless the item says otherwise.
+pub const DEFAULT_PIPELINE_TIMEOUT: Dur = Dur::from_const_secs(30 * 60);
 
 /// An automated HTTP check attached to an item.
 #[derive(Clone, Debug, PartialEq)]
