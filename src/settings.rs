@@ -119,7 +119,8 @@ fn slack_settings(var: &impl Fn(&str) -> Option<String>) -> Option<SlackSettings
 }
 
 /// The environment variables the configuration refers to by name: a
-/// Prometheus probe's `bearer_env`, an integration's `token_env`.
+/// Prometheus probe's `bearer_env`, an integration's `token_env`, a hook's
+/// `headers_env`.
 fn named_variables(config: &Config) -> Vec<String> {
     config
         .runbooks
@@ -131,6 +132,12 @@ fn named_variables(config: &Config) -> Vec<String> {
             Probe::Http { .. } => None,
         })
         .chain(config.integrations.values().map(|i| i.token_env.clone()))
+        .chain(
+            config
+                .hooks
+                .values()
+                .flat_map(|h| h.headers_env.values().cloned()),
+        )
         .collect()
 }
 

@@ -25,3 +25,23 @@ CREATE TABLE api_answers (
     body TEXT NOT NULL,
     at BIGINT NOT NULL
 );
+
+-- Pipelines started from a "Run" button: the hook called for which item,
+-- the one-time token the pipeline reports back with (valid while the item
+-- waits on this call), when an attempt last began and when one was
+-- answered. A call whose attempt began but was never answered may have
+-- reached the pipeline; its retry carries the same Idempotency-Key.
+CREATE TABLE hook_calls (
+    id BIGSERIAL PRIMARY KEY,
+    run_id BIGINT NOT NULL REFERENCES runs (id),
+    phase TEXT NOT NULL,
+    item TEXT NOT NULL,
+    hook TEXT NOT NULL,
+    token TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    attempt_at BIGINT,
+    called_at BIGINT,
+    last_error TEXT
+);
+CREATE INDEX hook_calls_by_item ON hook_calls (run_id, phase, item, id);

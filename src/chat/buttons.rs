@@ -128,6 +128,7 @@ pub fn encode(run: RunId, action: &Action) -> String {
         // A pipeline's report comes through the API; by hand, a person
         // marks the item done.
         Action::Report { phase, item, .. } => format!("checklist.done:{run}:{phase}:{item}"),
+        Action::StartPipeline { phase, item, .. } => format!("checklist.run:{run}:{phase}:{item}"),
     }
 }
 
@@ -142,6 +143,11 @@ pub fn decode(id: &str, reason: Option<String>) -> Option<(RunId, Action)> {
         ("checklist.done", 3) => Action::ItemDone {
             phase: s(1)?,
             item: s(2)?,
+        },
+        ("checklist.run", 3) => Action::StartPipeline {
+            phase: s(1)?,
+            item: s(2)?,
+            runner: String::new(),
         },
         ("checklist.undo", 3) => Action::ItemUndo {
             phase: s(1)?,

@@ -987,7 +987,13 @@ fn build_pipeline_step(
         .iter()
         .enumerate()
         .filter_map(|(i, r)| {
-            resolve_role(check, &config.directory, r, &format!("{key}.roles[{i}]"), resolve)
+            resolve_role(
+                check,
+                &config.directory,
+                r,
+                &format!("{key}.roles[{i}]"),
+                resolve,
+            )
         })
         .collect();
     let timeout = match &it.timeout {
@@ -1036,9 +1042,25 @@ fn build_hooks(check: &mut Check<'_>, raw: BTreeMap<S<String>, raw::HookRaw>, co
             );
         }
         let body = match h.body.map(serde_json::to_value) {
-            Some(Ok(v)) => Some(v),
+            Some(Ok(v)) => {
+                for name in super::unknown_placeholders(&v) {
+                    check.at(
+                        &key.span(),
+                        format!("{path}.body"),
+                        format!(
+                            "unknown placeholder {{{{{name}}}}}: use {}",
+                            super::PLACEHOLDERS.join(", ")
+                        ),
+                    );
+                }
+                Some(v)
+            }
             Some(Err(e)) => {
-                check.at(&key.span(), format!("{path}.body"), format!("not JSON: {e}"));
+                check.at(
+                    &key.span(),
+                    format!("{path}.body"),
+                    format!("not JSON: {e}"),
+                );
                 None
             }
             None => None,

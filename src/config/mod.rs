@@ -169,6 +169,68 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The placeholders a hook's body may use, each `{{name}}` in a string.
+pub const PLACEHOLDERS: [&str; 9] = [
+    "service",
+    "version",
+    "env",
+    "run_id",
+    "run_number",
+    "phase",
+    "item",
+    "callback_url",
+    "callback_token",
+];
+
+/// Replace every `{{name}}` in the strings of `body` by its value.
+pub fn fill(body: &serde_json::Value, values: &[(&str, String)]) -> serde_json::Value {
+    match body {
+        serde_json::Value::String(s) => {
+            let mut out = s.clone();
+            for (name, value) in values {
+                out = out.replace(&format!("{{{{{name}}}}}"), value);
+            }
+            serde_json::Value::String(out)
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(|v| fill(v, values)).collect())
+        }
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), fill(v, values)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The `{{names}}` a body uses that are not placeholders.
+pub fn unknown_placeholders(body: &serde_json::Value) -> Vec<String> {
+    let mut found = Vec::new();
+    match body {
+        serde_json::Value::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("{{") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find("}}") else { break };
+                let name = after[..end].trim();
+                if !PLACEHOLDERS.contains(&name) {
+                    found.push(name.to_string());
+                }
+                rest = &after[end + 2..];
+            }
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .for_each(|v| found.extend(unknown_placeholders(v))),
+        serde_json::Value::Object(map) => map
+            .values()
+            .for_each(|v| found.extend(unknown_placeholders(v))),
+        _ => {}
+    }
+    found
+}
+
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;

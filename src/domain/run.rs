@@ -243,6 +243,14 @@ pub enum Action {
         item: String,
         result: CheckResult,
     },
+    /// A person presses "Run" on an item a pipeline carries out; `runner`
+    /// is the name the pipeline reports under (its hook's), filled in by
+    /// the engine.
+    StartPipeline {
+        phase: String,
+        item: String,
+        runner: String,
+    },
     /// A pipeline reports on an item; `done` marks it done by the
     /// integration (the report's `by`).
     Report {
@@ -279,6 +287,7 @@ impl Action {
             | Action::SignOff { .. }
             | Action::Advance { .. }
             | Action::RecordCheck { .. }
+            | Action::StartPipeline { .. }
             | Action::Report { .. } => None,
         }
     }
@@ -338,6 +347,11 @@ pub enum Event {
         item: String,
         detail: String,
     },
+    /// A person started the pipeline of an item.
+    PipelineStarted {
+        phase: String,
+        item: String,
+    },
     /// A pipeline reported an item running or failed (`done` is
     /// [`Event::ItemDone`], with the report kept on the run).
     ItemReported {
@@ -365,6 +379,7 @@ impl Event {
             Event::RolledBack => "run.rolled_back",
             Event::CheckPassed { .. } => "check.passed",
             Event::CheckFailed { .. } => "check.failed",
+            Event::PipelineStarted { .. } => "pipeline.started",
             Event::ItemReported {
                 status: ReportStatus::Running,
                 ..
@@ -407,6 +422,8 @@ pub enum Refusal {
     Unmet(Vec<String>),
     #[error("\"{0}\" is already done")]
     AlreadyDone(String),
+    #[error("\"{0}\" has no pipeline to run")]
+    NoPipeline(String),
 }
 
 impl Refusal {
@@ -851,6 +868,41 @@ impl Run {
                     });
                 }
                 Ok(events)
+            }
+            Action::StartPipeline {
+                phase,
+                item,
+                runner,
+            } => {
+                let item_def = self.current_item(runbook, &phase, &item)?;
+                let Some(step) = &item_def.pipeline else {
+                    return Err(Refusal::NoPipeline(item_def.text.clone()));
+                };
+                if !step.roles.iter().any(|r| dir.is_member(actor, r)) {
+                    return Err(Refusal::NotAllowed {
+                        action: "start this pipeline",
+                        allowed: role_list(dir, &step.roles),
+                    });
+                }
+                if !matches!(self.item_state(&phase, &item), ItemState::Pending) {
+                    return Err(Refusal::AlreadyDone(item_def.text.clone()));
+                }
+                if self
+                    .report(&phase, &item)
+                    .is_some_and(|r| r.status == ReportStatus::Running)
+                {
+                    // Running already: a second press starts nothing.
+                    return Ok(vec![]);
+                }
+                let report = ItemReport {
+                    status: ReportStatus::Running,
+                    by: runner,
+                    url: None,
+                    note: Some(format!("started by {}", dir.name(actor))),
+                    at: now,
+                };
+                self.reports.insert((phase.clone(), item.clone()), report);
+                Ok(vec![Event::PipelineStarted { phase, item }])
             }
             Action::Report {
                 phase,

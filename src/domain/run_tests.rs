@@ -37,6 +37,7 @@ fn item(id: &str, text: &str, optional: bool, production_deploy: bool) -> Item {
         optional,
         check: None,
         production_deploy,
+        pipeline: None,
     }
 }
 

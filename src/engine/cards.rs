@@ -84,10 +84,11 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
         let line = match run.item_state(&phase.id, &item.id) {
             ItemState::Pending => match report {
                 Some(r) if r.status == ReportStatus::Running => format!(
-                    "🔄 {}{optional} — running in {} since {}{}",
+                    "🔄 {}{optional} — running in {} since {}{}{}",
                     item.text,
                     r.by,
                     hhmm(r.at),
+                    r.note.as_ref().map_or(String::new(), |n| format!(", {n}")),
                     logs(r)
                 ),
                 Some(r) if r.status == ReportStatus::Failed => format!(
@@ -133,6 +134,19 @@ pub fn phase_card(run: &Run, runbook: &Runbook, phase: &Phase, dir: &Directory) 
             let (phase_id, item_id) = (phase.id.clone(), item.id.clone());
             match run.item_state(&phase.id, &item.id) {
                 ItemState::Pending => {
+                    let running = report.is_some_and(|r| r.status == ReportStatus::Running);
+                    if item.pipeline.is_some() && !running {
+                        buttons.push(button(
+                            run,
+                            Action::StartPipeline {
+                                phase: phase_id.clone(),
+                                item: item_id.clone(),
+                                runner: String::new(),
+                            },
+                            format!("Run: {}", short(&item.text)),
+                            ButtonStyle::Primary,
+                        ));
+                    }
                     buttons.push(button(
                         run,
                         Action::ItemDone {

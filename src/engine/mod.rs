@@ -10,6 +10,7 @@ mod checks;
 pub mod command;
 mod effects;
 mod escalation;
+pub mod hooks;
 mod incident_cards;
 mod incidents;
 mod monitoring;
@@ -117,6 +118,11 @@ impl Reply {
 pub trait LinkSigner: Send + Sync {
     /// The link, or `None` when links are off (no public URL or no secret).
     fn run_link(&self, run: crate::domain::RunId, now: DateTime<Utc>) -> Option<String>;
+
+    /// Where people and pipelines reach the server (`https://tminus.example.com`).
+    fn base_url(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The engine; cheap to clone.
@@ -400,6 +406,12 @@ impl Engine {
             TimerKind::ItemChecks { run, phase, .. } => {
                 return self.run_checks(timer.id, *run, phase).await
             }
+            TimerKind::HookCall { call, attempt, .. } => {
+                return self.call_pipeline(timer.id, *call, *attempt).await
+            }
+            TimerKind::HookTimeout { call, .. } => {
+                return self.pipeline_timeout(timer.id, *call).await
+            }
             _ => {}
         }
         let now = self.clock.now();
@@ -428,7 +440,10 @@ impl Engine {
                 self.fire_ack_timeout(&mut tx, *incident, *generation, now)
                     .await?
             }
-            TimerKind::MonitorTick { .. } | TimerKind::ItemChecks { .. } => {
+            TimerKind::MonitorTick { .. }
+            | TimerKind::ItemChecks { .. }
+            | TimerKind::HookCall { .. }
+            | TimerKind::HookTimeout { .. } => {
                 unreachable!("handled above")
             }
         }

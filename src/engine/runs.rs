@@ -200,6 +200,7 @@ impl Engine {
             Err(e) => return Err(e),
         };
         let runbook: &Runbook = &runbook;
+        let action = with_runner(action, runbook, &self.config());
         let before = run.clone();
         let events = match run.decide(runbook, &self.config().directory, who, action, now) {
             Ok(events) => events,
@@ -261,6 +262,12 @@ impl Engine {
                         item_text(phase, item),
                         link(phase, item)
                     )
+                }
+                Event::PipelineStarted { phase, item } => {
+                    self.queue_pipeline(tx, run, runbook, phase, item, now)
+                        .await?;
+                    let runner = run.report(phase, item).map_or("", |r| r.by.as_str());
+                    format!("{name} started {runner}: {}", item_text(phase, item))
                 }
                 Event::ItemReported {
                     phase,
@@ -454,4 +461,24 @@ fn monitoring_cut_short(run: &Run, runbook: &Runbook, now: DateTime<Utc>) -> Opt
     let since = crate::domain::Dur::from_millis((now - t0).num_milliseconds().max(0));
     (since < window)
         .then(|| format!("Monitoring stops with it, at T+{since} of its {window} window."))
+}
+
+/// "Run" as pressed, with the name the item's pipeline reports under.
+fn with_runner(action: Action, runbook: &Runbook, config: &crate::config::Config) -> Action {
+    match action {
+        Action::StartPipeline { phase, item, .. } => {
+            let runner = runbook
+                .phase(&phase)
+                .and_then(|p| p.item(&item))
+                .and_then(|i| i.pipeline.as_ref())
+                .and_then(|p| config.hooks.get(&p.hook))
+                .map_or_else(String::new, |h| h.name.clone());
+            Action::StartPipeline {
+                phase,
+                item,
+                runner,
+            }
+        }
+        other => other,
+    }
 }

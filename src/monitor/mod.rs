@@ -16,7 +16,18 @@ use crate::config::Secret;
 use crate::domain::monitor::Reading;
 use crate::domain::runbook::{HttpCheck, Measure, Probe};
 
-/// Runs probes.
+/// How a pipeline's hook answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HookAnswer {
+    /// 2xx: the pipeline took the call.
+    Taken(u16),
+    /// Worth another try later (5xx, 408, 429, no connection, no answer).
+    Retry(String),
+    /// Another try would fail the same way (4xx, a header missing).
+    Refused(String),
+}
+
+/// Runs probes, and calls pipelines' hooks with the same client.
 #[derive(Clone)]
 pub struct Prober {
     client: reqwest::Client,
@@ -49,6 +60,65 @@ impl Prober {
     pub fn with_tokens(mut self, tokens: BTreeMap<String, Secret>) -> Prober {
         self.tokens = Arc::new(tokens);
         self
+    }
+
+    /// Call a pipeline's hook: its method and URL from the bot file, its
+    /// headers (those from the environment looked up by variable name),
+    /// `body` as JSON and `Idempotency-Key: key`. Waits 10 s at most.
+    pub async fn call_hook(
+        &self,
+        hook: &crate::config::Hook,
+        body: Option<&Value>,
+        key: &str,
+    ) -> HookAnswer {
+        let method =
+            reqwest::Method::from_bytes(hook.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        let mut req = self
+            .client
+            .request(method, &hook.url)
+            .timeout(Duration::from_secs(10))
+            .header("idempotency-key", key)
+            .header("user-agent", "tminus");
+        for (name, value) in &hook.headers {
+            req = req.header(name, value);
+        }
+        for (name, var) in &hook.headers_env {
+            match self.tokens.get(var) {
+                Some(value) => req = req.header(name, value.expose()),
+                None => {
+                    return HookAnswer::Refused(format!(
+                        "the environment variable {var} for header {name} is not set"
+                    ))
+                }
+            }
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => HookAnswer::Taken(r.status().as_u16()),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text: String = r
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                let reason = format!("HTTP {status} {}", text.trim());
+                if status >= 500 || status == 408 || status == 429 {
+                    HookAnswer::Retry(reason)
+                } else {
+                    HookAnswer::Refused(reason)
+                }
+            }
+            Err(e) if e.is_connect() => {
+                HookAnswer::Retry("connection refused or unreachable".into())
+            }
+            Err(e) if e.is_timeout() => HookAnswer::Retry("no answer within 10 s".into()),
+            Err(e) => HookAnswer::Retry(format!("request failed: {}", e.without_url())),
+        }
     }
 
     /// Every probe, concurrently; readings in the probes' order.

@@ -22,6 +22,7 @@
 
 mod api;
 mod audit;
+mod hooks;
 mod incidents;
 mod monitor;
 mod queue;
@@ -43,6 +44,7 @@ use crate::domain::Platform;
 
 pub use api::ApiAnswer;
 pub use audit::AuditEntry;
+pub use hooks::HookCall;
 pub use incidents::PageRecord;
 pub use monitor::TickRecord;
 pub use queue::{ClaimedMessage, Timer, TimerKind};

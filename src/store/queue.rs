@@ -36,6 +36,11 @@ pub enum TimerKind {
     /// Run the automated checks of a run's phase (asked at `at`, epoch ms:
     /// when the phase opened or someone pressed "Check again").
     ItemChecks { run: RunId, phase: String, at: i64 },
+    /// Attempt `attempt` (from 0) of pipeline call `call` (`hook_calls`).
+    HookCall { run: RunId, call: i64, attempt: u32 },
+    /// The pipeline of call `call` has not reported back in time: its
+    /// item fails unless it was reported since.
+    HookTimeout { run: RunId, call: i64 },
 }
 
 impl TimerKind {
@@ -46,6 +51,8 @@ impl TimerKind {
             TimerKind::Escalate { .. } => "escalate",
             TimerKind::AckTimeout { .. } => "ack_timeout",
             TimerKind::ItemChecks { .. } => "item_checks",
+            TimerKind::HookCall { .. } => "hook_call",
+            TimerKind::HookTimeout { .. } => "hook_timeout",
         }
     }
 
@@ -53,7 +60,9 @@ impl TimerKind {
         match self {
             TimerKind::SignoffReminder { run, .. }
             | TimerKind::MonitorTick { run, .. }
-            | TimerKind::ItemChecks { run, .. } => Some(*run),
+            | TimerKind::ItemChecks { run, .. }
+            | TimerKind::HookCall { run, .. }
+            | TimerKind::HookTimeout { run, .. } => Some(*run),
             TimerKind::Escalate { .. } | TimerKind::AckTimeout { .. } => None,
         }
     }
@@ -75,6 +84,8 @@ impl TimerKind {
                 generation,
             } => format!("ack-timeout:{incident}:{generation}"),
             TimerKind::ItemChecks { run, phase, at } => format!("checks:{run}:{phase}:{at}"),
+            TimerKind::HookCall { call, attempt, .. } => format!("hook:{call}:{attempt}"),
+            TimerKind::HookTimeout { call, .. } => format!("hook-timeout:{call}"),
         }
     }
 }

@@ -117,6 +117,10 @@ impl crate::engine::LinkSigner for WebAccess {
     fn run_link(&self, run: RunId, now: DateTime<Utc>) -> Option<String> {
         WebAccess::run_link(self, run, now)
     }
+
+    fn base_url(&self) -> Option<String> {
+        self.public_url.clone()
+    }
 }
 
 #[cfg(test)]

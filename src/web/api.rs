@@ -138,11 +138,7 @@ fn internal(e: anyhow::Error) -> Response {
 /// The integration whose token the request carries. Every integration's
 /// token is compared, in constant time, whichever matches.
 fn caller(state: &AppState, headers: &HeaderMap) -> Result<Integration, ApiError> {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
+    let Some(given) = bearer(headers) else {
         return Err(refuse(
             StatusCode::UNAUTHORIZED,
             "send the integration's token as `Authorization: Bearer <token>`",
@@ -154,7 +150,7 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Integration, ApiError
         let Some(token) = state.tokens.get(&integration.token_env) else {
             continue;
         };
-        if super::access::constant_time_eq(token.expose().as_bytes(), given.trim().as_bytes())
+        if super::access::constant_time_eq(token.expose().as_bytes(), given.as_bytes())
             && found.is_none()
         {
             found = Some(integration.clone());
@@ -166,6 +162,15 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Integration, ApiError
             "that token belongs to no integration of the bot file",
         )
     })
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// The `Idempotency-Key` of a request, if it has one.
@@ -365,11 +370,22 @@ async fn report_item(
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let run = run_id(&id);
     let who = match caller(&state, &headers) {
         Ok(who) => who,
-        Err(r) => return r.into_response(),
+        // A pipeline started from "Run" reports with its call's token.
+        Err(refused) => match (run, bearer(&headers)) {
+            (Some(run), Some(token)) => {
+                match state.engine.callback(run, &phase, &item, token).await {
+                    Ok(Some(who)) => who,
+                    Ok(None) => return refused.into_response(),
+                    Err(e) => return internal(e),
+                }
+            }
+            _ => return refused.into_response(),
+        },
     };
-    let Some(id) = run_id(&id) else {
+    let Some(id) = run else {
         return problem(StatusCode::NOT_FOUND, format!("there is no run {id}"));
     };
     let (req, raw): (ReportItem, _) = match body(&headers, bytes) {

@@ -111,6 +111,8 @@ pub struct Stored {
     pub thread_ts: Option<String>,
     /// The fallback text, as last posted or updated.
     pub text: Value,
+    /// The Block Kit blocks (buttons among them), as last posted or updated.
+    pub blocks: Value,
     pub metadata: Option<Value>,
 }
 
@@ -932,6 +934,7 @@ fn answer(
                 ts: ts.clone(),
                 thread_ts: body["thread_ts"].as_str().map(str::to_string),
                 text: body["text"].clone(),
+                blocks: body["blocks"].clone(),
                 metadata: metadata_of(&body),
             });
             let answer = json!({"ok": true, "channel": channel, "ts": ts, "message": {"ts": ts, "text": body["text"]}});
@@ -947,6 +950,7 @@ fn answer(
                 .find(|m| m.channel == channel && m.ts == ts)
             {
                 m.text = body["text"].clone();
+                m.blocks = body["blocks"].clone();
                 if meta.is_some() {
                     m.metadata = meta;
                 }

@@ -17,6 +17,7 @@ mod helpers;
 mod monitoring;
 mod oncall;
 mod openapi;
+mod pipelines;
 mod prometheus;
 mod report;
 mod restart;

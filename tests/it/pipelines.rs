@@ -1,0 +1,424 @@
+//! Items that start a pipeline, end to end: a fake CI server inside the
+//! suite, a hook in the bot file pointing at it, and a runbook item that
+//! names the hook. CI starts the run through the API and reports the tests
+//! done; a person in the item's role presses "Run"; the fake CI receives
+//! the dispatch (its secret header from the environment, the placeholders
+//! filled) and calls back with the one-time token; the run completes, and
+//! the card and the report say who did what. Also: a restart between "Run"
+//! and the callback loses nothing and calls the pipeline once; a pipeline
+//! that never reports fails the item in the thread.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tminus::domain::{PersonId, Platform, RunId, RunStatus};
+use tminus::store::Store;
+
+use crate::fake_slack::FakeSlack;
+use crate::fakes::Fake;
+use crate::helpers::{config_with, slack_post, sqlite_db, ServeProcess};
+
+const GITHUB_TOKEN: &str = "gh-pipeline-token-0123456789";
+const CI_AUTH: &str = "Bearer fake-ci-dispatch-secret";
+const SLACK_SECRET: &str = "exactly-once-secret";
+
+/// What the fake CI received: each dispatch's headers and body.
+#[derive(Clone, Default)]
+struct FakeCi {
+    dispatches: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+    addr: String,
+}
+
+impl FakeCi {
+    async fn start() -> FakeCi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut ci = FakeCi {
+            addr: listener.local_addr().unwrap().to_string(),
+            ..FakeCi::default()
+        };
+        let app = Router::new()
+            .route("/repos/acme/shop/dispatches", post(dispatch))
+            .with_state(ci.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ci.addr = format!("http://{}", ci.addr);
+        ci
+    }
+
+    fn dispatches(&self) -> Vec<(HeaderMap, Value)> {
+        self.dispatches.lock().unwrap().clone()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Value)> {
+        let start = Instant::now();
+        loop {
+            let got = self.dispatches();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no dispatch arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// GitHub's `workflow_dispatch` answers 204 with no body.
+async fn dispatch(
+    State(ci): State<FakeCi>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> axum::http::StatusCode {
+    ci.dispatches.lock().unwrap().push((headers, body));
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// The bundled configuration plus a hook to the fake CI and a runbook
+/// whose deploy item names it.
+fn pipeline_config(ci: &FakeCi, timeout: &str) -> tempfile::TempDir {
+    let hook = format!(
+        r#"
+[hooks.deploy-shop]
+name = "Fake CI"
+url = "{}/repos/acme/shop/dispatches"
+headers = {{ Accept = "application/vnd.github+json" }}
+headers_env = {{ Authorization = "TMINUS_FAKE_CI_AUTH" }}
+
+[hooks.deploy-shop.body]
+ref = "main"
+inputs = {{ service = "{{{{service}}}}", version = "{{{{version}}}}", run = "{{{{run_id}}}}", callback_url = "{{{{callback_url}}}}", callback_token = "{{{{callback_token}}}}" }}
+"#,
+        ci.addr
+    );
+    let runbook = format!(
+        r#"name = "Piped"
+[[phases]]
+id = "ship"
+title = "Ship"
+  [[phases.items]]
+  id = "tests"
+  text = "Tests pass on the release commit"
+
+  [[phases.items]]
+  id = "deploy"
+  text = "Deploy to production"
+  production_deploy = true
+  run = "deploy-shop"
+  roles = ["devops"]
+  timeout = "{timeout}"
+"#
+    );
+    config_with(&hook, &[("piped", &runbook)])
+}
+
+fn serve(dir: &std::path::Path, db_url: &str, fake: &Fake) -> ServeProcess {
+    ServeProcess::start_with(
+        dir,
+        db_url,
+        &fake.env(&[
+            ("TMINUS_GITHUB_TOKEN", GITHUB_TOKEN),
+            ("TMINUS_FAKE_CI_AUTH", CI_AUTH),
+            ("TMINUS_WEB_SECRET", "pipeline-link-secret"),
+            ("TMINUS_WEB_TOKEN", "pipeline-web-token"),
+        ]),
+    )
+}
+
+async fn api(serve: &ServeProcess, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(serve.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// Click `action_id` on the Slack message `ts` as `person`.
+async fn click(serve: &ServeProcess, person: &str, ts: &str, root: &str, action_id: &str) {
+    let config = crate::helpers::config();
+    let user = config.directory.people[&PersonId::new(person)]
+        .slack
+        .clone()
+        .unwrap();
+    let channel = &config.channels["slack"].deployments;
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": person, "team_id": "T0TEAM"},
+        "api_app_id": "A0APP", "team": {"id": "T0TEAM"},
+        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": false},
+        "trigger_id": format!("trigger-{action_id}-{person}"),
+        "channel": {"id": channel, "name": "deployments"},
+        "message": {"type": "message", "ts": ts, "thread_ts": root, "text": "card"},
+        "response_url": "https://hooks.slack.invalid/actions/1",
+        "actions": [{"action_id": action_id, "block_id": "b1", "type": "button",
+                     "action_ts": "1700000001.000001", "text": {"type": "plain_text", "text": "x"}}]
+    });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    slack_post(
+        &reqwest::Client::new(),
+        serve,
+        SLACK_SECRET,
+        "/slack/interactions",
+        "application/x-www-form-urlencoded",
+        body,
+    )
+    .await;
+}
+
+/// The phase card in Slack once it shows `text`: its ts, its thread and all its text.
+async fn card_showing(slack: &FakeSlack, text: &str) -> (String, String, String) {
+    let start = Instant::now();
+    loop {
+        let all = |m: &crate::fake_slack::Stored| {
+            crate::helpers::all_strings(&m.text) + &crate::helpers::all_strings(&m.blocks)
+        };
+        let found = slack
+            .messages()
+            .into_iter()
+            .find(|m| m.thread_ts.is_some() && all(m).contains(text));
+        if let Some(m) = found {
+            let text = all(&m);
+            return (m.ts, m.thread_ts.unwrap(), text);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no card shows {text:?}: {:#?}",
+            slack.messages()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn slack(fake: &Fake) -> &FakeSlack {
+    match fake {
+        Fake::Slack(f) => f,
+        Fake::Discord(_) => unreachable!("these tests click in Slack"),
+    }
+}
+
+/// CI starts the run, reports the tests; Emeka presses "Run"; the fake CI
+/// gets the dispatch and calls back done; with `restart`, serve is killed
+/// between the press and the callback and started again.
+async fn walk(restart: bool) {
+    let ci = FakeCi::start().await;
+    let dir = pipeline_config(&ci, "10m");
+    let db = sqlite_db();
+    let fake = Fake::start(Platform::Slack).await;
+    let mut serve_a = serve(dir.path(), &db.url, &fake);
+
+    let (status, started) = api(
+        &serve_a,
+        "/api/v1/runs",
+        GITHUB_TOKEN,
+        json!({"platform": "slack", "service": "shop", "version": "v5.0.0", "runbook": "piped"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["id"].as_i64().unwrap();
+    let (status, body) = api(
+        &serve_a,
+        &format!("/api/v1/runs/{id}/items/ship/tests"),
+        GITHUB_TOKEN,
+        json!({"status": "done", "url": "https://ci.example.com/runs/1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (ts, root, card) = card_showing(
+        slack(&fake),
+        "Tests pass on the release commit — GitHub Actions",
+    )
+    .await;
+    assert!(
+        card.contains(&format!("checklist.run:{id}:ship:deploy")),
+        "a Run button: {card}"
+    );
+    assert!(card.contains("Run: Deploy to production"), "{card}");
+
+    // Zoe is not in DevOps: refused, nothing called.
+    click(
+        &serve_a,
+        "zoe",
+        &ts,
+        &root,
+        &format!("checklist.run:{id}:ship:deploy"),
+    )
+    .await;
+    click(
+        &serve_a,
+        "emeka",
+        &ts,
+        &root,
+        &format!("checklist.run:{id}:ship:deploy"),
+    )
+    .await;
+    let dispatched = ci.wait_for(1).await;
+    let (headers, body) = &dispatched[0];
+    assert_eq!(
+        headers["authorization"], CI_AUTH,
+        "the secret header from the environment"
+    );
+    assert_eq!(headers["accept"], "application/vnd.github+json");
+    assert_eq!(headers["idempotency-key"], format!("tminus-call-1"));
+    assert_eq!(body["ref"], "main");
+    assert_eq!(body["inputs"]["service"], "shop");
+    assert_eq!(body["inputs"]["version"], "v5.0.0");
+    assert_eq!(body["inputs"]["run"], id.to_string());
+    let callback = body["inputs"]["callback_url"].as_str().unwrap().to_string();
+    assert!(
+        callback.ends_with(&format!("/api/v1/runs/{id}/items/ship/deploy")),
+        "{callback}"
+    );
+    let token = body["inputs"]["callback_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 64);
+
+    let (_, _, card) = card_showing(slack(&fake), "running in Fake CI").await;
+    assert!(card.contains("started by Emeka Eze"), "{card}");
+    assert!(
+        !card.contains("checklist.run:"),
+        "no Run button while it runs: {card}"
+    );
+
+    if restart {
+        serve_a.kill();
+        serve_a = serve(dir.path(), &db.url, &fake);
+    }
+    // The pipeline reports back with its one-time token, as the workflow's
+    // `curl` does; the callback URL names this server's path.
+    let path = format!("/api/v1/runs/{id}/items/ship/deploy");
+    let (status, body) = api(&serve_a, &path, "not-the-token", json!({"status": "done"})).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = api(
+        &serve_a,
+        &path,
+        &token,
+        json!({"status": "done", "url": "https://ci.example.com/runs/2"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["report"]["by"], "Fake CI");
+    // Used: the token no longer opens anything.
+    let (status, _) = api(&serve_a, &path, &token, json!({"status": "failed"})).await;
+    assert_eq!(status, 401);
+
+    let (ts, root, card) = card_showing(slack(&fake), "Deploy to production — Fake CI").await;
+    assert!(
+        card.contains("logs: https://ci.example.com/runs/2"),
+        "{card}"
+    );
+    click(
+        &serve_a,
+        "emeka",
+        &ts,
+        &root,
+        &format!("phase.advance:{id}:ship"),
+    )
+    .await;
+
+    let store = Store::connect(&db.url).await.unwrap();
+    let start = Instant::now();
+    let run = loop {
+        let run = store.run(RunId(id)).await.unwrap().unwrap();
+        if run.status == RunStatus::Completed {
+            break run;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the run never completed: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(run.t0.is_some(), "the deploy item set T0");
+    // Called once, restart or not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ci.dispatches().len(), 1, "the pipeline was called once");
+
+    let audit = store.audit_for_run(run.id).await.unwrap();
+    let by = |action: &str| -> Vec<String> {
+        audit
+            .iter()
+            .filter(|e| e.action == action)
+            .map(|e| e.actor.clone())
+            .collect()
+    };
+    assert_eq!(by("run.started"), ["GitHub Actions"]);
+    assert_eq!(by("item.done"), ["GitHub Actions", "Fake CI"]);
+    assert_eq!(by("pipeline.started"), ["emeka"]);
+    let report = reqwest::Client::new()
+        .get(serve_a.url(&format!("/runs/{id}/report.md")))
+        .bearer_auth("pipeline-web-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        report.contains(
+            "| Deploy to production | done ([logs](https://ci.example.com/runs/2)) | Fake CI |"
+        ),
+        "{report}"
+    );
+    assert!(report.contains("| Tests pass on the release commit | done ([logs](https://ci.example.com/runs/1)) | GitHub Actions |"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_item_runs_from_its_button_and_reports_back() {
+    walk(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_between_run_and_the_callback_calls_the_pipeline_once() {
+    walk(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_that_never_reports_fails_its_item_in_the_thread() {
+    let ci = FakeCi::start().await;
+    let dir = pipeline_config(&ci, "2s");
+    let db = sqlite_db();
+    let fake = Fake::start(Platform::Slack).await;
+    let serve = serve(dir.path(), &db.url, &fake);
+    let (_, started) = api(
+        &serve,
+        "/api/v1/runs",
+        GITHUB_TOKEN,
+        json!({"platform": "slack", "service": "shop", "version": "v6", "runbook": "piped"}),
+    )
+    .await;
+    let id = started["id"].as_i64().unwrap();
+    let (ts, root, _) = card_showing(slack(&fake), "Deploy to production").await;
+    click(
+        &serve,
+        "alice",
+        &ts,
+        &root,
+        &format!("checklist.run:{id}:ship:deploy"),
+    )
+    .await;
+    ci.wait_for(1).await;
+    let (_, _, card) = card_showing(slack(&fake), "Deploy to production — failed in Fake CI").await;
+    assert!(card.contains("no report from Fake CI within"), "{card}");
+    assert!(
+        card.contains(&format!("checklist.run:{id}:ship:deploy")),
+        "Run can be pressed again: {card}"
+    );
+    let notice = slack(&fake)
+        .messages()
+        .into_iter()
+        .map(|m| crate::helpers::all_strings(&m.text))
+        .find(|t| t.contains("❌ Deploy to production failed in Fake CI"));
+    assert!(notice.is_some(), "the thread is told");
+}
