@@ -84,10 +84,16 @@ impl Engine {
         };
         let body = hook.body.as_ref().map(|b| self.fill(b, &run, &call));
         self.store.hook_attempt(call.id, self.clock.now()).await?;
-        let answer = self
-            .prober
-            .call_hook(hook, body.as_ref(), &format!("tminus-call-{}", call.id))
-            .await;
+        let key = format!("tminus-call-{}", call.id);
+        let answer = match &self.dry_hooks {
+            Some(log) => {
+                log.lock()
+                    .expect("hook log")
+                    .push(describe_call(hook, body.as_ref(), &key));
+                HookAnswer::Taken(204)
+            }
+            None => self.prober.call_hook(hook, body.as_ref(), &key).await,
+        };
         let now = self.clock.now();
         match answer {
             HookAnswer::Taken(_) => {
@@ -249,13 +255,36 @@ impl Engine {
         if !waiting_on(&found, &call, Some(&hook.name)) {
             return Ok(None);
         }
-        Ok(Some(crate::config::Integration {
-            id: format!("hook:{}", hook.id),
-            name: hook.name.clone(),
-            token_env: String::new(),
-            services: Some(vec![found.service.clone()]),
-            runbooks: Some(vec![found.runbook.clone()]),
-        }))
+        Ok(Some(hook_caller(hook, &found)))
+    }
+}
+
+/// A call as it would go out, for the shell: secrets named, not shown.
+fn describe_call(hook: &crate::config::Hook, body: Option<&Value>, key: &str) -> String {
+    let mut out = format!("{} {}\n  Idempotency-Key: {key}\n", hook.method, hook.url);
+    for (name, value) in &hook.headers {
+        out.push_str(&format!("  {name}: {value}\n"));
+    }
+    for (name, var) in &hook.headers_env {
+        out.push_str(&format!("  {name}: (from ${var})\n"));
+    }
+    if let Some(body) = body {
+        let pretty = serde_json::to_string_pretty(body).unwrap_or_default();
+        for line in pretty.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+/// A hook's pipeline as an API caller, on one run.
+pub fn hook_caller(hook: &crate::config::Hook, run: &Run) -> crate::config::Integration {
+    crate::config::Integration {
+        id: format!("hook:{}", hook.id),
+        name: hook.name.clone(),
+        token_env: String::new(),
+        services: Some(vec![run.service.clone()]),
+        runbooks: Some(vec![run.runbook.clone()]),
     }
 }
 

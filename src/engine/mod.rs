@@ -137,6 +137,8 @@ pub struct Engine {
     links: Option<Arc<dyn LinkSigner>>,
     /// Leases and give-up time for the scheduler and the outbox workers.
     queue: QueueSettings,
+    /// When set (the shell), pipeline calls are written here instead of sent.
+    dry_hooks: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 const BOT: &str = "tminus";
@@ -150,7 +152,15 @@ impl Engine {
             prober: Prober::new(),
             links: None,
             queue: QueueSettings::default(),
+            dry_hooks: None,
         }
+    }
+
+    /// Write pipeline calls to `log` as they would be sent, and send none
+    /// (the shell, where there is no pipeline to call).
+    pub fn with_dry_hooks(mut self, log: Arc<std::sync::Mutex<Vec<String>>>) -> Engine {
+        self.dry_hooks = Some(log);
+        self
     }
 
     /// Claim timers and messages for `queue.lease`, give up after `queue.give_up`.

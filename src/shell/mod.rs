@@ -28,6 +28,9 @@ Commands:
   who                  list people and their roles
   wait DURATION        move the clock forward (e.g. 30m, 2h) and run what falls due
   reload               read bot-config/ again (live runs keep their runbook versions)
+  ci WHO N PHASE/ITEM running|done|failed [URL] [note]
+                       report on an item of run N as a pipeline would: WHO is an
+                       integration or a hook of the bot file
   help                 this help
   quit                 leave";
 
@@ -40,12 +43,16 @@ pub struct Shell<W: Write> {
     channel: String,
     /// Every button drawn this session, by its number; `click` presses them.
     shown: render::Buttons,
+    /// Pipeline calls the engine would have made, to print.
+    calls: Arc<std::sync::Mutex<Vec<String>>>,
     owner: String,
     out: W,
 }
 
 impl<W: Write> Shell<W> {
     pub fn new(engine: Engine, clock: Arc<VirtualClock>, me: PersonId, out: W) -> Shell<W> {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let engine = engine.with_dry_hooks(calls.clone());
         let channel = engine
             .config()
             .channels_for(Platform::Shell)
@@ -59,6 +66,7 @@ impl<W: Write> Shell<W> {
             me,
             channel,
             shown: render::Buttons::default(),
+            calls,
             out,
         }
     }
@@ -143,6 +151,7 @@ impl<W: Write> Shell<W> {
                 }
                 Err(e) => writeln!(self.out, "Not reloaded: {e:#}")?,
             },
+            "ci" => self.ci(rest).await?,
             "/deploy" | "/oncall" => match command::parse_slash(word, rest) {
                 Ok(cmd) => self.request(Request::Command(cmd)).await?,
                 Err(e) => writeln!(self.out, "{e}")?,
@@ -221,6 +230,86 @@ impl<W: Write> Shell<W> {
         }
     }
 
+    /// `ci WHO N PHASE/ITEM STATUS [URL] [note]`: what a pipeline's call
+    /// to the API would do.
+    async fn ci(&mut self, rest: &str) -> Result<()> {
+        const USAGE: &str = "usage: ci WHO N PHASE/ITEM running|done|failed [URL] [note]";
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let [who, n, place, status, more @ ..] = words.as_slice() else {
+            return Ok(writeln!(self.out, "{USAGE}")?);
+        };
+        let parsed = (
+            n.trim_start_matches('#').parse::<i64>().ok(),
+            place.split_once('/'),
+            crate::domain::ReportStatus::parse(status),
+        );
+        let (Some(n), Some((phase, item)), Some(status)) = parsed else {
+            return Ok(writeln!(self.out, "{USAGE}")?);
+        };
+        let Some(run) = self
+            .engine
+            .store()
+            .run_by_number(Platform::Shell, &self.channel, n)
+            .await?
+        else {
+            return Ok(writeln!(self.out, "No deployment #{n} here.")?);
+        };
+        let config = self.engine.config();
+        let caller = match (config.integrations.get(*who), config.hooks.get(*who)) {
+            (Some(i), _) => i.clone(),
+            (None, Some(h)) => crate::engine::hooks::hook_caller(h, &run),
+            (None, None) => {
+                let mut known: Vec<&str> = config.integrations.keys().map(String::as_str).collect();
+                known.extend(config.hooks.keys().map(String::as_str));
+                return Ok(writeln!(
+                    self.out,
+                    "No integration or hook `{who}`. Known: {}.",
+                    known.join(", ")
+                )?);
+            }
+        };
+        let (url, note) = match more {
+            [u, rest @ ..] if u.starts_with("http://") || u.starts_with("https://") => {
+                (Some(u.to_string()), rest.join(" "))
+            }
+            rest => (None, rest.join(" ")),
+        };
+        let request = crate::engine::api::ItemRequest {
+            phase: phase.to_string(),
+            item: item.to_string(),
+            status,
+            url,
+            note: Some(note).filter(|n| !n.is_empty()),
+        };
+        let answer = |_: &crate::domain::Run| (200, String::new());
+        let outcome = self
+            .engine
+            .api_report(&caller, run.id, request, None, &answer)
+            .await?;
+        use crate::engine::api::ApiOutcome;
+        let said = match outcome {
+            ApiOutcome::Answered(..) | ApiOutcome::Replayed(..) => {
+                format!("{} reported {place} {}.", caller.name, status.as_str())
+            }
+            ApiOutcome::NotFound(d)
+            | ApiOutcome::Forbidden(d)
+            | ApiOutcome::Conflict(d)
+            | ApiOutcome::Unprocessable(d) => format!("Refused: {d}."),
+            ApiOutcome::KeyReused => "Refused.".to_string(),
+        };
+        writeln!(self.out, "{said}")?;
+        self.drain().await
+    }
+
+    /// What pipeline calls the timers just made (none leave the shell).
+    fn show_calls(&mut self) -> Result<()> {
+        let calls = std::mem::take(&mut *self.calls.lock().expect("hook log"));
+        for call in calls {
+            writeln!(self.out, "(pipeline call, not sent from the shell)\n{call}")?;
+        }
+        Ok(())
+    }
+
     async fn request(&mut self, request: Request) -> Result<()> {
         let actor = Actor {
             platform: Platform::Shell,
@@ -237,6 +326,7 @@ impl<W: Write> Shell<W> {
         // Work asked for at once (an item's automated checks) runs now, as
         // `serve`'s scheduler would within a second.
         if self.scheduler.run_due(self.clock.now()).await? > 0 {
+            self.show_calls()?;
             self.drain().await?;
         }
         Ok(())
@@ -254,6 +344,7 @@ impl<W: Write> Shell<W> {
                         self.clock.set(due);
                     }
                     fired += self.scheduler.run_due(self.clock.now()).await?;
+                    self.show_calls()?;
                     self.drain().await?;
                 }
                 _ => break,

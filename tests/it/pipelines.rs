@@ -422,3 +422,54 @@ async fn a_pipeline_that_never_reports_fails_its_item_in_the_thread() {
         .find(|t| t.contains("❌ Deploy to production failed in Fake CI"));
     assert!(notice.is_some(), "the thread is told");
 }
+
+/// The shell plays the pipeline: `ci` reports as an integration or a hook
+/// would, and pressing "Run" prints the call instead of making it.
+#[test]
+fn the_shell_plays_the_pipeline() {
+    let ci = FakeCi {
+        addr: "http://127.0.0.1:9".into(),
+        ..FakeCi::default()
+    };
+    let dir = pipeline_config(&ci, "10m");
+    let db = sqlite_db();
+    let mut s = crate::helpers::ShellSession::start_with(&db.url, "emeka", dir.path());
+    s.send("/deploy start shop v7 --runbook piped");
+    let out = s.send("ci github 1 ship/tests done https://ci.example.com/runs/9 all green");
+    assert!(
+        out.contains("GitHub Actions reported ship/tests done."),
+        "{out}"
+    );
+    assert!(
+        out.contains("Tests pass on the release commit — GitHub Actions"),
+        "the card shows it: {out}"
+    );
+    assert!(out.contains("logs: https://ci.example.com/runs/9"), "{out}");
+    let out = s.press("Run: Deploy to production", None);
+    assert!(
+        out.contains("(pipeline call, not sent from the shell)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("POST http://127.0.0.1:9/repos/acme/shop/dispatches"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Authorization: (from $TMINUS_FAKE_CI_AUTH)"),
+        "{out}"
+    );
+    assert!(out.contains("\"version\": \"v7\""), "{out}");
+    assert!(out.contains("running in Fake CI"), "{out}");
+    assert!(out.contains("started by Emeka Eze"), "{out}");
+    let out = s.send("ci deploy-shop 1 ship/deploy done");
+    assert!(out.contains("Fake CI reported ship/deploy done."), "{out}");
+    assert!(out.contains("Deploy to production — Fake CI"), "{out}");
+    let out = s.send("ci nobody 1 ship/deploy done");
+    assert!(out.contains("No integration or hook `nobody`"), "{out}");
+    let out = s.send("ci github 1 ship/deploy running");
+    assert!(
+        out.contains("Refused:") && out.contains("already done"),
+        "{out}"
+    );
+    s.quit();
+}
