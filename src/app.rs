@@ -128,6 +128,12 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
             info!(platform = "discord", endpoint, gateway = !endpoint, "on");
         }
     }
+    // Always on: a reload may subscribe endpoints; idle, it is one cheap
+    // query four times a second.
+    let sender = crate::webhooks::Sender::new(engine.clone(), settings.named.clone());
+    workers.push(watched(sender.run(stop_rx.clone()), outbox_alive.clone()));
+    info!(endpoints = config.webhooks.len(), "webhooks");
+
     // Printed for scripts and tests that start the server on port 0.
     println!("tminus listening on http://{addr}");
 

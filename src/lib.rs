@@ -16,7 +16,8 @@
 //! - [`settings`]: the environment, read once at start into one value.
 //! - [`shell`]: the terminal adapter behind `tminus shell`.
 //! - [`store`]: SQLite and PostgreSQL: runs, audit log, outbox, timers.
-//! - [`web`]: the axum router: health, readiness, metrics, run pages (platform endpoints join it).
+//! - [`web`]: the axum router: health, readiness, metrics, run pages, the API (platform endpoints join it).
+//! - [`webhooks`]: signed events out to subscribed endpoints (Standard Webhooks), through the outbox.
 pub mod app;
 pub mod chat;
 pub mod clock;
@@ -34,3 +35,4 @@ pub mod shell;
 pub mod slack;
 pub mod store;
 pub mod web;
+pub mod webhooks;

@@ -120,7 +120,7 @@ fn slack_settings(var: &impl Fn(&str) -> Option<String>) -> Option<SlackSettings
 
 /// The environment variables the configuration refers to by name: a
 /// Prometheus probe's `bearer_env`, an integration's `token_env`, a hook's
-/// `headers_env`.
+/// `headers_env`, a webhook's `secret_env`.
 fn named_variables(config: &Config) -> Vec<String> {
     config
         .runbooks
@@ -138,6 +138,7 @@ fn named_variables(config: &Config) -> Vec<String> {
                 .values()
                 .flat_map(|h| h.headers_env.values().cloned()),
         )
+        .chain(config.webhooks.values().map(|w| w.secret_env.clone()))
         .collect()
 }
 

@@ -10,7 +10,9 @@ use chrono::{NaiveDate, NaiveTime};
 use serde::de::DeserializeOwned;
 
 use super::raw::{self, S};
-use super::{ChannelPair, Config, ConfigError, ConfigErrors, Hook, Integration};
+use super::{
+    ChannelPair, Config, ConfigError, ConfigErrors, Hook, Integration, Webhook, WEBHOOK_EVENTS,
+};
 use crate::domain::ids::is_valid_key;
 use crate::domain::runbook::{
     Measure, Monitoring, PipelineStep, Probe, Severity, SeverityRule, Stage,
@@ -227,6 +229,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         discord_guild: None,
         integrations: BTreeMap::new(),
         hooks: BTreeMap::new(),
+        webhooks: BTreeMap::new(),
     };
     let mut default_runbook = None;
     let mut named_runbooks = Vec::new();
@@ -397,19 +400,8 @@ fn build_integrations(
                 format!("`{name}` is already the name of integration `{other}`"),
             );
         }
+        check_env_name(check, &i.token_env, &format!("{path}.token_env"));
         let env = i.token_env.get_ref();
-        let env_ok = !env.is_empty()
-            && env
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-            && !env.starts_with(|c: char| c.is_ascii_digit());
-        if !env_ok {
-            check.at(
-                &i.token_env.span(),
-                format!("{path}.token_env"),
-                format!("`{env}` is not an environment variable name like TMINUS_CI_TOKEN"),
-            );
-        }
         let services = i.services.get_ref();
         let services = if services.is_empty() {
             check.at(
@@ -565,6 +557,7 @@ fn build_bot(check: &mut Check<'_>, bot: raw::BotFile, config: &mut Config) -> N
         }
     }
     build_hooks(check, bot.hooks, config);
+    build_webhooks(check, bot.webhooks, config);
     build_integrations(check, bot.integrations, config)
 }
 
@@ -1007,6 +1000,87 @@ fn build_pipeline_step(
     })
 }
 
+/// An http or https URL without spaces, or an error at `key`.
+fn check_url(check: &mut Check<'_>, url: &S<String>, key: &str) {
+    let u = url.get_ref();
+    let ok = (u.starts_with("https://") || u.starts_with("http://"))
+        && u.len() > "https://".len()
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !ok {
+        check.at(
+            &url.span(),
+            key,
+            format!("`{u}` is not an http or https URL"),
+        );
+    }
+}
+
+/// An environment variable's name (`TMINUS_CI_TOKEN`), or an error at `key`.
+fn check_env_name(check: &mut Check<'_>, name: &S<String>, key: &str) {
+    let n = name.get_ref();
+    let ok = !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && !n.starts_with(|c: char| c.is_ascii_digit());
+    if !ok {
+        check.at(
+            &name.span(),
+            key,
+            format!("`{n}` is not an environment variable name like TMINUS_CI_TOKEN"),
+        );
+    }
+}
+
+/// `[webhooks.*]`: endpoints subscribed to events.
+fn build_webhooks(
+    check: &mut Check<'_>,
+    raw: BTreeMap<S<String>, raw::WebhookRaw>,
+    config: &mut Config,
+) {
+    for (key, w) in raw {
+        let path = format!("webhooks.{}", key.get_ref());
+        if !check.key(&key, &path) {
+            continue;
+        }
+        check_url(check, &w.url, &format!("{path}.url"));
+        check_env_name(check, &w.secret_env, &format!("{path}.secret_env"));
+        if w.events.get_ref().is_empty() {
+            check.at(
+                &w.events.span(),
+                format!("{path}.events"),
+                format!("subscribe to at least one of {}", WEBHOOK_EVENTS.join(", ")),
+            );
+        }
+        for (i, e) in w.events.get_ref().iter().enumerate() {
+            if !WEBHOOK_EVENTS.contains(&e.get_ref().as_str()) {
+                check.at(
+                    &e.span(),
+                    format!("{path}.events[{i}]"),
+                    format!(
+                        "unknown event `{}`: use {}",
+                        e.get_ref(),
+                        WEBHOOK_EVENTS.join(", ")
+                    ),
+                );
+            }
+        }
+        config.webhooks.insert(
+            key.get_ref().clone(),
+            Webhook {
+                id: key.into_inner(),
+                url: w.url.into_inner(),
+                secret_env: w.secret_env.into_inner(),
+                events: w
+                    .events
+                    .into_inner()
+                    .into_iter()
+                    .map(S::into_inner)
+                    .collect(),
+            },
+        );
+    }
+}
+
 /// `[hooks.*]`: the calls that start pipelines.
 fn build_hooks(check: &mut Check<'_>, raw: BTreeMap<S<String>, raw::HookRaw>, config: &mut Config) {
     for (key, h) in raw {
@@ -1014,17 +1088,8 @@ fn build_hooks(check: &mut Check<'_>, raw: BTreeMap<S<String>, raw::HookRaw>, co
         if !check.key(&key, &path) {
             continue;
         }
+        check_url(check, &h.url, &format!("{path}.url"));
         let url = h.url.get_ref();
-        let url_ok = (url.starts_with("https://") || url.starts_with("http://"))
-            && url.len() > "https://".len()
-            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !url_ok {
-            check.at(
-                &h.url.span(),
-                format!("{path}.url"),
-                format!("`{url}` is not an http or https URL"),
-            );
-        }
         let method = h.method.get_ref().to_ascii_uppercase();
         if !["POST", "PUT", "PATCH"].contains(&method.as_str()) {
             check.at(

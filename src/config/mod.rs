@@ -39,6 +39,40 @@ pub struct Config {
     pub integrations: BTreeMap<String, Integration>,
     /// Outgoing calls that start pipelines, by key.
     pub hooks: BTreeMap<String, Hook>,
+    /// Endpoints subscribed to events, by key.
+    pub webhooks: BTreeMap<String, Webhook>,
+}
+
+/// The events a webhook endpoint may subscribe to.
+pub const WEBHOOK_EVENTS: [&str; 9] = [
+    "run.started",
+    "phase.advanced",
+    "item.done",
+    "run.completed",
+    "run.aborted",
+    "run.rolled_back",
+    "incident.opened",
+    "incident.acknowledged",
+    "incident.resolved",
+];
+
+/// An endpoint subscribed to events: each is signed with the secret in
+/// `secret_env` and delivered in order, through the outbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub secret_env: String,
+    pub events: Vec<String>,
+}
+
+impl Config {
+    /// The endpoints subscribed to `event`.
+    pub fn subscribers<'a>(&'a self, event: &'a str) -> impl Iterator<Item = &'a Webhook> {
+        self.webhooks
+            .values()
+            .filter(move |w| w.events.iter().any(|e| e == event))
+    }
 }
 
 /// An outgoing call that starts a pipeline: where, how, and what to send.

@@ -32,6 +32,18 @@ pub struct BotFile {
     pub integrations: BTreeMap<S<String>, IntegrationRaw>,
     #[serde(default)]
     pub hooks: BTreeMap<S<String>, HookRaw>,
+    #[serde(default)]
+    pub webhooks: BTreeMap<S<String>, WebhookRaw>,
+}
+
+/// An endpoint subscribed to events, signed as Standard Webhooks says.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRaw {
+    pub url: S<String>,
+    /// The environment variable holding the `whsec_…` secret.
+    pub secret_env: S<String>,
+    pub events: S<Vec<S<String>>>,
 }
 
 /// An outgoing call that starts a pipeline (an item's `run`).

@@ -151,6 +151,9 @@ impl Engine {
             now,
         ))
         .await?;
+        let data = Self::incident_data(&incident, &who);
+        self.emit(tx, "incident.opened", Some(run), data, now)
+            .await?;
         self.send(
             tx,
             To::Thread(run),
@@ -319,6 +322,10 @@ impl Engine {
             .await?;
             self.incident_notice(&mut tx, &incident, run.as_ref(), text.clone(), now)
                 .await?;
+            if !matches!(event, IncidentEvent::Reacknowledged { .. }) {
+                let data = Self::incident_data(&incident, &name);
+                self.emit(&mut tx, action, run.as_ref(), data, now).await?;
+            }
             summary.push(text);
         }
         if events

@@ -20,6 +20,7 @@ pub mod report;
 mod runs;
 mod versions;
 mod views;
+mod webhooks;
 
 use std::sync::{Arc, RwLock};
 

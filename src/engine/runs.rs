@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use tracing::instrument;
 
 use super::effects::{audit_entry, To};
@@ -145,6 +146,8 @@ impl Engine {
         .await?;
         self.open_phase(tx, &run, runbook, &runbook.phases[0], now)
             .await?;
+        let data = json!({"run": self.run_data(&run), "by": run.started_by.as_str()});
+        self.emit(tx, "run.started", Some(&run), data, now).await?;
         Ok(run)
     }
 
@@ -409,6 +412,7 @@ impl Engine {
                 now,
             ))
             .await?;
+            self.emit_run_event(tx, run, event, &name, now).await?;
             summary.push(detail);
         }
 

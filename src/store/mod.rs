@@ -47,7 +47,7 @@ pub use audit::AuditEntry;
 pub use hooks::HookCall;
 pub use incidents::PageRecord;
 pub use monitor::TickRecord;
-pub use queue::{ClaimedMessage, Timer, TimerKind};
+pub use queue::{Claimed, ClaimedMessage, Timer, TimerKind, WEBHOOK_LANES};
 
 /// Which SQL dialect the database speaks, for the few statements that differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

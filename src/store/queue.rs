@@ -97,8 +97,9 @@ pub struct Timer {
     pub kind: TimerKind,
 }
 
+/// A claimed row of the outbox, with its message `T`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ClaimedMessage {
+pub struct Claimed<T> {
     pub id: i64,
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
@@ -107,7 +108,29 @@ pub struct ClaimedMessage {
     /// Since when an earlier attempt may have reached the platform unseen:
     /// before posting, look for what it made (see [`Store::claim_messages`]).
     pub uncertain_since: Option<DateTime<Utc>>,
-    pub message: Outgoing,
+    /// The ordering lane: a channel, a person's DMs, a webhook endpoint.
+    pub lane: String,
+    pub message: T,
+}
+
+/// A chat message claimed for delivery.
+pub type ClaimedMessage = Claimed<Outgoing>;
+
+/// The outbox's `platform` of webhook events; their lane is the endpoint.
+pub const WEBHOOK_LANES: &str = "webhook";
+
+impl<T> Claimed<T> {
+    fn map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Claimed<U>, E> {
+        Ok(Claimed {
+            id: self.id,
+            attempts: self.attempts,
+            created_at: self.created_at,
+            claimed_at: self.claimed_at,
+            uncertain_since: self.uncertain_since,
+            lane: self.lane,
+            message: f(self.message)?,
+        })
+    }
 }
 
 impl Tx {
@@ -167,6 +190,30 @@ impl Tx {
             .context("queueing a message")?;
         }
         Ok(())
+    }
+
+    /// Queue a webhook event for `endpoint` when the transaction commits:
+    /// `body` is sent as it is, after the endpoint's events before it.
+    pub async fn enqueue_webhook(
+        &mut self,
+        run: Option<RunId>,
+        endpoint: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.defer(
+            "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at) \
+             VALUES ($1, $2, $3, NULL, $4, $5, $5)",
+            &[
+                WEBHOOK_LANES.into(),
+                endpoint.into(),
+                run.map(|r| r.0).into(),
+                body.into(),
+                ms(now).into(),
+            ],
+        )
+        .await
+        .context("queueing a webhook event")
     }
 
     /// Schedule a timer; a timer with the same key already scheduled wins.
@@ -281,12 +328,15 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ClaimedMessage>> {
         loop {
-            let claimed = self.claim_heads(platform, owner, now, lease, limit).await?;
+            let claimed = self
+                .claim_heads(platform.as_str(), owner, now, lease, limit)
+                .await?;
             let total = claimed.len();
             let mut live = Vec::with_capacity(total);
             for (m, superseded) in claimed {
+                let m = m.map(|payload| serde_json::from_str::<Outgoing>(&payload))?;
                 if superseded {
-                    self.supersede(&m, now).await?;
+                    self.supersede(m.id, now).await?;
                 } else {
                     live.push(m);
                 }
@@ -297,14 +347,30 @@ impl Store {
         }
     }
 
-    async fn claim_heads(
+    /// Claim the next event of each webhook endpoint whose turn it is (the
+    /// outbox lanes of [`WEBHOOK_LANES`], one per endpoint): in order per
+    /// endpoint, endpoints side by side. The message is the body to send.
+    pub async fn claim_webhooks(
         &self,
-        platform: Platform,
         owner: &str,
         now: DateTime<Utc>,
         lease: chrono::Duration,
         limit: i64,
-    ) -> Result<Vec<(ClaimedMessage, bool)>> {
+    ) -> Result<Vec<Claimed<String>>> {
+        let claimed = self
+            .claim_heads(WEBHOOK_LANES, owner, now, lease, limit)
+            .await?;
+        Ok(claimed.into_iter().map(|(m, _)| m).collect())
+    }
+
+    async fn claim_heads(
+        &self,
+        platform: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: i64,
+    ) -> Result<Vec<(Claimed<String>, bool)>> {
         let skip_locked = self.skip_locked();
         // The lanes with undelivered messages are found by hopping from one
         // channel to the next in the `outbox_pending` index (a recursive
@@ -344,7 +410,7 @@ impl Store {
                AND o.delivered_at IS NULL AND o.failed_at IS NULL \
                AND o.next_attempt_at <= $4 AND (o.lease_until IS NULL OR o.lease_until < $4) \
                ORDER BY o.id LIMIT $5{skip_locked}) \
-             RETURNING id, attempts, created_at, claimed_at, uncertain_since, payload, \
+             RETURNING id, attempts, created_at, claimed_at, uncertain_since, channel, payload, \
                CAST(CASE WHEN message_key IS NOT NULL AND uncertain_since IS NULL AND EXISTS (\
                SELECT 1 FROM outbox n WHERE n.message_key = outbox.message_key \
                AND n.platform = outbox.platform AND n.channel = outbox.channel AND n.id > outbox.id \
@@ -356,7 +422,7 @@ impl Store {
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(owner)
             .bind(ms(now + lease))
-            .bind(platform.as_str())
+            .bind(platform)
             .bind(ms(now))
             .bind(limit)
             .bind(lease.num_milliseconds())
@@ -366,13 +432,14 @@ impl Store {
         let mut claimed = rows
             .iter()
             .map(|row| {
-                let message = ClaimedMessage {
+                let message = Claimed {
                     id: col(row, "id")?,
                     attempts: col(row, "attempts")?,
                     created_at: from_ms(col(row, "created_at")?),
                     claimed_at: from_ms(col(row, "claimed_at")?),
                     uncertain_since: col::<Option<i64>>(row, "uncertain_since")?.map(from_ms),
-                    message: serde_json::from_str(&col::<String>(row, "payload")?)?,
+                    lane: col(row, "channel")?,
+                    message: col::<String>(row, "payload")?,
                 };
                 Ok((message, col::<i64>(row, "superseded")? == 1))
             })
@@ -386,13 +453,13 @@ impl Store {
     /// brings the card up to date. One call with the newest card instead of
     /// a queue of stale ones, which matters most while a platform
     /// rate-limits. The claim finds such edits (its `superseded` column).
-    async fn supersede(&self, m: &ClaimedMessage, now: DateTime<Utc>) -> Result<()> {
+    async fn supersede(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
         let mut w = self.writer().await?;
         sqlx::query(
             "UPDATE outbox SET delivered_at = $2, last_error = 'superseded by a newer edit', \
              lease_owner = NULL, lease_until = NULL WHERE id = $1",
         )
-        .bind(m.id)
+        .bind(id)
         .bind(ms(now))
         .execute(&mut *w)
         .await

@@ -81,3 +81,26 @@ async fn a_deferred_write_that_fails_fails_the_commit_and_keeps_nothing() {
     tx.commit().await.unwrap();
     assert_eq!(keys(&store).await, ["x"]);
 }
+
+#[tokio::test]
+async fn webhook_events_are_claimed_in_order_per_endpoint() {
+    let (_dir, store) = sqlite().await;
+    let mut tx = store.begin().await.unwrap();
+    for (endpoint, body) in [("a", "1"), ("b", "2"), ("a", "3")] {
+        tx.enqueue_webhook(None, endpoint, body, now())
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let lease = chrono::Duration::seconds(60);
+    let first = store.claim_webhooks("w", now(), lease, 10).await.unwrap();
+    let got: Vec<(&str, &str)> = first
+        .iter()
+        .map(|c| (c.lane.as_str(), c.message.as_str()))
+        .collect();
+    assert_eq!(got, [("a", "1"), ("b", "2")], "one head per endpoint");
+    store.mark_delivered(first[0].id, now()).await.unwrap();
+    let next = store.claim_webhooks("w", now(), lease, 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].message, "3", "a's next, once its head is through");
+}

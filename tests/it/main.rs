@@ -28,3 +28,4 @@ mod slack_socket;
 mod store;
 mod versions;
 mod web;
+mod webhooks;
