@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 use tminus::domain::{PersonId, Platform, RunId, RunStatus};
 use tminus::store::Store;
 
-use crate::fake_slack::FakeSlack;
 use crate::fakes::Fake;
 use crate::helpers::{config_with, slack_post, sqlite_db, ServeProcess};
 
@@ -174,52 +173,122 @@ async fn click(serve: &ServeProcess, person: &str, ts: &str, root: &str, action_
     .await;
 }
 
-/// The phase card in Slack once it shows `text`: its ts, its thread and all its text.
-async fn card_showing(slack: &FakeSlack, text: &str) -> (String, String, String) {
+/// The phase card once it shows `text`: its message id (Slack's ts), its
+/// place (Slack's thread ts; Discord's thread, a channel) and all its text
+/// with its buttons.
+async fn card_showing(fake: &Fake, text: &str) -> (String, String, String) {
     let start = Instant::now();
     loop {
-        let all = |m: &crate::fake_slack::Stored| {
-            crate::helpers::all_strings(&m.text) + &crate::helpers::all_strings(&m.blocks)
+        let cards: Vec<(String, String, String)> = match fake {
+            Fake::Slack(f) => f
+                .messages()
+                .into_iter()
+                .filter_map(|m| {
+                    let all = crate::helpers::all_strings(&m.text)
+                        + &crate::helpers::all_strings(&m.blocks);
+                    Some((m.ts, m.thread_ts?, all))
+                })
+                .collect(),
+            Fake::Discord(f) => f
+                .messages()
+                .into_iter()
+                .map(|m| (m.id, m.channel, crate::helpers::all_strings(&m.content)))
+                .collect(),
         };
-        let found = slack
-            .messages()
+        if let Some(found) = cards
             .into_iter()
-            .find(|m| m.thread_ts.is_some() && all(m).contains(text));
-        if let Some(m) = found {
-            let text = all(&m);
-            return (m.ts, m.thread_ts.unwrap(), text);
+            .find(|(_, _, all)| all.contains(text) && all.contains("Phase 1 of 1"))
+        {
+            return found;
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "no card shows {text:?}: {:#?}",
-            slack.messages()
+            fake.shown()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn slack(fake: &Fake) -> &FakeSlack {
+/// Press button `id` on card `message` (in `place`) as `person`, on the
+/// fake's platform.
+async fn press(
+    fake: &Fake,
+    serve: &ServeProcess,
+    person: &str,
+    message: &str,
+    place: &str,
+    id: &str,
+) {
     match fake {
-        Fake::Slack(f) => f,
-        Fake::Discord(_) => unreachable!("these tests click in Slack"),
+        Fake::Slack(_) => click(serve, person, message, place, id).await,
+        Fake::Discord(_) => discord_click(serve, person, message, place, id).await,
     }
+}
+
+/// A signed Discord button press (the key `Fake::env` gives serve).
+async fn discord_click(serve: &ServeProcess, person: &str, message: &str, channel: &str, id: &str) {
+    use ed25519_dalek::Signer;
+    let config = crate::helpers::config();
+    let user = config.directory.people[&PersonId::new(person)]
+        .discord
+        .clone()
+        .unwrap();
+    static NEXT: std::sync::atomic::AtomicU64 =
+        std::sync::atomic::AtomicU64::new(1_300_000_000_000_000_000);
+    let interaction = NEXT
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .to_string();
+    let guild = "1100000000000000002";
+    let payload = json!({
+        "id": interaction, "application_id": crate::fake_discord::APP_ID, "type": 3,
+        "token": "interaction-token", "version": 1, "guild_id": guild, "channel_id": channel,
+        "channel": {"id": channel, "type": 11},
+        "member": {
+            "user": {"id": user, "username": person, "discriminator": "0", "global_name": null, "avatar": null},
+            "roles": [], "joined_at": "2026-01-01T00:00:00.000000+00:00", "deaf": false, "mute": false,
+            "flags": 0, "permissions": "2147483647"
+        },
+        "app_permissions": "442368", "locale": "en-US", "entitlements": [],
+        "authorizing_integration_owners": {"0": guild}, "context": 0, "attachment_size_limit": 8388608,
+        "data": {"component_type": 2, "custom_id": id},
+        "message": {"id": message, "channel_id": channel}
+    });
+    let body = payload.to_string();
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let signature = key.sign(format!("{ts}{body}").as_bytes());
+    let resp = reqwest::Client::new()
+        .post(serve.url("/discord/interactions"))
+        .header("content-type", "application/json")
+        .header(
+            "x-signature-ed25519",
+            tminus::hex::encode(&signature.to_bytes()),
+        )
+        .header("x-signature-timestamp", ts)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
 }
 
 /// CI starts the run, reports the tests; Emeka presses "Run"; the fake CI
 /// gets the dispatch and calls back done; with `restart`, serve is killed
 /// between the press and the callback and started again.
-async fn walk(restart: bool) {
+async fn walk(platform: Platform, restart: bool) {
     let ci = FakeCi::start().await;
     let dir = pipeline_config(&ci, "10m");
     let db = sqlite_db();
-    let fake = Fake::start(Platform::Slack).await;
+    let fake = Fake::start(platform).await;
     let mut serve_a = serve(dir.path(), &db.url, &fake);
+    fake.ready().await;
 
     let (status, started) = api(
         &serve_a,
         "/api/v1/runs",
         GITHUB_TOKEN,
-        json!({"platform": "slack", "service": "shop", "version": "v5.0.0", "runbook": "piped"}),
+        json!({"platform": platform.as_str(), "service": "shop", "version": "v5.0.0", "runbook": "piped"}),
     )
     .await;
     assert_eq!(status, 201, "{started}");
@@ -233,11 +302,8 @@ async fn walk(restart: bool) {
     .await;
     assert_eq!(status, 200, "{body}");
 
-    let (ts, root, card) = card_showing(
-        slack(&fake),
-        "Tests pass on the release commit — GitHub Actions",
-    )
-    .await;
+    let (ts, root, card) =
+        card_showing(&fake, "Tests pass on the release commit — GitHub Actions").await;
     assert!(
         card.contains(&format!("checklist.run:{id}:ship:deploy")),
         "a Run button: {card}"
@@ -245,7 +311,8 @@ async fn walk(restart: bool) {
     assert!(card.contains("Run: Deploy to production"), "{card}");
 
     // Zoe is not in DevOps: refused, nothing called.
-    click(
+    press(
+        &fake,
         &serve_a,
         "zoe",
         &ts,
@@ -253,7 +320,8 @@ async fn walk(restart: bool) {
         &format!("checklist.run:{id}:ship:deploy"),
     )
     .await;
-    click(
+    press(
+        &fake,
         &serve_a,
         "emeka",
         &ts,
@@ -284,7 +352,7 @@ async fn walk(restart: bool) {
         .to_string();
     assert_eq!(token.len(), 64);
 
-    let (_, _, card) = card_showing(slack(&fake), "running in Fake CI").await;
+    let (_, _, card) = card_showing(&fake, "running in Fake CI").await;
     assert!(card.contains("started by Emeka Eze"), "{card}");
     assert!(
         !card.contains("checklist.run:"),
@@ -313,12 +381,13 @@ async fn walk(restart: bool) {
     let (status, _) = api(&serve_a, &path, &token, json!({"status": "failed"})).await;
     assert_eq!(status, 401);
 
-    let (ts, root, card) = card_showing(slack(&fake), "Deploy to production — Fake CI").await;
+    let (ts, root, card) = card_showing(&fake, "Deploy to production — Fake CI").await;
     assert!(
         card.contains("logs: https://ci.example.com/runs/2"),
         "{card}"
     );
-    click(
+    press(
+        &fake,
         &serve_a,
         "emeka",
         &ts,
@@ -375,13 +444,18 @@ async fn walk(restart: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipeline_item_runs_from_its_button_and_reports_back() {
-    walk(false).await;
+async fn a_pipeline_item_runs_from_its_button_and_reports_back_on_slack() {
+    walk(Platform::Slack, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_item_runs_from_its_button_and_reports_back_on_discord() {
+    walk(Platform::Discord, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_between_run_and_the_callback_calls_the_pipeline_once() {
-    walk(true).await;
+    walk(Platform::Slack, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,8 +473,9 @@ async fn a_pipeline_that_never_reports_fails_its_item_in_the_thread() {
     )
     .await;
     let id = started["id"].as_i64().unwrap();
-    let (ts, root, _) = card_showing(slack(&fake), "Deploy to production").await;
-    click(
+    let (ts, root, _) = card_showing(&fake, "Deploy to production").await;
+    press(
+        &fake,
         &serve,
         "alice",
         &ts,
@@ -409,18 +484,25 @@ async fn a_pipeline_that_never_reports_fails_its_item_in_the_thread() {
     )
     .await;
     ci.wait_for(1).await;
-    let (_, _, card) = card_showing(slack(&fake), "Deploy to production — failed in Fake CI").await;
+    let (_, _, card) = card_showing(&fake, "Deploy to production — failed in Fake CI").await;
     assert!(card.contains("no report from Fake CI within"), "{card}");
     assert!(
         card.contains(&format!("checklist.run:{id}:ship:deploy")),
         "Run can be pressed again: {card}"
     );
-    let notice = slack(&fake)
-        .messages()
-        .into_iter()
-        .map(|m| crate::helpers::all_strings(&m.text))
-        .find(|t| t.contains("❌ Deploy to production failed in Fake CI"));
-    assert!(notice.is_some(), "the thread is told");
+    // The notice follows the card in the thread's lane.
+    let start = Instant::now();
+    while !fake
+        .shown()
+        .iter()
+        .any(|m| m.text.contains("❌ Deploy to production failed in Fake CI"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the thread is never told"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The shell plays the pipeline: `ci` reports as an integration or a hook
