@@ -220,3 +220,95 @@ fn a_repeated_step_must_wait_between_its_pages() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn integrations_hooks_and_webhooks_are_checked() {
+    let bot = format!(
+        r#"{BOT}
+[integrations.ci]
+name = "alice"
+token_env = "lower-case"
+services = []
+runbooks = ["nope"]
+
+[hooks.go]
+name = "CI"
+url = "ftp://ci.example.com"
+method = "GET"
+body = {{ token = "{{{{secret}}}}" }}
+
+[webhooks.sink]
+url = "https://sink.example.com"
+secret_env = "SINK_SECRET"
+events = ["run.started", "run.exploded"]
+"#
+    );
+    let runbook = RUNBOOK.replace(
+        "text = \"Deploy\"",
+        "text = \"Deploy\"\n  run = \"missing\"",
+    );
+    let got = errors(&bot, &[("rb", &runbook)]).join("\n");
+    for expected in [
+        "integrations.ci.name: `alice` is a person's key",
+        "integrations.ci.token_env: `lower-case` is not an environment variable name",
+        "integrations.ci.services: list the services",
+        "hooks.go.url: `ftp://ci.example.com` is not an http or https URL",
+        "hooks.go.method: a hook's method is POST, PUT or PATCH",
+        "hooks.go.body: unknown placeholder {{secret}}",
+        "webhooks.sink.events[1]: unknown event `run.exploded`",
+        "roles: name the roles that may press \"Run\"",
+    ] {
+        assert!(got.contains(expected), "{expected:?} not in:\n{got}");
+    }
+}
+
+#[test]
+fn a_pipeline_item_loads_with_its_hook_roles_and_timeout() {
+    let bot = format!(
+        r#"{BOT}
+[hooks.go]
+name = "CI"
+url = "https://ci.example.com/dispatch"
+headers_env = {{ Authorization = "CI_AUTH" }}
+body = {{ run = "{{{{run_id}}}}" }}
+"#
+    );
+    let runbook = RUNBOOK.replace(
+        "text = \"Deploy\"",
+        "text = \"Deploy\"\n  run = \"go\"\n  roles = [\"qa\"]\n  timeout = \"15m\"",
+    );
+    let dir = write(&bot, &[("rb", &runbook)]);
+    let config = Config::load(dir.path()).unwrap();
+    let step = config.runbooks["rb"].phases[0].items[0]
+        .pipeline
+        .clone()
+        .expect("a pipeline step");
+    assert_eq!(step.hook, "go");
+    assert_eq!(step.timeout, crate::domain::Dur::from_mins(15));
+    assert_eq!(config.hooks["go"].headers_env["Authorization"], "CI_AUTH");
+    assert_eq!(config.hooks["go"].method, "POST");
+}
+
+#[test]
+fn references_to_runbooks_and_hooks_must_resolve() {
+    let bot = format!(
+        r#"{BOT}
+[integrations.ci]
+name = "CI"
+token_env = "CI_TOKEN"
+services = ["*"]
+runbooks = ["nope"]
+"#
+    );
+    let runbook = RUNBOOK.replace(
+        "text = \"Deploy\"",
+        "text = \"Deploy\"\n  run = \"missing\"\n  roles = [\"qa\"]",
+    );
+    let got = errors(&bot, &[("rb", &runbook)]).join("\n");
+    for expected in [
+        "integrations.ci.runbooks[0]: no runbook named `nope`",
+        "phases[0].items[0].run: no hook `missing`",
+    ] {
+        assert!(got.contains(expected), "{expected:?} not in:\n{got}");
+    }
+}

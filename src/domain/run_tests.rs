@@ -2341,3 +2341,111 @@ fn the_actions_that_need_a_reason_are_those_decide_asks_one_of() {
         assert!(!asked, "{who}");
     }
 }
+
+// ------------------------------------------------------------ pipelines
+
+fn report(status: ReportStatus, by: &str) -> ItemReport {
+    ItemReport {
+        status,
+        by: by.to_string(),
+        url: Some("https://ci.example.com/1".into()),
+        note: Some("step 3".into()),
+        at: at(1),
+    }
+}
+
+fn reported(item: &str, status: ReportStatus) -> Action {
+    Action::Report {
+        phase: "pre".into(),
+        item: item.into(),
+        report: report(status, "GitHub Actions"),
+    }
+}
+
+#[test]
+fn a_pipeline_reports_running_then_failed_then_done() {
+    let mut h = H::started_by("alice");
+    let events = h.ok("GitHub Actions", reported("tests", ReportStatus::Running));
+    assert_eq!(
+        events,
+        vec![Event::ItemReported {
+            phase: "pre".into(),
+            item: "tests".into(),
+            status: ReportStatus::Running
+        }]
+    );
+    assert_eq!(h.run.item_state("pre", "tests"), &ItemState::Pending);
+    h.ok("GitHub Actions", reported("tests", ReportStatus::Failed));
+    let unmet = h.run.unmet(&h.rb, &h.dir);
+    assert!(
+        unmet.contains(&"failed in GitHub Actions: Run the test suite: step 3".to_string()),
+        "{unmet:?}"
+    );
+    let events = h.ok("GitHub Actions", reported("tests", ReportStatus::Done));
+    assert_eq!(
+        events,
+        vec![Event::ItemDone {
+            phase: "pre".into(),
+            item: "tests".into()
+        }]
+    );
+    assert!(
+        matches!(h.run.item_state("pre", "tests"), ItemState::Done { by, .. } if by.as_str() == "GitHub Actions")
+    );
+    // Done again is a retry; anything else on a done item is refused.
+    assert!(h
+        .ok("GitHub Actions", reported("tests", ReportStatus::Done))
+        .is_empty());
+    assert_eq!(
+        h.refused("GitHub Actions", reported("tests", ReportStatus::Failed)),
+        Refusal::AlreadyDone("Run the test suite".into())
+    );
+}
+
+#[test]
+fn only_the_items_roles_may_start_its_pipeline_and_a_second_press_starts_nothing() {
+    let mut rb = runbook();
+    rb.phases[0].items[0].pipeline = Some(super::super::runbook::PipelineStep {
+        hook: "ci".into(),
+        roles: vec![r("devops")],
+        timeout: crate::domain::Dur::from_mins(30),
+    });
+    let mut h = H::with(rb, "alice");
+    let press = || Action::StartPipeline {
+        phase: "pre".into(),
+        item: "tests".into(),
+        runner: "GitHub Actions".into(),
+    };
+    assert!(matches!(
+        h.refused("erin", press()),
+        Refusal::NotAllowed {
+            action: "start this pipeline",
+            ..
+        }
+    ));
+    let events = h.ok("dan", press());
+    assert_eq!(
+        events,
+        vec![Event::PipelineStarted {
+            phase: "pre".into(),
+            item: "tests".into()
+        }]
+    );
+    let r = h.run.report("pre", "tests").unwrap();
+    assert_eq!(
+        (r.status, r.by.as_str()),
+        (ReportStatus::Running, "GitHub Actions")
+    );
+    assert_eq!(r.note.as_deref(), Some("started by Dan"));
+    assert!(h.ok("alice", press()).is_empty(), "running already");
+    // An item without a pipeline has nothing to run.
+    let other = Action::StartPipeline {
+        phase: "pre".into(),
+        item: "changelog".into(),
+        runner: String::new(),
+    };
+    assert_eq!(
+        h.refused("dan", other),
+        Refusal::NoPipeline("Update the changelog".into())
+    );
+}

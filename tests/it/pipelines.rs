@@ -105,6 +105,10 @@ title = "Ship"
   text = "Tests pass on the release commit"
 
   [[phases.items]]
+  id = "scan"
+  text = "Security scan clean"
+
+  [[phases.items]]
   id = "deploy"
   text = "Deploy to production"
   production_deploy = true
@@ -276,10 +280,9 @@ async fn discord_click(serve: &ServeProcess, person: &str, message: &str, channe
 /// CI starts the run, reports the tests; Emeka presses "Run"; the fake CI
 /// gets the dispatch and calls back done; with `restart`, serve is killed
 /// between the press and the callback and started again.
-async fn walk(platform: Platform, restart: bool) {
+async fn walk(platform: Platform, db: crate::helpers::TestDb, restart: bool) {
     let ci = FakeCi::start().await;
     let dir = pipeline_config(&ci, "10m");
-    let db = sqlite_db();
     let fake = Fake::start(platform).await;
     let mut serve_a = serve(dir.path(), &db.url, &fake);
     fake.ready().await;
@@ -293,17 +296,26 @@ async fn walk(platform: Platform, restart: bool) {
     .await;
     assert_eq!(status, 201, "{started}");
     let id = started["id"].as_i64().unwrap();
-    let (status, body) = api(
-        &serve_a,
-        &format!("/api/v1/runs/{id}/items/ship/tests"),
-        GITHUB_TOKEN,
-        json!({"status": "done", "url": "https://ci.example.com/runs/1"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    for (item, logs) in [
+        ("tests", "https://ci.example.com/runs/1"),
+        ("scan", "https://ci.example.com/runs/3"),
+    ] {
+        let (status, body) = api(
+            &serve_a,
+            &format!("/api/v1/runs/{id}/items/ship/{item}"),
+            GITHUB_TOKEN,
+            json!({"status": "done", "url": logs}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
 
-    let (ts, root, card) =
-        card_showing(&fake, "Tests pass on the release commit — GitHub Actions").await;
+    let (ts, root, card) = card_showing(&fake, "Security scan clean — GitHub Actions").await;
+    assert!(
+        card.contains("Tests pass on the release commit — GitHub Actions")
+            && card.contains("logs: https://ci.example.com/runs/3"),
+        "{card}"
+    );
     assert!(
         card.contains(&format!("checklist.run:{id}:ship:deploy")),
         "a Run button: {card}"
@@ -423,7 +435,10 @@ async fn walk(platform: Platform, restart: bool) {
             .collect()
     };
     assert_eq!(by("run.started"), ["GitHub Actions"]);
-    assert_eq!(by("item.done"), ["GitHub Actions", "Fake CI"]);
+    assert_eq!(
+        by("item.done"),
+        ["GitHub Actions", "GitHub Actions", "Fake CI"]
+    );
     assert_eq!(by("pipeline.started"), ["emeka"]);
     let report = reqwest::Client::new()
         .get(serve_a.url(&format!("/runs/{id}/report.md")))
@@ -445,17 +460,19 @@ async fn walk(platform: Platform, restart: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_item_runs_from_its_button_and_reports_back_on_slack() {
-    walk(Platform::Slack, false).await;
+    walk(Platform::Slack, sqlite_db(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_item_runs_from_its_button_and_reports_back_on_discord() {
-    walk(Platform::Discord, false).await;
+    walk(Platform::Discord, sqlite_db(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_between_run_and_the_callback_calls_the_pipeline_once() {
-    walk(Platform::Slack, true).await;
+    for db in crate::helpers::all_dbs().await {
+        walk(Platform::Slack, db, true).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
