@@ -141,13 +141,7 @@ impl Engine {
             now,
         );
         let run = self.open_run(&mut tx, &actor, run, runbook, now).await?;
-        let (status, body) = answer(&run);
-        if let Some(k) = keyed {
-            tx.record_api_answer(&k.request_key, &k.answer(status, &body), now)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(ApiOutcome::Answered(status, body))
+        answered(tx, keyed, answer(&run), now).await
     }
 
     /// Record `who`'s report on an item of run `id`.
@@ -204,13 +198,7 @@ impl Engine {
             }
             Acted::Changed { run, .. } => run,
         };
-        let (status, body) = answer(&run);
-        if let Some(k) = keyed {
-            tx.record_api_answer(&k.request_key, &k.answer(status, &body), now)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(ApiOutcome::Answered(status, body))
+        answered(tx, keyed, answer(&run), now).await
     }
 
     /// The kept answer for a key, when the call was made before.
@@ -255,6 +243,21 @@ impl Keyed {
             ApiOutcome::KeyReused
         }
     }
+}
+
+/// Keep the answer for its key (if any) with the change, and commit.
+async fn answered(
+    mut tx: crate::store::Tx,
+    keyed: Option<&Keyed>,
+    (status, body): (u16, String),
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<ApiOutcome> {
+    if let Some(k) = keyed {
+        tx.record_api_answer(&k.request_key, &k.answer(status, &body), now)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(ApiOutcome::Answered(status, body))
 }
 
 /// The integration as the audit log sees it: its key, on the run's platform,

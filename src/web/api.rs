@@ -291,6 +291,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
         (status = 401, description = "No or wrong token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Outside the integration's services or runbooks", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown runbook, bad field, or a reused key", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -361,6 +362,7 @@ async fn start_run(
         (status = 404, description = "No such run, phase or item", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The run is finished, in another phase, or the item is already done", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad field, or a reused key", body = Problem, content_type = "application/problem+json"),
     )
 )]

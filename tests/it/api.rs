@@ -233,15 +233,7 @@ async fn a_pipeline_drives_a_run(platform: Platform, db: TestDb) {
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body["started_by"], "GitHub Actions");
     assert_eq!(got.body["reports"].as_array().map(Vec::len), Some(2));
-    let report = reqwest::Client::new()
-        .get(serve.url(&format!("/runs/{id}/report.md")))
-        .bearer_auth(WEB_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let report = crate::helpers::report_md(&serve, id, WEB_TOKEN).await;
     assert!(
         report.contains("| Tests pass on the release commit | done ([logs](https://ci.example.com/runs/101)) | GitHub Actions |"),
         "{what}: {report}"

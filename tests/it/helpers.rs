@@ -539,3 +539,16 @@ pub fn all_strings(v: &serde_json::Value) -> String {
     walk(v, &mut out);
     out
 }
+
+/// A run's Markdown report, opened with the web's bearer token.
+pub async fn report_md(serve: &ServeProcess, run: i64, token: &str) -> String {
+    reqwest::Client::new()
+        .get(serve.url(&format!("/runs/{run}/report.md")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the report answers")
+        .text()
+        .await
+        .unwrap()
+}

@@ -440,15 +440,7 @@ async fn walk(platform: Platform, db: crate::helpers::TestDb, restart: bool) {
         ["GitHub Actions", "GitHub Actions", "Fake CI"]
     );
     assert_eq!(by("pipeline.started"), ["emeka"]);
-    let report = reqwest::Client::new()
-        .get(serve_a.url(&format!("/runs/{id}/report.md")))
-        .bearer_auth("pipeline-web-token")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let report = crate::helpers::report_md(&serve_a, id, "pipeline-web-token").await;
     assert!(
         report.contains(
             "| Deploy to production | done ([logs](https://ci.example.com/runs/2)) | Fake CI |"
