@@ -140,12 +140,25 @@ impl Sender {
                 .await;
         };
         let body = &claimed.message;
-        let id = serde_json::from_str::<serde_json::Value>(body)?["id"]
-            .as_str()
-            .context("a webhook event without its id")?
-            .to_string();
+        let id = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_string));
         let timestamp = now.timestamp();
-        let signature = sign(secret.expose(), &id, timestamp, body)?;
+        let signed = id
+            .as_deref()
+            .map(|id| sign(secret.expose(), id, timestamp, body));
+        let (id, signature) = match (id.clone(), signed) {
+            (Some(id), Some(Ok(sig))) => (id, sig),
+            // Retrying cannot mend a broken event or secret: say so, move on.
+            (_, Some(Err(e))) => {
+                error!(%endpoint, variable = %hook.secret_env, error = %e, "a webhook's secret is not a whsec_ secret; event dropped");
+                return store.mark_failed(claimed.id, now, &format!("{e:#}")).await;
+            }
+            _ => {
+                error!(%endpoint, "a webhook event without its id; dropped");
+                return store.mark_failed(claimed.id, now, "no event id").await;
+            }
+        };
         let sent = self
             .client
             .post(&hook.url)

@@ -1105,6 +1105,16 @@ fn build_hooks(check: &mut Check<'_>, raw: BTreeMap<S<String>, raw::HookRaw>, co
                 format!("{path}.name"),
                 "give a display name of 1 to 80 printable characters",
             );
+        } else if config
+            .directory
+            .people
+            .contains_key(&PersonId::new(name.as_str()))
+        {
+            check.at(
+                &h.name.span(),
+                format!("{path}.name"),
+                format!("`{name}` is a person's key; a hook needs a name of its own"),
+            );
         }
         let body = match h.body.map(serde_json::to_value) {
             Some(Ok(v)) => {

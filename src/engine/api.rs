@@ -34,8 +34,10 @@ impl Keyed {
         for part in [method.as_bytes(), b"\n", path.as_bytes(), b"\n", body] {
             digest.update(part);
         }
+        // The caller's id is length-prefixed, so no caller's key can be
+        // another caller's (`hook:deploy` + `k` against `hook` + `deploy:k`).
         Keyed {
-            request_key: format!("api:{integration}:{key}"),
+            request_key: format!("api:{}:{integration}:{key}", integration.len()),
             fingerprint: crate::hex::encode(&digest.finalize()),
         }
     }

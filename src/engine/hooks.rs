@@ -71,16 +71,14 @@ impl Engine {
             return self.timer_done(timer).await;
         };
         let config = self.config();
-        let hook = config.hooks.get(&call.hook);
-        // Made already, or no longer wanted (reported, moved on, finished).
-        if call.called_at.is_some() || !waiting_on(&run, &call, hook.map(|h| h.name.as_str())) {
+        // Made already, or no longer wanted (reported, moved on, finished,
+        // or "Run" pressed again since).
+        if call.called_at.is_some() || self.runner(&run, &call).await?.is_none() {
             return self.timer_done(timer).await;
         }
-        let Some(hook) = hook else {
+        let Some(hook) = config.hooks.get(&call.hook) else {
             let why = format!("the hook `{}` is no longer in the bot file", call.hook);
-            return self
-                .pipeline_failed(timer, &run, &call, &call.hook, why)
-                .await;
+            return self.pipeline_failed(timer, &run, &call, why).await;
         };
         let body = hook.body.as_ref().map(|b| self.fill(b, &run, &call));
         self.store.hook_attempt(call.id, self.clock.now()).await?;
@@ -121,8 +119,7 @@ impl Engine {
             }
             HookAnswer::Retry(why) | HookAnswer::Refused(why) => {
                 let why = format!("{} did not take the call: {why}", hook.name);
-                self.pipeline_failed(timer, &run, &call, &hook.name, why)
-                    .await
+                self.pipeline_failed(timer, &run, &call, why).await
             }
         }
     }
@@ -136,11 +133,9 @@ impl Engine {
         let Some(run) = self.store.run(call.run).await? else {
             return self.timer_done(timer).await;
         };
-        let config = self.config();
-        let name = config
-            .hooks
-            .get(&call.hook)
-            .map_or(call.hook.clone(), |h| h.name.clone());
+        let Some(name) = self.runner(&run, &call).await? else {
+            return self.timer_done(timer).await;
+        };
         let waited = run
             .report(&call.phase, &call.item)
             .map(|r| self.clock.now() - r.at)
@@ -151,27 +146,28 @@ impl Engine {
                 )
             });
         let why = format!("no report from {name}{waited}");
-        self.pipeline_failed(timer, &run, &call, &name, why).await
+        self.pipeline_failed(timer, &run, &call, why).await
     }
 
-    /// Fail the item of `call` (if it still waits on it) with `why`, by
-    /// `name`, and mark the timer fired, in one transaction.
+    /// Fail the item of `call` (if it still waits on it) with `why`, by its
+    /// pipeline, and mark the timer fired, in one transaction.
     async fn pipeline_failed(
         &self,
         timer: i64,
         run: &Run,
         call: &HookCall,
-        name: &str,
         why: String,
     ) -> Result<()> {
         let now = self.clock.now();
+        let runner = self.runner(run, call).await?;
         let mut tx = self.store.begin().await?;
         if !tx.mark_fired(timer, now).await? {
             return Ok(());
         }
-        if !waiting_on(run, call, Some(name)) {
+        let Some(name) = runner else {
             return tx.commit().await;
-        }
+        };
+        let name = name.as_str();
         tx.hook_failed(call.id, &why).await?;
         let action = Action::Report {
             phase: call.phase.clone(),
@@ -252,10 +248,32 @@ impl Engine {
         let Some(hook) = config.hooks.get(&call.hook) else {
             return Ok(None);
         };
-        if !waiting_on(&found, &call, Some(&hook.name)) {
+        if self.runner(&found, &call).await?.is_none() {
             return Ok(None);
         }
         Ok(Some(hook_caller(hook, &found)))
+    }
+
+    /// The name the pipeline of `call` runs under, while the run's item
+    /// still waits on that call: the run open and in the item's phase, the
+    /// item pending and reported running, and no later "Run" since.
+    async fn runner(&self, run: &Run, call: &HookCall) -> Result<Option<String>> {
+        let waiting = run.status.is_open()
+            && run.phase == call.phase
+            && matches!(run.item_state(&call.phase, &call.item), ItemState::Pending);
+        let Some(report) = run
+            .report(&call.phase, &call.item)
+            .filter(|r| waiting && r.status == ReportStatus::Running)
+        else {
+            return Ok(None);
+        };
+        let latest = self
+            .store
+            .latest_hook_call(run.id, &call.phase, &call.item)
+            .await?;
+        Ok(latest
+            .filter(|l| l.id == call.id)
+            .map(|_| report.by.clone()))
     }
 }
 
@@ -286,17 +304,6 @@ pub fn hook_caller(hook: &crate::config::Hook, run: &Run) -> crate::config::Inte
         services: Some(vec![run.service.clone()]),
         runbooks: Some(vec![run.runbook.clone()]),
     }
-}
-
-/// Whether the run's item still waits on this call: open, in the item's
-/// phase, pending, and last reported running by the pipeline (`name`).
-fn waiting_on(run: &Run, call: &HookCall, name: Option<&str>) -> bool {
-    run.status.is_open()
-        && run.phase == call.phase
-        && matches!(run.item_state(&call.phase, &call.item), ItemState::Pending)
-        && run
-            .report(&call.phase, &call.item)
-            .is_some_and(|r| r.status == ReportStatus::Running && Some(r.by.as_str()) == name)
 }
 
 /// 32 random bytes as hex: a token only this call's pipeline is given.

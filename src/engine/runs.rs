@@ -205,15 +205,17 @@ impl Engine {
         let runbook: &Runbook = &runbook;
         let action = with_runner(action, runbook, &self.config());
         let before = run.clone();
+        // A request seen before is answered as such, whatever the run's
+        // state now: its first answer stands.
+        if !new {
+            return Ok(Acted::Repeat);
+        }
         let events = match run.decide(runbook, &self.config().directory, who, action, now) {
             Ok(events) => events,
             Err(refusal) => return Ok(Acted::Refused(refusal)),
         };
         if events.is_empty() {
             return Ok(Acted::Unchanged(run));
-        }
-        if !new {
-            return Ok(Acted::Repeat);
         }
         tx.save_run(&before, &run).await?;
         let summary = self

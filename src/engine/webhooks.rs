@@ -66,13 +66,13 @@ impl Engine {
         self.emit(tx, name, Some(run), data, now).await
     }
 
-    /// A run as events describe it.
+    /// A run as events describe it; no signed page link, which would open
+    /// the run to whoever holds the event.
     pub(super) fn run_data(&self, run: &Run) -> Value {
         json!({
             "id": run.id.0, "number": run.number, "service": run.service, "version": run.version,
             "env": run.env, "runbook": run.runbook, "platform": run.platform.as_str(),
             "status": run.status.as_str(), "phase": run.phase, "started_by": run.started_by.as_str(),
-            "url": self.page_link(run),
         })
     }
 

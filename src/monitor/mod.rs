@@ -31,6 +31,9 @@ pub enum HookAnswer {
 #[derive(Clone)]
 pub struct Prober {
     client: reqwest::Client,
+    /// For pipelines' hooks: no redirects, so a call goes only to the URL
+    /// the bot file names.
+    hooks: reqwest::Client,
     /// Bearer tokens for Prometheus, by the variable name a probe gives.
     tokens: Arc<BTreeMap<String, Secret>>,
 }
@@ -49,8 +52,13 @@ impl Prober {
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .unwrap_or_default();
+        let hooks = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         Prober {
             client,
+            hooks,
             tokens: Arc::default(),
         }
     }
@@ -74,7 +82,7 @@ impl Prober {
         let method =
             reqwest::Method::from_bytes(hook.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut req = self
-            .client
+            .hooks
             .request(method, &hook.url)
             .timeout(Duration::from_secs(10))
             .header("idempotency-key", key)

@@ -145,6 +145,9 @@ async fn api(serve: &ServeProcess, path: &str, token: &str, body: Value) -> (u16
     (status, resp.json().await.unwrap())
 }
 
+/// Every press is a new request (its own trigger id).
+static PRESSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// Click `action_id` on the Slack message `ts` as `person`.
 async fn click(serve: &ServeProcess, person: &str, ts: &str, root: &str, action_id: &str) {
     let config = crate::helpers::config();
@@ -158,7 +161,7 @@ async fn click(serve: &ServeProcess, person: &str, ts: &str, root: &str, action_
         "user": {"id": user, "username": person, "team_id": "T0TEAM"},
         "api_app_id": "A0APP", "team": {"id": "T0TEAM"},
         "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": false},
-        "trigger_id": format!("trigger-{action_id}-{person}"),
+        "trigger_id": format!("trigger-{action_id}-{person}-{}", PRESSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
         "channel": {"id": channel, "name": "deployments"},
         "message": {"type": "message", "ts": ts, "thread_ts": root, "text": "card"},
         "response_url": "https://hooks.slack.invalid/actions/1",
@@ -512,6 +515,31 @@ async fn a_pipeline_that_never_reports_fails_its_item_in_the_thread() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Run again: a new call with a new token; the first token is dead.
+    let first_token = ci.dispatches()[0].1["inputs"]["callback_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ts, root, _) = card_showing(&fake, "failed in Fake CI").await;
+    press(
+        &fake,
+        &serve,
+        "alice",
+        &ts,
+        &root,
+        &format!("checklist.run:{id}:ship:deploy"),
+    )
+    .await;
+    let dispatched = ci.wait_for(2).await;
+    let second_token = dispatched[1].1["inputs"]["callback_token"]
+        .as_str()
+        .unwrap();
+    assert_ne!(second_token, first_token);
+    let path = format!("/api/v1/runs/{id}/items/ship/deploy");
+    let (status, _) = api(&serve, &path, &first_token, json!({"status": "done"})).await;
+    assert_eq!(status, 401, "the first call's token no longer reports");
+    let (status, body) = api(&serve, &path, second_token, json!({"status": "done"})).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// The shell plays the pipeline: `ci` reports as an integration or a hook
