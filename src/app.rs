@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clock::{Clock, SystemClock, VirtualClock};
 use crate::config::Config;
@@ -41,7 +41,8 @@ fn load_config(dir: &Path) -> Result<Arc<Config>> {
 pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     let config = load_config(config_dir)?;
     let settings = Settings::from_env(&config);
-    let store = Store::connect(&database_url(db, &settings)).await?;
+    let db_url = database_url(db, &settings);
+    let store = Store::connect(&db_url).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let access = Arc::new(settings.web.clone());
     let engine = Engine::new(store.clone(), config.clone(), clock)
@@ -64,7 +65,21 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
         Scheduler::new(engine.clone()).run(stop_rx.clone()),
         alive.clone(),
     );
-    info!(%addr, runbooks = config.runbooks.len(), "tminus listening");
+    info!(
+        %addr,
+        database = %crate::doctor::redact(&db_url),
+        live_runs = store.open_run_ids().await?.len(),
+        runbooks = config.runbooks.len(),
+        "tminus listening"
+    );
+    for incomplete in &settings.incomplete {
+        warn!(
+            platform = incomplete.platform,
+            set = ?incomplete.set,
+            missing = incomplete.missing,
+            "off although some of its variables are set"
+        );
+    }
     let outbox_alive = Arc::new(AtomicBool::new(true));
     let mut router = web::router(AppState {
         engine: engine.clone(),
@@ -128,6 +143,7 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
             info!(platform = "discord", endpoint, gateway = !endpoint, "on");
         }
     }
+    tokio::spawn(startup_checks(config.clone(), settings.clone()));
     // Always on: a reload may subscribe endpoints; idle, it is one cheap
     // query four times a second.
     let sender = crate::webhooks::Sender::new(engine.clone(), settings.named.clone());
@@ -156,6 +172,29 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// The platform checks of `tminus doctor`, once at start, beside the
+/// serving: the first problem of each platform is logged with its fix.
+async fn startup_checks(config: Arc<Config>, settings: Settings) {
+    use crate::doctor::{platforms, Depth};
+    let settings = Settings {
+        incomplete: Vec::new(),
+        ..settings
+    };
+    for section in platforms(Some(&config), &settings, Depth::Startup).await {
+        match section.checks.iter().find(|c| !c.passed()) {
+            Some(problem) => warn!(
+                platform = %section.title,
+                problem = %problem.what,
+                fix = problem.fix.as_deref().unwrap_or_default(),
+                "set-up problem (`tminus doctor` checks everything)"
+            ),
+            None => {
+                info!(platform = %section.title, checks = section.checks.len(), "set-up checks passed")
+            }
+        }
+    }
 }
 
 /// What `config` would mean for each live run in database `db`, one line

@@ -3,10 +3,12 @@
 //!
 //! - [`app`]: wires configuration, store, engine, scheduler and adapters into `serve` and `shell`.
 //! - [`chat`]: platform-neutral cards, buttons (ids and their parsing) and outgoing messages.
+//! - [`cli`]: the command line (`main.rs` calls [`cli::main`]).
 //! - [`clock`]: the injected clock: system time in production, virtual in tests and the shell.
 //! - [`config`]: loads and checks `bot-config/` (bot file and runbooks), errors by file:line:key.
 //! - [`delivery`]: the outbox worker every platform shares: claim, deliver, retry, give up.
 //! - [`discord`]: the Discord adapter (serenity): interactions endpoint, gateway, delivery.
+//! - [`doctor`]: `tminus doctor`: checks a real set-up and prints the fix for each failure.
 //! - [`domain`]: runbooks, people, roles, rotations and the run state machine; pure.
 //! - [`engine`]: the one service every adapter calls: command in, committed state and effects out.
 //! - [`hex`]: hex for signatures and keys.
@@ -20,10 +22,12 @@
 //! - [`webhooks`]: signed events out to subscribed endpoints (Standard Webhooks), through the outbox.
 pub mod app;
 pub mod chat;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod discord;
+pub mod doctor;
 pub mod domain;
 pub mod engine;
 pub mod hex;

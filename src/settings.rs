@@ -24,6 +24,9 @@ pub struct Settings {
     pub slack: Option<SlackSettings>,
     /// Discord, when `DISCORD_TOKEN` is set.
     pub discord: Option<DiscordSettings>,
+    /// Platforms whose variables are set in part, so that they stay off:
+    /// what is set, and what is missing (`doctor` and `serve` say so).
+    pub incomplete: Vec<Incomplete>,
     /// Run-page links and the web's bearer token.
     pub web: WebAccess,
     pub queue: QueueSettings,
@@ -31,6 +34,16 @@ pub struct Settings {
     /// probe's `bearer_env`, an integration's `token_env`), by variable
     /// name; unset ones are absent.
     pub named: BTreeMap<String, Secret>,
+}
+
+/// A platform left off although some of its variables are set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incomplete {
+    pub platform: &'static str,
+    /// The variables that are set.
+    pub set: Vec<&'static str>,
+    /// What would turn the platform on.
+    pub missing: &'static str,
 }
 
 /// How the durable queues (timers and the outbox) behave.
@@ -63,14 +76,55 @@ impl Settings {
     /// Build settings from any lookup of variables (tests use a map). Empty
     /// or blank values count as unset.
     pub fn from_lookup(config: &Config, lookup: impl Fn(&str) -> Option<String>) -> Settings {
+        Settings::build(named_variables(config), lookup)
+    }
+
+    /// The environment when the bot file does not load (`doctor`): the
+    /// variables it names are left out.
+    pub fn from_env_alone() -> Settings {
+        Settings::build(Vec::new(), |name| std::env::var(name).ok())
+    }
+
+    fn build(names: Vec<String>, lookup: impl Fn(&str) -> Option<String>) -> Settings {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let duration = |name: &str| var(name).and_then(|v| v.trim().parse::<Dur>().ok());
         let defaults = QueueSettings::default();
-        let named = named_variables(config)
+        let named = names
             .into_iter()
             .filter_map(|name| Some((name.clone(), Secret::new(var(&name)?))))
             .collect();
+        let set = |names: &[&'static str]| -> Vec<&'static str> {
+            names.iter().copied().filter(|n| var(n).is_some()).collect()
+        };
+        let mut incomplete = Vec::new();
+        let slack_set = set(&["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"]);
+        match (slack_set.first(), slack_set.len()) {
+            (Some(&"SLACK_BOT_TOKEN"), 1) => incomplete.push(Incomplete {
+                platform: "slack",
+                set: slack_set,
+                missing: "SLACK_SIGNING_SECRET (for the HTTP endpoints) or SLACK_APP_TOKEN (for Socket Mode)",
+            }),
+            (Some(first), _) if *first != "SLACK_BOT_TOKEN" => incomplete.push(Incomplete {
+                platform: "slack",
+                set: slack_set,
+                missing: "SLACK_BOT_TOKEN (the Bot User OAuth Token, xoxb-…)",
+            }),
+            _ => {}
+        }
+        let discord_set = set(&[
+            "DISCORD_TOKEN",
+            "DISCORD_PUBLIC_KEY",
+            "DISCORD_APPLICATION_ID",
+        ]);
+        if !discord_set.is_empty() && discord_set[0] != "DISCORD_TOKEN" {
+            incomplete.push(Incomplete {
+                platform: "discord",
+                set: discord_set,
+                missing: "DISCORD_TOKEN (the bot's token)",
+            });
+        }
         Settings {
+            incomplete,
             database_url: var("DATABASE_URL"),
             listen: var("TMINUS_LISTEN"),
             slack: slack_settings(&var),
@@ -190,6 +244,22 @@ mod tests {
             ("SLACK_API_URL", "http://127.0.0.1:9/api"),
         ]);
         assert_eq!(s.slack.unwrap().api_url, "http://127.0.0.1:9/api");
+    }
+
+    #[test]
+    fn a_platform_set_in_part_is_off_and_says_what_is_missing() {
+        let s = settings(&[("SLACK_BOT_TOKEN", "xoxb-1")]);
+        assert_eq!(s.incomplete.len(), 1);
+        assert_eq!(s.incomplete[0].set, ["SLACK_BOT_TOKEN"]);
+        assert!(s.incomplete[0].missing.starts_with("SLACK_SIGNING_SECRET"));
+        let s = settings(&[("SLACK_SIGNING_SECRET", "s"), ("DISCORD_PUBLIC_KEY", "ab")]);
+        assert!(s.slack.is_none() && s.discord.is_none());
+        let missing: Vec<&str> = s.incomplete.iter().map(|i| i.missing).collect();
+        assert!(
+            missing[0].starts_with("SLACK_BOT_TOKEN") && missing[1].starts_with("DISCORD_TOKEN")
+        );
+        let s = settings(&[("SLACK_BOT_TOKEN", "xoxb-1"), ("SLACK_APP_TOKEN", "xapp-1")]);
+        assert!(s.incomplete.is_empty());
     }
 
     #[test]

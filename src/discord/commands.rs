@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::Discord;
 use crate::delivery::Failure;
+use crate::engine::command::SLASH_COMMANDS;
 
 fn string(name: &str, description: &str, required: bool) -> Value {
     json!({"type": 3, "name": name, "description": description, "required": required})
@@ -35,9 +36,9 @@ fn sub(name: &str, description: &str, options: Vec<Value>) -> Value {
 /// The command definitions, as Discord's API takes them.
 pub fn definitions() -> Value {
     json!([{
-        "name": "deploy",
+        "name": SLASH_COMMANDS[0].name,
         "type": 1,
-        "description": "Run a deployment runbook in this channel",
+        "description": SLASH_COMMANDS[0].description,
         "options": [
             sub("start", "Start a deployment", vec![
                 string("service", "The service to deploy", true),
@@ -58,9 +59,9 @@ pub fn definitions() -> Value {
             sub("help", "How to use tminus", vec![]),
         ]
     }, {
-        "name": "oncall",
+        "name": SLASH_COMMANDS[1].name,
         "type": 1,
-        "description": "Who is on call, and on-call overrides",
+        "description": SLASH_COMMANDS[1].description,
         "options": [
             sub("show", "Who holds each rotation now, and each escalation policy", vec![]),
             sub("override", "Let someone hold a rotation from now for a while", vec![

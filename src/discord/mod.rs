@@ -5,8 +5,10 @@
 
 pub mod commands;
 pub mod deliver;
+pub mod doctor;
 pub mod gateway;
 pub mod inbound;
+pub mod invite;
 pub mod render;
 pub mod rest;
 

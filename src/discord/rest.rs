@@ -43,6 +43,22 @@ impl Rest {
         })
     }
 
+    /// A read for `doctor`: the status and JSON body of `GET route`, with
+    /// none of the outbox's rate-limit book-keeping; `Err` when Discord
+    /// could not be reached.
+    pub async fn get(&self, route: Route<'_>) -> Result<(u16, Value), String> {
+        let request = Request::new(route, LightMethod::Get)
+            .build(&self.client, &self.token, self.proxy.as_deref())
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach Discord: {}", e.without_url()))?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
     /// Send one request; the JSON answer, or why not.
     pub async fn send(
         &self,

@@ -48,6 +48,30 @@ pub enum Command {
     },
 }
 
+/// A slash command tminus answers, the same on every platform.
+pub struct Slash {
+    /// Without the slash: `deploy`.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// What to type after the name, as a platform shows it while typing.
+    pub hint: &'static str,
+}
+
+/// Every slash command: what the Slack manifest declares, what Discord
+/// registers and what the adapters accept.
+pub const SLASH_COMMANDS: [Slash; 2] = [
+    Slash {
+        name: "deploy",
+        description: "Run a deployment runbook in this channel",
+        hint: "start <service> <version> [--runbook NAME] | status [N] | list | help",
+    },
+    Slash {
+        name: "oncall",
+        description: "Who is on call, and on-call overrides",
+        hint: "[override <person> <duration> [rotation]]",
+    },
+];
+
 /// One line of help per subcommand; the parser below accepts exactly these.
 pub const USAGE: &[(&str, &str)] = &[
     (

@@ -44,12 +44,19 @@ pub struct CommandForm {
     pub trigger_id: String,
 }
 
+/// Where Slack sends slash commands (both `/deploy` and `/oncall`).
+pub const COMMANDS_PATH: &str = "/slack/commands";
+/// Where Slack sends button presses and modal submissions.
+pub const INTERACTIONS_PATH: &str = "/slack/interactions";
+/// Where Slack sends events (`app_mention`).
+pub const EVENTS_PATH: &str = "/slack/events";
+
 /// The HTTP endpoints; mounted only when a signing secret is set.
 pub fn routes(slack: Arc<Slack>) -> Router {
     Router::new()
-        .route("/slack/commands", post(commands))
-        .route("/slack/interactions", post(interactions))
-        .route("/slack/events", post(events))
+        .route(COMMANDS_PATH, post(commands))
+        .route(INTERACTIONS_PATH, post(interactions))
+        .route(EVENTS_PATH, post(events))
         .with_state(slack)
 }
 
@@ -146,7 +153,10 @@ impl Slack {
     /// A slash command; the answer is shown to the person who typed it.
     #[instrument(skip_all, fields(user = %form.user_id, channel = %form.channel_id))]
     pub async fn on_command(&self, form: CommandForm) -> Value {
-        if form.command != "/deploy" && form.command != "/oncall" {
+        let known = command::SLASH_COMMANDS
+            .iter()
+            .any(|c| form.command.strip_prefix('/') == Some(c.name));
+        if !known {
             return json!({ "response_type": "ephemeral", "text": format!("tminus answers /deploy and /oncall, not {}.", form.command) });
         }
         let cmd = match command::parse_slash(&form.command, &form.text) {

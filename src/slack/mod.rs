@@ -5,8 +5,10 @@
 
 pub mod blocks;
 pub mod deliver;
+pub mod doctor;
 pub mod inbound;
 pub mod lookup;
+pub mod manifest;
 pub mod socket;
 pub mod verify;
 

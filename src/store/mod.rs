@@ -27,6 +27,7 @@ mod incidents;
 mod monitor;
 mod queue;
 mod runs;
+pub mod schema;
 mod versions;
 
 use std::ops::{Deref, DerefMut};
@@ -54,6 +55,21 @@ pub use queue::{Claimed, ClaimedMessage, Timer, TimerKind, WEBHOOK_LANES};
 pub enum Dialect {
     Sqlite,
     Postgres,
+}
+
+impl Dialect {
+    /// The dialect a database URL names.
+    pub fn of(url: &str) -> Result<Dialect> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else {
+            anyhow::bail!(
+                "DATABASE_URL must start with sqlite:// or postgres:// (got another scheme)"
+            )
+        }
+    }
 }
 
 /// The default database: a SQLite file in the working directory.
@@ -302,19 +318,9 @@ impl Store {
     /// file if missing, and apply the migrations.
     pub async fn connect(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        let (dialect, url) = if url.starts_with("sqlite:") {
-            let url = if url.contains('?') {
-                url.to_string()
-            } else {
-                format!("{url}?mode=rwc")
-            };
-            (Dialect::Sqlite, url)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Dialect::Postgres, url.to_string())
-        } else {
-            anyhow::bail!(
-                "DATABASE_URL must start with sqlite:// or postgres:// (got another scheme)"
-            );
+        let (dialect, url) = match Dialect::of(url)? {
+            Dialect::Sqlite if !url.contains('?') => (Dialect::Sqlite, format!("{url}?mode=rwc")),
+            dialect => (dialect, url.to_string()),
         };
         let options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(10))
@@ -363,11 +369,7 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<()> {
-        let migrator = match self.dialect {
-            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
-            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
-        };
-        migrator
+        schema::migrator(self.dialect)
             .run(&self.pool)
             .await
             .context("cannot apply database migrations")

@@ -43,6 +43,67 @@ pub const TOKEN: &str = "discord-test-token";
 /// Where the fake serves the API, as Discord does (`https://discord.com/api/v10`).
 pub const API_BASE: &str = "/api/v10";
 pub const APP_ID: &str = "1100000000000000000";
+/// The bot's user, its server and its role there.
+pub const BOT_USER_ID: &str = "1100000000000000001";
+pub const GUILD_ID: &str = "1200000000000000000";
+pub const BOT_ROLE_ID: &str = "1200000000000000001";
+const OWNER_ID: &str = "1200000000000000002";
+
+/// The operations of the set-up checks (`doctor`, and `serve` at start).
+const SETUP_READS: [&str; 8] = [
+    "get_my_user",
+    "get_my_oauth2_application",
+    "get_channel",
+    "get_guild",
+    "get_guild_member",
+    "get_user",
+    "list_application_commands",
+    "list_guild_application_commands",
+];
+
+/// How a channel looks to `GET /channels/{id}`, when not as expected; any
+/// other id is a text channel of [`GUILD_ID`] the bot may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// 404, Unknown Channel.
+    Missing,
+    /// 403, Missing Access: the bot may not see it.
+    Hidden,
+    /// A voice channel.
+    Voice,
+    /// `@everyone` is denied these permission bits in it.
+    Denied(u64),
+}
+
+/// The application and server as the tests set them up.
+struct World {
+    verify_key: String,
+    interactions_url: Option<String>,
+    bot_role_permissions: u64,
+    bot_in_guild: bool,
+    channels: std::collections::HashMap<String, Channel>,
+    unknown_users: HashSet<String>,
+    /// Registered commands by route (global or one guild's).
+    commands: std::collections::HashMap<String, Value>,
+}
+
+impl Default for World {
+    fn default() -> World {
+        World {
+            verify_key: crate::fakes::discord_public_key(),
+            interactions_url: Some("https://tminus.example.com/discord/interactions".into()),
+            bot_role_permissions: tminus::discord::invite::permissions().bits(),
+            bot_in_guild: true,
+            channels: Default::default(),
+            unknown_users: HashSet::new(),
+            commands: Default::default(),
+        }
+    }
+}
+
+fn discord_error(status: u16, code: u32, message: &str) -> (u16, Value) {
+    (status, json!({"code": code, "message": message}))
+}
 
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -52,6 +113,8 @@ pub struct Call {
     pub status: u16,
     /// The id of the message created or edited.
     pub id: Option<String>,
+    /// One of the set-up checks `serve` makes at start (a read).
+    pub setup: bool,
 }
 
 impl Call {
@@ -125,6 +188,7 @@ struct FakeState {
     threads: HashSet<String>,
     hold_posts: Option<std::time::Duration>,
     held: usize,
+    world: World,
 }
 
 impl FakeState {
@@ -189,8 +253,51 @@ impl FakeDiscord {
         self.state.lock().unwrap().faults.extend(faults);
     }
 
+    /// The calls the bot made to do its work, in order: every call but
+    /// the set-up checks `serve` makes at start ([`FakeDiscord::setup_calls`]).
     pub fn calls(&self) -> Vec<Call> {
-        self.state.lock().unwrap().calls.clone()
+        let all = self.state.lock().unwrap().calls.clone();
+        all.into_iter().filter(|c| !c.setup).collect()
+    }
+
+    /// The set-up checks' calls, which only read.
+    pub fn setup_calls(&self) -> Vec<Call> {
+        let all = self.state.lock().unwrap().calls.clone();
+        all.into_iter().filter(|c| c.setup).collect()
+    }
+
+    /// The application's public key, and where it sends interactions
+    /// (`None`: over the gateway).
+    pub fn set_application(&self, verify_key: &str, interactions_url: Option<&str>) {
+        let world = &mut self.state.lock().unwrap().world;
+        world.verify_key = verify_key.to_string();
+        world.interactions_url = interactions_url.map(str::to_string);
+    }
+
+    /// Channel `id` looks like `how`.
+    pub fn set_channel(&self, id: &str, how: Channel) {
+        let world = &mut self.state.lock().unwrap().world;
+        world.channels.insert(id.to_string(), how);
+    }
+
+    /// What the bot's role may do in the server.
+    pub fn set_bot_role_permissions(&self, bits: u64) {
+        self.state.lock().unwrap().world.bot_role_permissions = bits;
+    }
+
+    /// The bot was never added to the server.
+    pub fn remove_bot_from_guild(&self) {
+        self.state.lock().unwrap().world.bot_in_guild = false;
+    }
+
+    /// Discord knows no user `id`.
+    pub fn forget_user(&self, id: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .world
+            .unknown_users
+            .insert(id.to_string());
     }
 
     /// Every message in Discord, in the order made — including those whose
@@ -442,6 +549,7 @@ fn answer(
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         status: 0,
         id: None,
+        setup: false,
     };
     let what = format!("{} {}", call.method, call.path);
     let mut st = state.lock().unwrap();
@@ -464,6 +572,7 @@ fn answer(
         }
     };
     let what = format!("{what} ({})", op.id);
+    call.setup = SETUP_READS.contains(&op.id);
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     let token_ok = match auth {
         Some(auth) => auth == format!("Bot {TOKEN}"),
@@ -492,8 +601,11 @@ fn answer(
         let why = problems.iter().map(|p| format!("{what}: {p}")).collect();
         return refuse(&mut st, call, 400, answer, why);
     }
+    // Faults are for the calls that deliver; the set-up checks `serve`
+    // makes at start (they only read) pass them by.
+    let faulted = !SETUP_READS.contains(&op.id);
     // A fault that lets the call take effect answers after it (below).
-    let applied_then = match st.faults.front() {
+    let applied_then = match st.faults.front().filter(|_| faulted) {
         Some(Fault::AppliedThen(code)) => {
             let code = *code;
             st.faults.pop_front();
@@ -501,8 +613,7 @@ fn answer(
         }
         _ => None,
     };
-    if let Some(fault) = applied_then
-        .is_none()
+    if let Some(fault) = (applied_then.is_none() && faulted)
         .then(|| st.faults.pop_front())
         .flatten()
     {
@@ -605,7 +716,36 @@ fn answer(
             (None, Some(json!({"id": channel, "type": 1})))
         }
         "bulk_set_application_commands" | "bulk_set_guild_application_commands" => {
+            st.world.commands.insert(call.path.clone(), body.clone());
             (None, Some(body.clone()))
+        }
+        "list_application_commands" | "list_guild_application_commands" => {
+            let list = st.world.commands.get(&call.path).cloned();
+            (None, Some(list.unwrap_or_else(|| json!([]))))
+        }
+        "get_my_user" => (
+            None,
+            Some(json!({
+                "id": BOT_USER_ID, "username": "tminus", "discriminator": "0", "global_name": null,
+                "avatar": null, "bot": true, "flags": 0, "public_flags": 0,
+            })),
+        ),
+        "get_my_oauth2_application" => (
+            None,
+            Some(json!({
+                "id": APP_ID, "name": "tminus", "description": "", "icon": null, "bot_public": true,
+                "bot_require_code_grant": false, "verify_key": st.world.verify_key,
+                "interactions_endpoint_url": st.world.interactions_url, "flags": 0,
+            })),
+        ),
+        "get_channel" | "get_guild" | "get_guild_member" | "get_user" => {
+            let (status, answer) = world_answer(&st.world, op.id, &param);
+            if status != 200 {
+                call.status = status;
+                st.calls.push(call);
+                return (StatusCode::from_u16(status).unwrap(), Json(answer)).into_response();
+            }
+            (None, Some(answer))
         }
         "create_interaction_response" => (None, None),
         other => {
@@ -626,6 +766,69 @@ fn answer(
     match answer {
         Some(answer) => (StatusCode::from_u16(status).unwrap(), Json(answer)).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// The server, its channels, members and users, as `GET` shows them.
+fn world_answer(world: &World, op: &str, param: &dyn Fn(&str) -> String) -> (u16, Value) {
+    match op {
+        "get_channel" => {
+            let id = param("channel_id");
+            let how = world.channels.get(&id).copied();
+            let mut overwrites = Vec::new();
+            match how {
+                Some(Channel::Missing) => return discord_error(404, 10003, "Unknown Channel"),
+                Some(Channel::Hidden) => return discord_error(403, 50001, "Missing Access"),
+                Some(Channel::Denied(bits)) => overwrites.push(
+                    json!({"id": GUILD_ID, "type": 0, "allow": "0", "deny": bits.to_string()}),
+                ),
+                Some(Channel::Voice) | None => {}
+            }
+            let kind = if how == Some(Channel::Voice) { 2 } else { 0 };
+            (
+                200,
+                json!({
+                    "id": id, "type": kind, "guild_id": GUILD_ID, "name": format!("ch-{}", &id[id.len().saturating_sub(4)..]),
+                    "position": 0, "permission_overwrites": overwrites, "nsfw": false, "parent_id": null,
+                    "last_message_id": null, "flags": 0,
+                }),
+            )
+        }
+        "get_guild" => (
+            200,
+            json!({
+                "id": param("guild_id"), "name": "Acme", "icon": null, "owner_id": OWNER_ID,
+                "roles": [
+                    {"id": param("guild_id"), "name": "@everyone", "permissions": "3072", "position": 0,
+                     "color": 0, "hoist": false, "managed": false, "mentionable": false, "flags": 0},
+                    {"id": BOT_ROLE_ID, "name": "tminus", "permissions": world.bot_role_permissions.to_string(),
+                     "position": 1, "color": 0, "hoist": false, "managed": true, "mentionable": false, "flags": 0},
+                ],
+            }),
+        ),
+        "get_guild_member" => {
+            if param("user_id") != BOT_USER_ID || !world.bot_in_guild {
+                return discord_error(404, 10007, "Unknown Member");
+            }
+            (
+                200,
+                json!({
+                    "user": {"id": BOT_USER_ID, "username": "tminus", "bot": true},
+                    "roles": [BOT_ROLE_ID], "joined_at": "2026-01-01T00:00:00.000000+00:00",
+                    "deaf": false, "mute": false, "flags": 0, "pending": false,
+                }),
+            )
+        }
+        _ => {
+            let id = param("user_id");
+            if world.unknown_users.contains(&id) {
+                return discord_error(404, 10013, "Unknown User");
+            }
+            (
+                200,
+                json!({"id": id, "username": format!("user{}", &id[id.len().saturating_sub(4)..]), "discriminator": "0", "avatar": null}),
+            )
+        }
     }
 }
 

@@ -133,7 +133,30 @@ struct FakeState {
     held: usize,
     /// The token lacks the history scopes.
     no_history_scopes: bool,
+    /// Scopes the token was not granted (besides the history ones above).
+    withheld_scopes: HashSet<String>,
+    /// Channels that are not as the bot file expects; any other id is a
+    /// channel the bot is in.
+    channels: HashMap<String, Channel>,
+    /// User ids Slack does not know; any other is a person.
+    unknown_users: HashSet<String>,
 }
+
+/// How a channel looks to `conversations.info`, when not as expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// `channel_not_found`.
+    Missing,
+    /// It exists; the bot was never invited.
+    WithoutTheBot,
+    Archived,
+}
+
+/// The methods of the set-up checks (`doctor`, and `serve` at start).
+const SETUP_READS: [&str; 3] = ["auth.test", "conversations.info", "users.info"];
+
+/// The bot user `auth.test` names.
+pub const BOT_USER: &str = "tminus";
 
 fn lock(state: &Mutex<FakeState>) -> MutexGuard<'_, FakeState> {
     // A test that panicked while holding the lock must not hide its own
@@ -241,8 +264,50 @@ impl FakeSlack {
         lock(&self.state).no_history_scopes = true;
     }
 
+    /// The token lacks `scope` (as if the app was installed without it).
+    pub fn withhold_scope(&self, scope: &str) {
+        lock(&self.state).withheld_scopes.insert(scope.to_string());
+    }
+
+    /// Channel `id` looks like `how`.
+    pub fn set_channel(&self, id: &str, how: Channel) {
+        lock(&self.state).channels.insert(id.to_string(), how);
+    }
+
+    /// Slack knows no user `id`.
+    pub fn forget_user(&self, id: &str) {
+        lock(&self.state).unknown_users.insert(id.to_string());
+    }
+
+    /// The scopes the token has, as Slack's `x-oauth-scopes` header lists
+    /// them: what tminus's manifest asks for, less what the test withheld.
+    fn granted(st: &FakeState) -> String {
+        let history = ["channels:history", "groups:history", "im:history"];
+        tminus::slack::manifest::BOT_SCOPES
+            .iter()
+            .map(|s| s.name)
+            .filter(|s| !(st.no_history_scopes && history.contains(s)))
+            .filter(|s| !st.withheld_scopes.contains(*s))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The calls the bot made to do its work, in order: every call but
+    /// the set-up checks `serve` makes at start ([`FakeSlack::setup_calls`]).
     pub fn calls(&self) -> Vec<Call> {
-        lock(&self.state).calls.clone()
+        let all = lock(&self.state).calls.clone();
+        all.into_iter()
+            .filter(|c| !SETUP_READS.contains(&c.method.as_str()))
+            .collect()
+    }
+
+    /// The set-up checks' calls (`auth.test`, `conversations.info`,
+    /// `users.info`), which only read.
+    pub fn setup_calls(&self) -> Vec<Call> {
+        let all = lock(&self.state).calls.clone();
+        all.into_iter()
+            .filter(|c| SETUP_READS.contains(&c.method.as_str()))
+            .collect()
     }
 
     /// Successful calls of one method.
@@ -396,11 +461,16 @@ fn parse_spec(doc: &Value) -> HashMap<String, MethodSpec> {
                     _ => Kind::String,
                 };
                 let description = p["description"].as_str().unwrap_or_default();
+                let name = p["name"].as_str().expect("parameter name");
+                // Slack takes the token in the Authorization header for
+                // every method (checked above), also where the document
+                // lists it as a required argument (`users.info`).
+                let required = p["required"] == true && name != "token";
                 method.params.insert(
-                    p["name"].as_str().expect("parameter name").to_string(),
+                    name.to_string(),
                     ParamSpec {
                         kind,
-                        required: p["required"] == true,
+                        required,
                         json: kind == Kind::String && description.to_lowercase().contains("json"),
                     },
                 );
@@ -772,7 +842,16 @@ async fn handle(
     body: axum::body::Bytes,
 ) -> Response {
     let post = matches!(method.as_str(), "chat.postMessage" | "chat.update");
-    let response = answer(&state, method, query, headers, body);
+    let bot = headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {BOT_TOKEN}"));
+    let mut response = answer(&state, method, query, headers, body);
+    if bot {
+        // Slack names the token's scopes on every Web API answer.
+        let granted = FakeSlack::granted(&lock(&state));
+        if let Ok(v) = granted.parse() {
+            response.headers_mut().insert("x-oauth-scopes", v);
+        }
+    }
     let hold = lock(&state)
         .hold_posts
         .filter(|_| post && response.status() == StatusCode::OK);
@@ -854,8 +933,11 @@ fn answer(
     if let Err(r) = checked {
         return refused(&mut st, method, body, r);
     }
+    // Faults are for the calls that deliver; the set-up checks `serve`
+    // makes at start (they only read) pass them by.
+    let faulted = !SETUP_READS.contains(&method.as_str());
     // A fault that lets the call take effect answers after it (below).
-    let applied_then = match st.faults.front() {
+    let applied_then = match st.faults.front().filter(|_| faulted) {
         Some(Fault::AppliedThen(code)) => {
             let code = *code;
             st.faults.pop_front();
@@ -863,8 +945,7 @@ fn answer(
         }
         _ => None,
     };
-    if let Some(fault) = applied_then
-        .is_none()
+    if let Some(fault) = (applied_then.is_none() && faulted)
         .then(|| st.faults.pop_front())
         .flatten()
     {
@@ -959,6 +1040,39 @@ fn answer(
             (Some(ts), answer)
         }
         "chat.postEphemeral" => (None, json!({"ok": true, "message_ts": "1700000000.999999"})),
+        "auth.test" => (
+            None,
+            json!({"ok": true, "url": "https://acme.slack.com/", "team": "Acme", "user": BOT_USER,
+                   "team_id": "T0TEAM", "user_id": "U0TMINUS", "bot_id": "B0TMINUS", "is_enterprise_install": false}),
+        ),
+        "conversations.info" => {
+            let withheld = |s: &str| st.withheld_scopes.contains(s);
+            let answer = if withheld("channels:read") && withheld("groups:read") {
+                json!({"ok": false, "error": "missing_scope", "needed": "channels:read,groups:read,im:read,mpim:read", "provided": FakeSlack::granted(&st)})
+            } else {
+                match st.channels.get(&channel).copied() {
+                    Some(Channel::Missing) => json!({"ok": false, "error": "channel_not_found"}),
+                    how => json!({"ok": true, "channel": {
+                        "id": channel, "name": format!("ch-{}", channel.to_lowercase()),
+                        "is_channel": true, "is_private": false,
+                        "is_archived": how == Some(Channel::Archived),
+                        "is_member": how != Some(Channel::WithoutTheBot),
+                    }}),
+                }
+            };
+            (None, answer)
+        }
+        "users.info" => {
+            let user = body["user"].as_str().unwrap_or_default().to_string();
+            let answer = if st.withheld_scopes.contains("users:read") {
+                json!({"ok": false, "error": "missing_scope", "needed": "users:read", "provided": FakeSlack::granted(&st)})
+            } else if st.unknown_users.contains(&user) {
+                json!({"ok": false, "error": "user_not_found"})
+            } else {
+                json!({"ok": true, "user": {"id": user, "name": user.to_lowercase(), "deleted": false, "is_bot": false}})
+            };
+            (None, answer)
+        }
         "conversations.open" => {
             // The document's check made `users` a string (or left it out
             // for `channel`): one user is a 1:1 DM, named after them here.

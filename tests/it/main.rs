@@ -6,7 +6,9 @@
 mod api;
 mod check_config;
 mod checks;
+mod container;
 mod discord;
+mod doctor;
 mod escalation;
 mod exactly_once;
 mod fake_discord;
@@ -14,6 +16,7 @@ mod fake_slack;
 mod fakes;
 mod fix_forward;
 mod helpers;
+mod manifest;
 mod monitoring;
 mod oncall;
 mod openapi;
