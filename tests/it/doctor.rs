@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::fake_discord::{self, FakeDiscord};
+use crate::fake_discord::{self, Channel, FakeDiscord};
 use crate::fake_slack::{self, FakeSlack};
 use crate::fakes::discord_public_key;
 use crate::helpers::{bot_config, config_with, poll_until, postgres_db, sqlite_db, ServeProcess};
@@ -127,9 +127,7 @@ async fn slack_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     );
 
     // A scope left out at install.
-    let fake = FakeSlack::start().await;
-    fake.withhold_scope("channels:history");
-    let (code, out) = doctor(&config, &db.url, &slack_env(&fake));
+    let (code, out) = slack_doctor(|f| f.withhold_scope("channels:history")).await;
     only_failure(
         code,
         &out,
@@ -139,9 +137,8 @@ async fn slack_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     assert!(out.contains("Reinstall to Workspace"), "{out}");
 
     // The bot never invited to the deployments channel.
-    let fake = FakeSlack::start().await;
-    fake.set_channel("C0DEPLOYS", fake_slack::Channel::WithoutTheBot);
-    let (code, out) = doctor(&config, &db.url, &slack_env(&fake));
+    let (code, out) =
+        slack_doctor(|f| f.set_channel("C0DEPLOYS", fake_slack::Channel::WithoutTheBot)).await;
     only_failure(
         code,
         &out,
@@ -150,9 +147,8 @@ async fn slack_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     );
 
     // A channel id that is no channel.
-    let fake = FakeSlack::start().await;
-    fake.set_channel("C0INCIDENT", fake_slack::Channel::Missing);
-    let (code, out) = doctor(&config, &db.url, &slack_env(&fake));
+    let (code, out) =
+        slack_doctor(|f| f.set_channel("C0INCIDENT", fake_slack::Channel::Missing)).await;
     only_failure(
         code,
         &out,
@@ -161,9 +157,7 @@ async fn slack_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     );
 
     // A person whose member id is wrong.
-    let fake = FakeSlack::start().await;
-    fake.forget_user("U0BRUNO");
-    let (code, out) = doctor(&config, &db.url, &slack_env(&fake));
+    let (code, out) = slack_doctor(|f| f.forget_user("U0BRUNO")).await;
     only_failure(
         code,
         &out,
@@ -185,6 +179,15 @@ async fn slack_passes_when_set_up_and_names_the_fix_for_each_mistake() {
         fake.calls().is_empty() && fake.setup_calls().is_empty(),
         "Slack is off: nothing to call"
     );
+}
+
+/// `doctor` against a new fake Slack set up by `prepare`, with `serve`'s
+/// environment for it.
+async fn slack_doctor(prepare: impl FnOnce(&FakeSlack)) -> (i32, String) {
+    let db = sqlite_db();
+    let fake = FakeSlack::start().await;
+    prepare(&fake);
+    doctor(&bot_config(), &db.url, &slack_env(&fake))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,13 +275,7 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     );
 
     // The endpoint is configured at Discord but the key is not set here.
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
-    let env: Vec<_> = discord_env(&fake)
-        .into_iter()
-        .filter(|(k, _)| *k != "DISCORD_PUBLIC_KEY")
-        .collect();
-    let (code, out) = doctor(&config, &db.url, &env);
+    let (code, out) = discord_doctor(|_| {}, &["DISCORD_PUBLIC_KEY"]).await;
     only_failure(
         code,
         &out,
@@ -287,14 +284,9 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     );
 
     // A public key of another application.
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
     let other = "ab".repeat(32);
-    fake.set_application(
-        &other,
-        Some("https://tminus.example.com/discord/interactions"),
-    );
-    let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
+    let endpoint = "https://tminus.example.com/discord/interactions";
+    let (code, out) = discord_doctor(|f| f.set_application(&other, Some(endpoint)), &[]).await;
     only_failure(
         code,
         &out,
@@ -303,11 +295,9 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     );
 
     // An unknown channel, a channel the bot cannot see, one where it may
-    // not embed: three failures, each with its fix.
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
-    fake.set_channel("1187340526198374410", fake_discord::Channel::Missing);
-    let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
+    // not embed: each with its fix.
+    let deployments = "1187340526198374410";
+    let (code, out) = discord_doctor(|f| f.set_channel(deployments, Channel::Missing), &[]).await;
     only_failure(
         code,
         &out,
@@ -315,10 +305,8 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
         "put the right id in [channels.discord] deployments (Developer Mode on, right-click the channel → Copy Channel ID)",
     );
 
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
-    fake.set_channel("1187340526198374411", fake_discord::Channel::Hidden);
-    let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
+    let incidents = "1187340526198374411";
+    let (code, out) = discord_doctor(|f| f.set_channel(incidents, Channel::Hidden), &[]).await;
     only_failure(
         code,
         &out,
@@ -326,14 +314,12 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
         "https://discord.com/oauth2/authorize?client_id=1100000000000000000&scope=bot%20applications.commands&permissions=",
     );
 
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
     let embed_links = 1 << 14;
-    fake.set_channel(
-        "1187340526198374410",
-        fake_discord::Channel::Denied(embed_links),
-    );
-    let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
+    let (code, out) = discord_doctor(
+        |f| f.set_channel(deployments, Channel::Denied(embed_links)),
+        &[],
+    )
+    .await;
     only_failure(
         code,
         &out,
@@ -343,11 +329,9 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
 
     // The bot's role was made without Create Public Threads: both
     // channels say so.
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
     let view_send_embed_threads = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 38);
-    fake.set_bot_role_permissions(view_send_embed_threads);
-    let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
+    let (code, out) =
+        discord_doctor(|f| f.set_bot_role_permissions(view_send_embed_threads), &[]).await;
     assert_eq!(code, 1, "{out}");
     for channel in ["#ch-4410", "#ch-4411"] {
         let (_, fix) = failure(
@@ -358,19 +342,13 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     }
 
     // The bot was never added to the server.
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
-    fake.remove_bot_from_guild();
-    let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
+    let (code, out) = discord_doctor(FakeDiscord::remove_bot_from_guild, &[]).await;
     assert_eq!(code, 1, "{out}");
     let (_, fix) = failure(&out, "the bot is not a member of the server of #ch-4410");
     assert!(fix.contains("tminus discord-invite"), "{fix}");
 
     // A person's id that is no user.
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
-    fake.forget_user("297305816240917352");
-    let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
+    let (code, out) = discord_doctor(|f| f.forget_user("297305816240917352"), &[]).await;
     only_failure(
         code,
         &out,
@@ -389,19 +367,27 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
     );
 
     // No application id: the fix names it.
-    let fake = FakeDiscord::start().await;
-    register_commands(&fake).await;
-    let env: Vec<_> = discord_env(&fake)
-        .into_iter()
-        .filter(|(k, _)| *k != "DISCORD_APPLICATION_ID")
-        .collect();
-    let (code, out) = doctor(&config, &db.url, &env);
+    let (code, out) = discord_doctor(|_| {}, &["DISCORD_APPLICATION_ID"]).await;
     only_failure(
         code,
         &out,
         "DISCORD_APPLICATION_ID is not set",
         "set DISCORD_APPLICATION_ID=1100000000000000000",
     );
+}
+
+/// `doctor` against a new fake Discord, its commands registered and then
+/// set up by `prepare`, with `serve`'s environment for it less `without`.
+async fn discord_doctor(prepare: impl FnOnce(&FakeDiscord), without: &[&str]) -> (i32, String) {
+    let db = sqlite_db();
+    let fake = FakeDiscord::start().await;
+    register_commands(&fake).await;
+    prepare(&fake);
+    let env: Vec<_> = discord_env(&fake)
+        .into_iter()
+        .filter(|(k, _)| !without.contains(k))
+        .collect();
+    doctor(&bot_config(), &db.url, &env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
