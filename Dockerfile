@@ -2,7 +2,10 @@
 # non-root user in a slim one, with a health check on /readyz.
 #
 #   docker build -t tminus .
-#   docker run -p 3000:3000 -e SLACK_BOT_TOKEN=… -e SLACK_SIGNING_SECRET=… tminus
+#   docker run -p 3000:3000 -e SLACK_BOT_TOKEN -e SLACK_SIGNING_SECRET tminus
+#
+# (`-e NAME` passes the variable from your environment, so the secret stays
+# out of the shell's history.)
 #
 # compose.yaml runs two replicas on one PostgreSQL.
 
@@ -22,7 +25,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/tminus tminus
+    && groupadd --system --gid 10001 tminus \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /var/lib/tminus tminus
 COPY --from=build /src/target/release/tminus /usr/local/bin/tminus
 COPY bot-config /etc/tminus/bot-config
 USER 10001:10001

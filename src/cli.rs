@@ -108,7 +108,7 @@ fn init_tracing(json: bool, quiet: bool) {
     });
     let mut unreadable = None;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => spec.parse::<Targets>().unwrap_or_else(|e| {
+        Ok(spec) if !spec.trim().is_empty() => log_filter(&spec).unwrap_or_else(|e| {
             unreadable = Some(format!(
                 "RUST_LOG={spec:?} does not parse ({e}); logging at the default level"
             ));
@@ -157,6 +157,17 @@ fn check_live_runs(config: crate::config::Config, db: &str) -> ExitCode {
     }
 }
 
+/// `RUST_LOG` as a filter: directives separated by commas, blanks around
+/// them and empty ones ignored (as `EnvFilter` read them).
+fn log_filter(spec: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    let directives: Vec<&str> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    directives.join(",").parse().map_err(|e| format!("{e}"))
+}
+
 /// `healthcheck`: whether `serve` at `url` (or on this host at the port of
 /// `listen`) says it is ready.
 async fn healthcheck(url: Option<String>, listen: Option<String>) -> ExitCode {
@@ -170,6 +181,7 @@ async fn healthcheck(url: Option<String>, listen: Option<String>) -> ExitCode {
     });
     let client = match reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
+        .no_proxy()
         .build()
     {
         Ok(c) => c,
@@ -331,5 +343,23 @@ pub fn main() -> ExitCode {
             eprintln!("tminus: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::log_filter;
+
+    #[test]
+    fn rust_log_takes_a_level_and_targets_with_blanks_and_stray_commas() {
+        let f = log_filter("info, tminus=debug,").unwrap();
+        assert!(f.would_enable("tminus::app", &Level::DEBUG));
+        assert!(f.would_enable("sqlx", &Level::INFO));
+        assert!(!f.would_enable("sqlx", &Level::DEBUG));
+        let f = log_filter("warn").unwrap();
+        assert!(!f.would_enable("tminus", &Level::INFO));
+        assert!(log_filter("tminus=loud").is_err());
     }
 }

@@ -52,7 +52,8 @@ pub enum Depth {
     /// Everything (`doctor`).
     Full,
     /// What `serve` checks at start, after it has registered Discord's
-    /// commands and opened Socket Mode itself: those two are left out.
+    /// commands itself: that check is left out, and so is the warning that
+    /// no platform is on (the API and run pages work without one).
     Startup,
 }
 
@@ -164,10 +165,10 @@ pub async fn platforms(config: Option<&Config>, settings: &Settings, depth: Dept
         sections.push(section(incomplete.platform, vec![check]));
     }
     if let Some(slack) = &settings.slack {
-        let mode = if slack.signing_secret.is_some() {
-            "slack (HTTP endpoints)"
-        } else {
-            "slack (Socket Mode)"
+        let mode = match (slack.signing_secret.is_some(), slack.app_token.is_some()) {
+            (true, true) => "slack (HTTP endpoints and Socket Mode)",
+            (true, false) => "slack (HTTP endpoints)",
+            _ => "slack (Socket Mode)",
         };
         let checks = match config {
             Some(config) => crate::slack::doctor::checks(slack, config, depth).await,
@@ -187,7 +188,10 @@ pub async fn platforms(config: Option<&Config>, settings: &Settings, depth: Dept
         };
         sections.push(section(mode, checks));
     }
-    if settings.slack.is_none() && settings.discord.is_none() && settings.incomplete.is_empty() {
+    let none_on =
+        settings.slack.is_none() && settings.discord.is_none() && settings.incomplete.is_empty();
+    // `serve` without a platform still serves the API and run pages.
+    if none_on && depth == Depth::Full {
         let check = Check::fail(
             "neither Slack nor Discord is on",
             "set SLACK_BOT_TOKEN with SLACK_SIGNING_SECRET or SLACK_APP_TOKEN, or DISCORD_TOKEN \
@@ -278,18 +282,42 @@ fn list(versions: &[i64]) -> String {
         .join(", ")
 }
 
-/// A database URL without its password.
+/// The header every set-up check's request carries, so that a proxy's
+/// log (or a test's fake) can tell them from the bot's work.
+pub const CHECK_HEADER: (&str, &str) = ("x-tminus-check", "set-up");
+
+/// A database URL without its password, in the user part or in a
+/// `password=` parameter.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.split_once('@') {
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let authority_end = before_query.find('/').unwrap_or(before_query.len());
+    let (authority, path) = before_query.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
+            format!("{user}:***@{host}")
         }
-        _ => url.to_string(),
+        _ => authority.to_string(),
+    };
+    let mut out = format!("{scheme}://{authority}{path}");
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -304,6 +332,11 @@ mod tests {
         );
         assert_eq!(redact("postgres://tminus@db/t"), "postgres://tminus@db/t");
         assert_eq!(redact("sqlite://tminus.db"), "sqlite://tminus.db");
+        assert_eq!(
+            redact("postgres://tminus@db/t?sslmode=require&password=s3cret"),
+            "postgres://tminus@db/t?sslmode=require&password=***"
+        );
+        assert_eq!(redact("postgres://u:p@ss@db/t"), "postgres://u:***@db/t");
     }
 
     #[test]

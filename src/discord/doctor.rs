@@ -73,6 +73,8 @@ pub async fn checks(settings: &DiscordSettings, config: &Config, depth: Depth) -
     out.push(application_id(settings, &app_id));
     out.push(way_in(settings, &application));
 
+    // The server of the channels: people are looked up as its members.
+    let mut guild = None;
     if let Some(pair) = config.channels_for(Platform::Discord) {
         let mut seen = BTreeSet::new();
         for (purpose, id) in [
@@ -80,7 +82,9 @@ pub async fn checks(settings: &DiscordSettings, config: &Config, depth: Depth) -
             ("incidents", &pair.incidents),
         ] {
             if seen.insert(id.clone()) {
-                out.push(channel(&rest, purpose, id, &bot_id, &app_id, config).await);
+                let (check, server) = channel(&rest, purpose, id, &bot_id, &app_id, config).await;
+                out.push(check);
+                guild = guild.or(server);
             }
         }
     } else {
@@ -89,7 +93,7 @@ pub async fn checks(settings: &DiscordSettings, config: &Config, depth: Depth) -
             "add [channels.discord] with deployments and incidents channel ids",
         ));
     }
-    out.extend(people(&rest, config).await);
+    out.extend(people(&rest, config, guild).await);
     if depth == Depth::Full {
         out.push(commands(&rest, &app_id, config.discord_guild.as_deref()).await);
     }
@@ -167,6 +171,21 @@ async fn channel(
     bot_id: &str,
     app_id: &str,
     config: &Config,
+) -> (Check, Option<u64>) {
+    let mut server = None;
+    let check = channel_check(rest, purpose, id, bot_id, app_id, config, &mut server).await;
+    (check, server)
+}
+
+/// One channel's check; `server` is set once the channel's server is known.
+async fn channel_check(
+    rest: &Rest,
+    purpose: &str,
+    id: &str,
+    bot_id: &str,
+    app_id: &str,
+    config: &Config,
+    server: &mut Option<u64>,
 ) -> Check {
     let key = format!("[channels.discord] {purpose}");
     let copy = "Developer Mode on, right-click the channel → Copy Channel ID";
@@ -223,6 +242,7 @@ async fn channel(
             );
         }
     }
+    *server = Some(guild_id);
     let guild = rest
         .get(Route::Guild {
             guild_id: GuildId::new(guild_id),
@@ -241,10 +261,17 @@ async fn channel(
     let (guild, member) = match (guild, member) {
         (Err(e), _) | (_, Err(e)) => return Check::fail(e, NETWORK_FIX),
         (Ok((200, g)), Ok((200, m))) => (g, m),
-        (Ok((200, _)), Ok(_)) | (Ok((403 | 404, _)), _) => {
+        (Ok((200, _)), Ok((404, _))) | (Ok((403 | 404, _)), _) => {
             return Check::fail(
                 format!("the bot is not a member of the server of #{name}"),
                 invite_fix,
+            )
+        }
+        (Ok((200, _)), Ok((status, body))) => {
+            return refused(
+                &format!("/guilds/{guild_id}/members/{bot_id}"),
+                status,
+                &body,
             )
         }
         (Ok((status, body)), _) => return refused(&format!("/guilds/{guild_id}"), status, &body),
@@ -312,7 +339,9 @@ pub fn permissions_in(guild: &Value, member: &Value, channel: &Value, user: &str
     apply(perms, &|o| !is_role(o) && id_of(o) == user)
 }
 
-async fn people(rest: &Rest, config: &Config) -> Vec<Check> {
+/// Each person's id: a member of the channels' server (a page is a
+/// direct message, which needs a shared server), else at least a user.
+async fn people(rest: &Rest, config: &Config, guild: Option<u64>) -> Vec<Check> {
     let mut out = Vec::new();
     let mut found = 0;
     for person in config.directory.people.values() {
@@ -334,17 +363,30 @@ async fn people(rest: &Rest, config: &Config) -> Vec<Check> {
             ));
             continue;
         };
-        match rest
-            .get(Route::User {
-                user_id: UserId::new(user),
-            })
-            .await
-        {
+        let user_id = UserId::new(user);
+        let (route, path) = match guild {
+            Some(g) => (
+                Route::GuildMember {
+                    guild_id: GuildId::new(g),
+                    user_id,
+                },
+                format!("/guilds/{g}/members/{id}"),
+            ),
+            None => (Route::User { user_id }, format!("/users/{id}")),
+        };
+        match rest.get(route).await {
             Err(e) => {
                 out.push(Check::fail(e, NETWORK_FIX));
                 return out;
             }
             Ok((200, _)) => found += 1,
+            Ok((404, _)) if guild.is_some() => out.push(Check::fail(
+                format!(
+                    "{} ([people.{key}] discord = {id}) is not a member of the channels' server, so cannot be paged",
+                    person.name
+                ),
+                format!("invite {} to the server, or {fix}", person.name),
+            )),
             Ok((404, _)) => out.push(Check::fail(
                 format!(
                     "{} ([people.{key}] discord = {id}): no such Discord user",
@@ -352,12 +394,20 @@ async fn people(rest: &Rest, config: &Config) -> Vec<Check> {
                 ),
                 fix,
             )),
-            Ok((status, body)) => out.push(refused(&format!("/users/{id}"), status, &body)),
+            Ok((status, body)) => {
+                out.push(refused(&path, status, &body));
+                return out;
+            }
         }
     }
     if out.is_empty() {
         out.push(Check::pass(format!(
-            "all {found} people with a Discord id exist in Discord"
+            "all {found} people with a Discord id are in Discord{}",
+            if guild.is_some() {
+                " and in the server"
+            } else {
+                ""
+            }
         )));
     }
     out
@@ -388,24 +438,54 @@ async fn commands(rest: &Rest, app_id: &str, guild: Option<&str>) -> Check {
         Ok((200, list)) => list,
         Ok((status, body)) => return refused(&path, status, &body),
     };
-    let names: BTreeSet<&str> = registered
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let fix = "start `tminus serve` once with DISCORD_APPLICATION_ID set: it registers them at \
+               every start (set [discord] guild to see them at once; global ones take up to an hour)";
+    let options = |command: &Value| -> BTreeSet<String> {
+        command["options"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let found = |name: &str| {
+        registered
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == name)
+    };
     let missing: Vec<String> = SLASH_COMMANDS
         .iter()
-        .filter(|c| !names.contains(c.name))
+        .filter(|c| found(c.name).is_none())
         .map(|c| format!("/{}", c.name))
         .collect();
-    if missing.is_empty() {
+    if !missing.is_empty() {
+        return Check::fail(
+            format!("{} not registered {scope}", missing.join(" and ")),
+            fix,
+        );
+    }
+    // Registered by an older tminus: subcommands it lacks.
+    let definitions = super::commands::definitions();
+    let mut stale = Vec::new();
+    for wanted in definitions.as_array().into_iter().flatten() {
+        let name = wanted["name"].as_str().unwrap_or_default();
+        let have = found(name).map(options).unwrap_or_default();
+        let lacking: Vec<String> = options(wanted).difference(&have).cloned().collect();
+        if !lacking.is_empty() {
+            stale.push(format!("/{name} lacks {}", lacking.join(", ")));
+        }
+    }
+    if stale.is_empty() {
         return Check::pass(format!("/deploy and /oncall are registered {scope}"));
     }
     Check::fail(
-        format!("{} not registered {scope}", missing.join(" and ")),
-        "start `tminus serve` once with DISCORD_APPLICATION_ID set: it registers them at every start \
-         (set [discord] guild to see them at once; global ones take up to an hour)",
+        format!(
+            "the commands registered {scope} are an older set: {}",
+            stale.join("; ")
+        ),
+        fix,
     )
 }
 

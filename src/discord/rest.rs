@@ -50,7 +50,9 @@ impl Rest {
         let request = Request::new(route, LightMethod::Get)
             .build(&self.client, &self.token, self.proxy.as_deref())
             .map_err(|e| format!("cannot build the request: {e}"))?;
+        let (name, value) = crate::doctor::CHECK_HEADER;
         let response = request
+            .header(name, value)
             .send()
             .await
             .map_err(|e| format!("cannot reach Discord: {}", e.without_url()))?;

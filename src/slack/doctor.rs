@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::manifest::BOT_SCOPES;
 use super::{SlackSettings, CALL_TIMEOUT};
 use crate::config::Config;
-use crate::doctor::{Check, Depth};
+use crate::doctor::{Check, Depth, CHECK_HEADER};
 use crate::domain::Platform;
 
 /// What one Web API call answered.
@@ -44,6 +44,7 @@ impl Api<'_> {
             .http
             .post(format!("{}/{method}", self.base.trim_end_matches('/')))
             .bearer_auth(token)
+            .header(CHECK_HEADER.0, CHECK_HEADER.1)
             .form(form)
             .send()
             .await
@@ -63,7 +64,7 @@ impl Api<'_> {
 }
 
 /// The checks, in order; after a token that does not work, only that.
-pub async fn checks(settings: &SlackSettings, config: &Config, depth: Depth) -> Vec<Check> {
+pub async fn checks(settings: &SlackSettings, config: &Config, _depth: Depth) -> Vec<Check> {
     let http = match reqwest::Client::builder().timeout(CALL_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {
@@ -106,12 +107,13 @@ pub async fn checks(settings: &SlackSettings, config: &Config, depth: Depth) -> 
         "the bot token works: @{bot} in {team}"
     )));
     out.push(scopes(auth.scopes.as_deref()));
-    match (&settings.signing_secret, &settings.app_token) {
-        (Some(_), _) => out.push(Check::pass(
+    if settings.signing_secret.is_some() {
+        out.push(Check::pass(
             "SLACK_SIGNING_SECRET is set: requests to /slack/* are verified",
-        )),
-        (None, Some(app)) if depth == Depth::Full => out.push(app_token(&api, app.expose()).await),
-        (None, _) => {}
+        ));
+    }
+    if let Some(app) = &settings.app_token {
+        out.push(app_token(&api, app.expose()).await);
     }
     if let Some(pair) = config.channels_for(Platform::Slack) {
         let mut seen = BTreeSet::new();
@@ -179,10 +181,10 @@ fn scopes(granted: Option<&str>) -> Check {
     let names: Vec<&str> = missing.iter().map(|s| s.name).collect();
     let why: Vec<String> = missing
         .iter()
-        .map(|s| format!("{} to {}", s.name, s.why))
+        .map(|s| format!("{}: {}", s.name, s.why))
         .collect();
     Check::fail(
-        format!("the token lacks {}: {}", names.join(", "), why.join("; ")),
+        format!("the token lacks {} ({})", names.join(", "), why.join("; ")),
         format!(
             "add {} under OAuth & Permissions → Bot Token Scopes (or paste the output of \
              `tminus slack-manifest` into App Manifest), then Reinstall to Workspace",
@@ -284,6 +286,10 @@ async fn people(api: &Api<'_>, token: &str, config: &Config) -> Vec<Check> {
                 Some("missing_scope") => Some((
                     "cannot look people up: the token lacks users:read".to_string(),
                     "add users:read under OAuth & Permissions → Bot Token Scopes, then reinstall".to_string(),
+                )),
+                Some("ratelimited") => Some((
+                    "cannot look people up now: Slack rate-limited the checks".to_string(),
+                    "run `tminus doctor` again in a minute".to_string(),
                 )),
                 Some(other) => Some((format!("Slack refused to show {id}: {other}"), fix)),
                 None if a.body["user"]["deleted"] == true => Some((

@@ -185,14 +185,40 @@ pub async fn inspect(url: &str) -> Result<SchemaState> {
     let dialect = Dialect::of(url)?;
     let url = match dialect {
         Dialect::Sqlite => {
-            match sqlite_path(url) {
-                Some(path) if !Path::new(path).exists() => return Ok(SchemaState::NotCreated),
-                _ => {}
+            if let Some(path) = sqlite_path(url).map(Path::new) {
+                if !path.exists() {
+                    let dir = match path.parent() {
+                        Some(d) if !d.as_os_str().is_empty() => d,
+                        _ => Path::new("."),
+                    };
+                    match std::fs::metadata(dir) {
+                        Ok(m) if m.is_dir() && !m.permissions().readonly() => {
+                            return Ok(SchemaState::NotCreated)
+                        }
+                        Ok(_) => anyhow::bail!(
+                            "{} does not exist and its directory {} cannot take it",
+                            path.display(),
+                            dir.display()
+                        ),
+                        Err(e) => anyhow::bail!(
+                            "{} does not exist and neither does its directory {} ({e})",
+                            path.display(),
+                            dir.display()
+                        ),
+                    }
+                }
             }
-            if url.contains('?') {
-                url.to_string()
-            } else {
-                format!("{url}?mode=ro")
+            // Read-only, whatever else the URL asks for.
+            match url.split_once('?') {
+                Some((base, query)) => {
+                    let kept: Vec<&str> = query
+                        .split('&')
+                        .filter(|p| !p.starts_with("mode="))
+                        .chain(["mode=ro"])
+                        .collect();
+                    format!("{base}?{}", kept.join("&"))
+                }
+                None => format!("{url}?mode=ro"),
             }
         }
         Dialect::Postgres => url.to_string(),

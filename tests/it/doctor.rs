@@ -112,6 +112,10 @@ async fn slack_passes_when_set_up_and_names_the_fix_for_each_mistake() {
         fake.calls()
     );
     assert!(fake.setup_calls().len() >= 11, "{:?}", fake.setup_calls());
+    assert!(
+        !out.contains(fake_slack::BOT_TOKEN),
+        "no token in the output"
+    );
 
     // A wrong token: nothing else can be checked.
     let fake = FakeSlack::start().await;
@@ -250,7 +254,7 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
         "✓ DISCORD_PUBLIC_KEY matches; Discord sends interactions to https://tminus.example.com/discord/interactions",
         "✓ the deployments channel #ch-4410 exists and the bot may post and open threads there",
         "✓ the incidents channel #ch-4411 exists",
-        "✓ all 8 people with a Discord id exist in Discord",
+        "✓ all 8 people with a Discord id are in Discord and in the server",
         "✓ /deploy and /oncall are registered globally",
     ] {
         assert!(out.contains(line), "wanted {line:?} in:\n{out}");
@@ -261,6 +265,7 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
         "doctor only reads: {calls:?}"
     );
     assert!(fake.setup_calls().iter().all(|c| c.method == "GET"));
+    assert!(!out.contains(fake_discord::TOKEN), "no token in the output");
 
     let fake = FakeDiscord::start().await;
     let mut env = discord_env(&fake);
@@ -341,19 +346,62 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
         assert!(fix.contains("grant Create Public Threads"), "{fix}");
     }
 
-    // The bot was never added to the server.
+    // The bot was never added to the server: it sees none of its channels.
     let (code, out) = discord_doctor(FakeDiscord::remove_bot_from_guild, &[]).await;
     assert_eq!(code, 1, "{out}");
-    let (_, fix) = failure(&out, "the bot is not a member of the server of #ch-4410");
+    let (_, fix) = failure(&out, "the bot cannot see the deployments channel");
     assert!(fix.contains("tminus discord-invite"), "{fix}");
 
-    // A person's id that is no user.
+    // A person's id that is not in the server (so cannot be sent a page).
     let (code, out) = discord_doctor(|f| f.forget_user("297305816240917352"), &[]).await;
     only_failure(
         code,
         &out,
+        "Bruno Ferreira ([people.bruno] discord = 297305816240917352) is not a member of the channels' server",
+        "invite Bruno Ferreira to the server, or with Developer Mode on, right-click Bruno Ferreira → Copy User ID, and put it in [people.bruno] discord",
+    );
+
+    // With the channels unknown, a person is looked up as a user.
+    let (code, out) = discord_doctor(
+        |f| {
+            f.set_channel(deployments, Channel::Hidden);
+            f.set_channel(incidents, Channel::Hidden);
+            f.forget_user("297305816240917352");
+        },
+        &[],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}");
+    failure(
+        &out,
         "Bruno Ferreira ([people.bruno] discord = 297305816240917352): no such Discord user",
-        "right-click Bruno Ferreira → Copy User ID, and put it in [people.bruno] discord",
+    );
+
+    // Commands registered by an older tminus, without a subcommand.
+    let fake = FakeDiscord::start().await;
+    let mut old = tminus::discord::commands::definitions();
+    old[0]["options"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|o| o["name"] != "incident");
+    let answer = reqwest::Client::new()
+        .put(format!(
+            "{}/applications/{}/commands",
+            fake.api_url(),
+            fake_discord::APP_ID
+        ))
+        .header("authorization", format!("Bot {}", fake_discord::TOKEN))
+        .json(&old)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
+    only_failure(
+        code,
+        &out,
+        "the commands registered globally are an older set: /deploy lacks incident",
+        "start `tminus serve` once",
     );
 
     // Commands never registered.
@@ -499,6 +547,9 @@ async fn serve_says_what_it_is_doing_and_the_first_problem_of_each_platform() {
             && slack_problem.contains("type /invite @tminus in #ch-c0deploys"),
         "{slack_problem}"
     );
+    for secret in [fake_slack::BOT_TOKEN, "doctor-secret", fake_discord::TOKEN] {
+        assert!(!text.contains(secret), "a secret in serve's log:\n{text}");
+    }
     let discord_ok = line("platform=discord (interactions endpoint)");
     assert!(discord_ok.contains("set-up checks passed"), "{discord_ok}");
 }

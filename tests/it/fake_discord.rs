@@ -49,18 +49,6 @@ pub const GUILD_ID: &str = "1200000000000000000";
 pub const BOT_ROLE_ID: &str = "1200000000000000001";
 const OWNER_ID: &str = "1200000000000000002";
 
-/// The operations of the set-up checks (`doctor`, and `serve` at start).
-const SETUP_READS: [&str; 8] = [
-    "get_my_user",
-    "get_my_oauth2_application",
-    "get_channel",
-    "get_guild",
-    "get_guild_member",
-    "get_user",
-    "list_application_commands",
-    "list_guild_application_commands",
-];
-
 /// How a channel looks to `GET /channels/{id}`, when not as expected; any
 /// other id is a text channel of [`GUILD_ID`] the bot may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +101,8 @@ pub struct Call {
     pub status: u16,
     /// The id of the message created or edited.
     pub id: Option<String>,
-    /// One of the set-up checks `serve` makes at start (a read).
+    /// One of the set-up checks (`doctor`, and `serve` at start), as the
+    /// header they carry says.
     pub setup: bool,
 }
 
@@ -572,7 +561,8 @@ fn answer(
         }
     };
     let what = format!("{what} ({})", op.id);
-    call.setup = SETUP_READS.contains(&op.id);
+    let (name, value) = tminus::doctor::CHECK_HEADER;
+    call.setup = headers.get(name).and_then(|v| v.to_str().ok()) == Some(value);
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
     let token_ok = match auth {
         Some(auth) => auth == format!("Bot {TOKEN}"),
@@ -603,7 +593,7 @@ fn answer(
     }
     // Faults are for the calls that deliver; the set-up checks `serve`
     // makes at start (they only read) pass them by.
-    let faulted = !SETUP_READS.contains(&op.id);
+    let faulted = !call.setup;
     // A fault that lets the call take effect answers after it (below).
     let applied_then = match st.faults.front().filter(|_| faulted) {
         Some(Fault::AppliedThen(code)) => {
@@ -776,6 +766,12 @@ fn world_answer(world: &World, op: &str, param: &dyn Fn(&str) -> String) -> (u16
             let id = param("channel_id");
             let how = world.channels.get(&id).copied();
             let mut overwrites = Vec::new();
+            // A bot outside the server sees none of its channels.
+            let how = if world.bot_in_guild {
+                how
+            } else {
+                Some(Channel::Hidden)
+            };
             match how {
                 Some(Channel::Missing) => return discord_error(404, 10003, "Unknown Channel"),
                 Some(Channel::Hidden) => return discord_error(403, 50001, "Missing Access"),
@@ -807,14 +803,17 @@ fn world_answer(world: &World, op: &str, param: &dyn Fn(&str) -> String) -> (u16
             }),
         ),
         "get_guild_member" => {
-            if param("user_id") != BOT_USER_ID || !world.bot_in_guild {
+            let user = param("user_id");
+            let bot = user == BOT_USER_ID;
+            if (bot && !world.bot_in_guild) || world.unknown_users.contains(&user) {
                 return discord_error(404, 10007, "Unknown Member");
             }
+            let roles = if bot { vec![BOT_ROLE_ID] } else { Vec::new() };
             (
                 200,
                 json!({
-                    "user": {"id": BOT_USER_ID, "username": "tminus", "bot": true},
-                    "roles": [BOT_ROLE_ID], "joined_at": "2026-01-01T00:00:00.000000+00:00",
+                    "user": {"id": user, "username": if bot { "tminus" } else { "someone" }, "bot": bot},
+                    "roles": roles, "joined_at": "2026-01-01T00:00:00.000000+00:00",
                     "deaf": false, "mute": false, "flags": 0, "pending": false,
                 }),
             )

@@ -58,6 +58,9 @@ pub struct Call {
     pub ts: Option<String>,
     /// The `error` of an `"ok": false` answer.
     pub error: Option<String>,
+    /// One of the set-up checks (`doctor`, and `serve` at start), as the
+    /// header they carry says.
+    pub setup: bool,
 }
 
 impl Call {
@@ -151,9 +154,6 @@ pub enum Channel {
     WithoutTheBot,
     Archived,
 }
-
-/// The methods of the set-up checks (`doctor`, and `serve` at start).
-const SETUP_READS: [&str; 3] = ["auth.test", "conversations.info", "users.info"];
 
 /// The bot user `auth.test` names.
 pub const BOT_USER: &str = "tminus";
@@ -293,21 +293,17 @@ impl FakeSlack {
     }
 
     /// The calls the bot made to do its work, in order: every call but
-    /// the set-up checks `serve` makes at start ([`FakeSlack::setup_calls`]).
+    /// the set-up checks ([`FakeSlack::setup_calls`]).
     pub fn calls(&self) -> Vec<Call> {
         let all = lock(&self.state).calls.clone();
-        all.into_iter()
-            .filter(|c| !SETUP_READS.contains(&c.method.as_str()))
-            .collect()
+        all.into_iter().filter(|c| !c.setup).collect()
     }
 
     /// The set-up checks' calls (`auth.test`, `conversations.info`,
     /// `users.info`), which only read.
     pub fn setup_calls(&self) -> Vec<Call> {
         let all = lock(&self.state).calls.clone();
-        all.into_iter()
-            .filter(|c| SETUP_READS.contains(&c.method.as_str()))
-            .collect()
+        all.into_iter().filter(|c| c.setup).collect()
     }
 
     /// Successful calls of one method.
@@ -873,6 +869,8 @@ fn answer(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let (check, value) = tminus::doctor::CHECK_HEADER;
+    let setup = headers.get(check).and_then(|v| v.to_str().ok()) == Some(value);
     let parsed = arguments(&headers, query.as_deref(), &body);
     let body = match &parsed {
         Ok((args, _)) => Value::Object(args.clone()),
@@ -889,6 +887,7 @@ fn answer(
             .push(format!("{method}: {} ({})", r.why, r.error));
         st.calls.push(Call {
             method,
+            setup,
             body,
             status: 200,
             ts: None,
@@ -922,6 +921,7 @@ fn answer(
         st.bad_token = true;
         st.calls.push(Call {
             method,
+            setup,
             body,
             status: 200,
             ts: None,
@@ -935,7 +935,7 @@ fn answer(
     }
     // Faults are for the calls that deliver; the set-up checks `serve`
     // makes at start (they only read) pass them by.
-    let faulted = !SETUP_READS.contains(&method.as_str());
+    let faulted = !setup;
     // A fault that lets the call take effect answers after it (below).
     let applied_then = match st.faults.front().filter(|_| faulted) {
         Some(Fault::AppliedThen(code)) => {
@@ -970,6 +970,7 @@ fn answer(
         };
         st.calls.push(Call {
             method,
+            setup,
             body,
             status,
             ts: None,
@@ -991,6 +992,7 @@ fn answer(
             );
             st.calls.push(Call {
                 method,
+                setup,
                 body,
                 status: 200,
                 ts: None,
@@ -1116,6 +1118,7 @@ fn answer(
     let error = answer["error"].as_str().map(str::to_string);
     st.calls.push(Call {
         method,
+        setup,
         body,
         status: applied_then.unwrap_or(200),
         ts: ts.clone(),
