@@ -42,7 +42,8 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     let config = load_config(config_dir)?;
     let settings = Settings::from_env(&config);
     let db_url = database_url(db, &settings);
-    let store = Store::connect(&db_url).await?;
+    let durability = settings.durability.clone().map_err(anyhow::Error::msg)?;
+    let store = Store::connect_with(&db_url, durability).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let access = Arc::new(settings.web.clone());
     let engine = Engine::new(store.clone(), config.clone(), clock)
@@ -298,7 +299,8 @@ pub async fn shell(config_dir: &Path, db: Option<String>, as_person: Option<Stri
             .context("the bot file lists no people")?,
     };
     let settings = Settings::from_env(&config);
-    let store = Store::connect(&database_url(db, &settings)).await?;
+    let durability = settings.durability.clone().map_err(anyhow::Error::msg)?;
+    let store = Store::connect_with(&database_url(db, &settings), durability).await?;
     let clock = Arc::new(VirtualClock::starting_now());
     // The shell's clock may have been moved past the real time by an earlier
     // session; start no earlier than the last thing recorded.

@@ -144,7 +144,14 @@ pub async fn run(config_dir: &Path, db: Option<String>) -> Report {
             None
         }
     };
-    sections.push(section("database", vec![database(&db_url).await]));
+    let mut checks = vec![database(&db_url).await];
+    if let Err(e) = &settings.durability {
+        checks.push(Check::fail(
+            e.clone(),
+            "set TMINUS_SQLITE_SYNCHRONOUS to normal (the default) or full, or unset it",
+        ));
+    }
+    sections.push(section("database", checks));
     sections.extend(platforms(config.as_ref(), &settings, Depth::Full).await);
     Report { sections }
 }

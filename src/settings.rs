@@ -30,6 +30,8 @@ pub struct Settings {
     /// Run-page links and the web's bearer token.
     pub web: WebAccess,
     pub queue: QueueSettings,
+    /// `TMINUS_SQLITE_SYNCHRONOUS`, or why its value is not one.
+    pub durability: Result<crate::store::Durability, String>,
     /// Values of the variables the bot file and runbooks name (a Prometheus
     /// probe's `bearer_env`, an integration's `token_env`), by variable
     /// name; unset ones are absent.
@@ -125,6 +127,9 @@ impl Settings {
         }
         Settings {
             incomplete,
+            durability: var("TMINUS_SQLITE_SYNCHRONOUS").map_or(Ok(Default::default()), |v| {
+                crate::store::Durability::parse(&v)
+            }),
             database_url: var("DATABASE_URL"),
             listen: var("TMINUS_LISTEN"),
             slack: slack_settings(&var),
@@ -260,6 +265,16 @@ mod tests {
         );
         let s = settings(&[("SLACK_BOT_TOKEN", "xoxb-1"), ("SLACK_APP_TOKEN", "xapp-1")]);
         assert!(s.incomplete.is_empty());
+    }
+
+    #[test]
+    fn sqlite_durability_is_normal_unless_full_is_asked_for() {
+        use crate::store::Durability;
+        assert_eq!(settings(&[]).durability, Ok(Durability::ProcessCrash));
+        let s = settings(&[("TMINUS_SQLITE_SYNCHRONOUS", "FULL")]);
+        assert_eq!(s.durability, Ok(Durability::PowerCut));
+        let s = settings(&[("TMINUS_SQLITE_SYNCHRONOUS", "extra")]);
+        assert!(s.durability.unwrap_err().contains("normal or full"));
     }
 
     #[test]

@@ -72,6 +72,39 @@ impl Dialect {
     }
 }
 
+/// What a SQLite commit survives (`TMINUS_SQLITE_SYNCHRONOUS`). In WAL
+/// mode with `NORMAL`, a commit is in the write-ahead log when it returns
+/// and survives the process being killed; the log reaches the disk at the
+/// next checkpoint, so a power cut or an operating-system crash can lose
+/// the last commits before it. `FULL` waits for the disk at every commit
+/// and survives those too, at the cost BENCHMARKS.md gives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    #[default]
+    ProcessCrash,
+    PowerCut,
+}
+
+impl Durability {
+    /// From the variable's value: `normal` or `full`, as SQLite names them.
+    pub fn parse(value: &str) -> Result<Durability, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "normal" => Ok(Durability::ProcessCrash),
+            "full" => Ok(Durability::PowerCut),
+            other => Err(format!(
+                "TMINUS_SQLITE_SYNCHRONOUS must be normal or full (got {other:?})"
+            )),
+        }
+    }
+
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::ProcessCrash => "NORMAL",
+            Durability::PowerCut => "FULL",
+        }
+    }
+}
+
 /// The default database: a SQLite file in the working directory.
 pub const DEFAULT_URL: &str = "sqlite://tminus.db";
 
@@ -317,6 +350,12 @@ impl Store {
     /// Connect to `url` (`sqlite://…` or `postgres://…`), creating a SQLite
     /// file if missing, and apply the migrations.
     pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_with(url, Durability::default()).await
+    }
+
+    /// [`Store::connect`], with SQLite's commits as durable as `durability`
+    /// says (PostgreSQL's follow the server's own settings).
+    pub async fn connect_with(url: &str, durability: Durability) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let (dialect, url) = match Dialect::of(url)? {
             Dialect::Sqlite if !url.contains('?') => (Dialect::Sqlite, format!("{url}?mode=rwc")),
@@ -334,11 +373,12 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                        let sql = format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
+                            durability.pragma()
+                        );
+                        conn.execute(sqlx::AssertSqlSafe(sql)).await?;
                     }
                     Ok(())
                 })

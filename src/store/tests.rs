@@ -104,3 +104,29 @@ async fn webhook_events_are_claimed_in_order_per_endpoint() {
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].message, "3", "a's next, once its head is through");
 }
+
+#[tokio::test]
+async fn sqlite_waits_for_the_disk_at_every_commit_only_when_asked() {
+    let synchronous = |store: &Store| {
+        let pool = store.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let (_dir, store) = sqlite().await;
+    // SQLite's numbers: 1 is NORMAL, 2 is FULL.
+    assert_eq!(synchronous(&store).await, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("full.db").display());
+    let store = Store::connect_with(&url, Durability::PowerCut)
+        .await
+        .unwrap();
+    assert_eq!(synchronous(&store).await, 2);
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.first_time("durable-1", now()).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(keys(&store).await, ["durable-1"]);
+}
