@@ -82,9 +82,8 @@ pub async fn checks(settings: &DiscordSettings, config: &Config, depth: Depth) -
             ("incidents", &pair.incidents),
         ] {
             if seen.insert(id.clone()) {
-                let (check, server) = channel(&rest, purpose, id, &bot_id, &app_id, config).await;
-                out.push(check);
-                guild = guild.or(server);
+                let check = channel(&rest, purpose, id, &bot_id, &app_id, config, &mut guild);
+                out.push(check.await);
             }
         }
     } else {
@@ -164,21 +163,9 @@ fn way_in(settings: &DiscordSettings, application: &Value) -> Check {
     }
 }
 
+/// One channel's check; `server` takes the channel's server once it is
+/// known, unless it holds one already.
 async fn channel(
-    rest: &Rest,
-    purpose: &str,
-    id: &str,
-    bot_id: &str,
-    app_id: &str,
-    config: &Config,
-) -> (Check, Option<u64>) {
-    let mut server = None;
-    let check = channel_check(rest, purpose, id, bot_id, app_id, config, &mut server).await;
-    (check, server)
-}
-
-/// One channel's check; `server` is set once the channel's server is known.
-async fn channel_check(
     rest: &Rest,
     purpose: &str,
     id: &str,
@@ -242,7 +229,7 @@ async fn channel_check(
             );
         }
     }
-    *server = Some(guild_id);
+    server.get_or_insert(guild_id);
     let guild = rest
         .get(Route::Guild {
             guild_id: GuildId::new(guild_id),

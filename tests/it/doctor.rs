@@ -224,6 +224,11 @@ async fn slack_socket_mode_checks_the_app_token() {
 
 /// Register the commands as `serve` does at start.
 async fn register_commands(fake: &FakeDiscord) {
+    register(fake, &tminus::discord::commands::definitions()).await;
+}
+
+/// Register `commands` globally, as a bot would.
+async fn register(fake: &FakeDiscord, commands: &serde_json::Value) {
     let answer = reqwest::Client::new()
         .put(format!(
             "{}/applications/{}/commands",
@@ -231,7 +236,7 @@ async fn register_commands(fake: &FakeDiscord) {
             fake_discord::APP_ID
         ))
         .header("authorization", format!("Bot {}", fake_discord::TOKEN))
-        .json(&tminus::discord::commands::definitions())
+        .json(commands)
         .send()
         .await
         .unwrap();
@@ -384,18 +389,7 @@ async fn discord_passes_when_set_up_and_names_the_fix_for_each_mistake() {
         .as_array_mut()
         .unwrap()
         .retain(|o| o["name"] != "incident");
-    let answer = reqwest::Client::new()
-        .put(format!(
-            "{}/applications/{}/commands",
-            fake.api_url(),
-            fake_discord::APP_ID
-        ))
-        .header("authorization", format!("Bot {}", fake_discord::TOKEN))
-        .json(&old)
-        .send()
-        .await
-        .unwrap();
-    assert!(answer.status().is_success());
+    register(&fake, &old).await;
     let (code, out) = doctor(&config, &db.url, &discord_env(&fake));
     only_failure(
         code,
