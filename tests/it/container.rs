@@ -249,6 +249,18 @@ fn compose_runs_two_serve_replicas_on_one_postgresql() {
     let Some(python) = tool("python3") else {
         return;
     };
+    let has_yaml = Command::new(&python)
+        .args(["-c", "import yaml"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_yaml {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PyYAML is not installed; .ci/run installs it"
+        );
+        eprintln!("PyYAML is not installed (pip install pyyaml): skipping this test");
+        return;
+    }
     let out = Command::new(python)
         .args([
             "-c",
@@ -259,7 +271,7 @@ fn compose_runs_two_serve_replicas_on_one_postgresql() {
         .unwrap();
     assert!(
         out.status.success(),
-        "compose.yaml does not parse (PyYAML: pip install pyyaml): {}",
+        "compose.yaml does not parse: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let compose: Value = serde_json::from_slice(&out.stdout).unwrap();
