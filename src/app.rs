@@ -37,13 +37,18 @@ fn load_config(dir: &Path) -> Result<Arc<Config>> {
         .map_err(|e| anyhow::anyhow!("{e}\n{} problem(s) in {}", e.0.len(), dir.display()))
 }
 
+/// The store at `url`, as durable as the environment asks.
+async fn open_store(url: &str, settings: &Settings) -> Result<Store> {
+    let durability = settings.durability.clone().map_err(anyhow::Error::msg)?;
+    Store::connect_with(url, durability).await
+}
+
 /// `tminus serve`: the HTTP server and the scheduler until SIGINT or SIGTERM.
 pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
     let config = load_config(config_dir)?;
     let settings = Settings::from_env(&config);
     let db_url = database_url(db, &settings);
-    let durability = settings.durability.clone().map_err(anyhow::Error::msg)?;
-    let store = Store::connect_with(&db_url, durability).await?;
+    let store = open_store(&db_url, &settings).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let access = Arc::new(settings.web.clone());
     let engine = Engine::new(store.clone(), config.clone(), clock)
@@ -73,14 +78,6 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
         runbooks = config.runbooks.len(),
         "tminus listening"
     );
-    for incomplete in &settings.incomplete {
-        warn!(
-            platform = incomplete.platform,
-            set = ?incomplete.set,
-            missing = incomplete.missing,
-            "off although some of its variables are set"
-        );
-    }
     let outbox_alive = Arc::new(AtomicBool::new(true));
     let mut router = web::router(AppState {
         engine: engine.clone(),
@@ -176,13 +173,10 @@ pub async fn serve(config_dir: &Path, db: Option<String>) -> Result<()> {
 }
 
 /// The platform checks of `tminus doctor`, once at start, beside the
-/// serving: the first problem of each platform is logged with its fix.
+/// serving: the first problem of each platform (one left off because a
+/// variable is missing, too) is logged with its fix.
 async fn startup_checks(config: Arc<Config>, settings: Settings) {
     use crate::doctor::{platforms, Depth};
-    let settings = Settings {
-        incomplete: Vec::new(),
-        ..settings
-    };
     for section in platforms(Some(&config), &settings, Depth::Startup).await {
         match section.checks.iter().find(|c| !c.passed()) {
             Some(problem) => warn!(
@@ -299,8 +293,7 @@ pub async fn shell(config_dir: &Path, db: Option<String>, as_person: Option<Stri
             .context("the bot file lists no people")?,
     };
     let settings = Settings::from_env(&config);
-    let durability = settings.durability.clone().map_err(anyhow::Error::msg)?;
-    let store = Store::connect_with(&database_url(db, &settings), durability).await?;
+    let store = open_store(&database_url(db, &settings), &settings).await?;
     let clock = Arc::new(VirtualClock::starting_now());
     // The shell's clock may have been moved past the real time by an earlier
     // session; start no earlier than the last thing recorded.

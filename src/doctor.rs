@@ -178,7 +178,7 @@ pub async fn platforms(config: Option<&Config>, settings: &Settings, depth: Dept
             _ => "slack (Socket Mode)",
         };
         let checks = match config {
-            Some(config) => crate::slack::doctor::checks(slack, config, depth).await,
+            Some(config) => crate::slack::doctor::checks(slack, config).await,
             None => vec![not_checked()],
         };
         sections.push(section(mode, checks));

@@ -95,36 +95,48 @@ impl Settings {
             .into_iter()
             .filter_map(|name| Some((name.clone(), Secret::new(var(&name)?))))
             .collect();
-        let set = |names: &[&'static str]| -> Vec<&'static str> {
-            names.iter().copied().filter(|n| var(n).is_some()).collect()
+        let slack = slack_settings(&var);
+        let discord = var("DISCORD_TOKEN").map(|token| DiscordSettings {
+            token: Secret::new(token),
+            public_key: var("DISCORD_PUBLIC_KEY"),
+            application_id: var("DISCORD_APPLICATION_ID"),
+            api_url: var("DISCORD_API_URL").unwrap_or_else(|| discord::DEFAULT_API_URL.to_string()),
+        });
+        // A platform that stayed off although some of its variables are set.
+        let off = |on: bool, platform, names: [&'static str; 3], missing| {
+            let set: Vec<&'static str> = names.into_iter().filter(|n| var(n).is_some()).collect();
+            (!on && !set.is_empty()).then_some(Incomplete {
+                platform,
+                set,
+                missing,
+            })
         };
-        let mut incomplete = Vec::new();
-        let slack_set = set(&["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"]);
-        match (slack_set.first(), slack_set.len()) {
-            (Some(&"SLACK_BOT_TOKEN"), 1) => incomplete.push(Incomplete {
-                platform: "slack",
-                set: slack_set,
-                missing: "SLACK_SIGNING_SECRET (for the HTTP endpoints) or SLACK_APP_TOKEN (for Socket Mode)",
-            }),
-            (Some(first), _) if *first != "SLACK_BOT_TOKEN" => incomplete.push(Incomplete {
-                platform: "slack",
-                set: slack_set,
-                missing: "SLACK_BOT_TOKEN (the Bot User OAuth Token, xoxb-…)",
-            }),
-            _ => {}
-        }
-        let discord_set = set(&[
-            "DISCORD_TOKEN",
-            "DISCORD_PUBLIC_KEY",
-            "DISCORD_APPLICATION_ID",
-        ]);
-        if !discord_set.is_empty() && discord_set[0] != "DISCORD_TOKEN" {
-            incomplete.push(Incomplete {
-                platform: "discord",
-                set: discord_set,
-                missing: "DISCORD_TOKEN (the bot's token)",
-            });
-        }
+        let slack_missing = if var("SLACK_BOT_TOKEN").is_some() {
+            "SLACK_SIGNING_SECRET (for the HTTP endpoints) or SLACK_APP_TOKEN (for Socket Mode)"
+        } else {
+            "SLACK_BOT_TOKEN (the Bot User OAuth Token, xoxb-…)"
+        };
+        let incomplete = [
+            off(
+                slack.is_some(),
+                "slack",
+                ["SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"],
+                slack_missing,
+            ),
+            off(
+                discord.is_some(),
+                "discord",
+                [
+                    "DISCORD_TOKEN",
+                    "DISCORD_PUBLIC_KEY",
+                    "DISCORD_APPLICATION_ID",
+                ],
+                "DISCORD_TOKEN (the bot's token)",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Settings {
             incomplete,
             durability: var("TMINUS_SQLITE_SYNCHRONOUS").map_or(Ok(Default::default()), |v| {
@@ -132,14 +144,8 @@ impl Settings {
             }),
             database_url: var("DATABASE_URL"),
             listen: var("TMINUS_LISTEN"),
-            slack: slack_settings(&var),
-            discord: var("DISCORD_TOKEN").map(|token| DiscordSettings {
-                token: Secret::new(token),
-                public_key: var("DISCORD_PUBLIC_KEY"),
-                application_id: var("DISCORD_APPLICATION_ID"),
-                api_url: var("DISCORD_API_URL")
-                    .unwrap_or_else(|| discord::DEFAULT_API_URL.to_string()),
-            }),
+            slack,
+            discord,
             web: WebAccess {
                 secret: var("TMINUS_WEB_SECRET").map(Secret::new),
                 token: var("TMINUS_WEB_TOKEN").map(Secret::new),

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::manifest::BOT_SCOPES;
 use super::{SlackSettings, CALL_TIMEOUT};
 use crate::config::Config;
-use crate::doctor::{Check, Depth, CHECK_HEADER};
+use crate::doctor::{Check, CHECK_HEADER};
 use crate::domain::Platform;
 
 /// What one Web API call answered.
@@ -64,7 +64,7 @@ impl Api<'_> {
 }
 
 /// The checks, in order; after a token that does not work, only that.
-pub async fn checks(settings: &SlackSettings, config: &Config, _depth: Depth) -> Vec<Check> {
+pub async fn checks(settings: &SlackSettings, config: &Config) -> Vec<Check> {
     let http = match reqwest::Client::builder().timeout(CALL_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {

@@ -266,25 +266,23 @@ fn compare(dialect: Dialect, applied: &BTreeMap<i64, (bool, Vec<u8>)>) -> Schema
         .iter()
         .map(|s| (s.0, migration(s)))
         .collect();
-    let mut state = (0, Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut done, mut pending, mut failed, mut altered) = (0, Vec::new(), Vec::new(), Vec::new());
     for (version, m) in &known {
         match applied.get(version) {
-            None => state.1.push(format!("{version:04} {}", m.description)),
-            Some((false, _)) => state.3.push(*version),
-            Some((true, sum)) if *sum != *m.checksum => state.4.push(*version),
-            Some(_) => state.0 += 1,
+            None => pending.push(format!("{version:04} {}", m.description)),
+            Some((false, _)) => failed.push(*version),
+            Some((true, sum)) if *sum != *m.checksum => altered.push(*version),
+            Some(_) => done += 1,
         }
     }
-    state.2 = applied
-        .keys()
-        .filter(|v| !known.contains_key(v))
-        .copied()
-        .collect();
-    let (applied, pending, unknown, failed, altered) = state;
     SchemaState::Checked {
-        applied,
+        applied: done,
         pending,
-        unknown,
+        unknown: applied
+            .keys()
+            .filter(|v| !known.contains_key(v))
+            .copied()
+            .collect(),
         failed,
         altered,
     }
