@@ -2,21 +2,12 @@
 //! every problem listed with file, line and key, exit status 1.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::helpers::bot_config;
+use crate::helpers::{bot_config, run_tminus};
 
 fn check(dir: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tminus"))
-        .args(["check-config", "--config"])
-        .arg(dir)
-        .output()
-        .expect("run tminus check-config");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let dir = dir.to_str().expect("a UTF-8 path");
+    run_tminus(&["check-config", "--config", dir], &[], &[])
 }
 
 /// A copy of the bundled configuration to break.

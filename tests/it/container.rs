@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::{sqlite_db, tool, ServeProcess};
+use crate::helpers::{run_tminus, sqlite_db, tool, ServeProcess};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -208,18 +208,12 @@ fn the_image_runs_as_a_non_root_user_with_a_health_check() {
 }
 
 fn healthcheck(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tminus"));
-    cmd.arg("healthcheck")
-        .args(args)
-        .env_remove("TMINUS_LISTEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args: Vec<&str> = ["healthcheck"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let (code, _, stderr) = run_tminus(&args, &["TMINUS_LISTEN"], env);
+    (code, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,20 +6,18 @@
 //! and exit status 1. And `serve` naming the first problem at start.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::fake_discord::{self, Channel, FakeDiscord};
 use crate::fake_slack::{self, FakeSlack};
 use crate::fakes::discord_public_key;
-use crate::helpers::{bot_config, config_with, poll_until, postgres_db, sqlite_db, ServeProcess};
+use crate::helpers::{
+    bot_config, config_with, poll_until, postgres_db, run_tminus, sqlite_db, ServeProcess,
+};
 
 /// Run `tminus doctor` with only `env` set: its exit status and output.
 fn doctor(config: &Path, db: &str, env: &[(&str, String)]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tminus"));
-    cmd.args(["doctor", "--config"])
-        .arg(config)
-        .args(["--db", db]);
-    for var in [
+    let config = config.to_str().expect("a UTF-8 path");
+    let unset = [
         "SLACK_BOT_TOKEN",
         "SLACK_SIGNING_SECRET",
         "SLACK_APP_TOKEN",
@@ -27,16 +25,10 @@ fn doctor(config: &Path, db: &str, env: &[(&str, String)]) -> (i32, String) {
         "DISCORD_PUBLIC_KEY",
         "DISCORD_APPLICATION_ID",
         "DATABASE_URL",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run tminus doctor");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+    ];
+    let (code, stdout, stderr) =
+        run_tminus(&["doctor", "--config", config, "--db", db], &unset, env);
+    (code, format!("{stdout}{stderr}"))
 }
 
 fn slack_env(fake: &FakeSlack) -> Vec<(&'static str, String)> {

@@ -239,6 +239,26 @@ pub async fn shell_run(store: &Store, number: i64) -> tminus::domain::Run {
         .unwrap_or_else(|| panic!("the shell has no deployment #{number}"))
 }
 
+/// Run the `tminus` binary with `args`, the variables of `unset` taken out
+/// of its environment and those of `env` put in: its exit status, standard
+/// output and standard error.
+pub fn run_tminus(args: &[&str], unset: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tminus"));
+    cmd.args(args);
+    for var in unset {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tminus");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running `tminus serve`, stopped (SIGKILL) when dropped.
 pub struct ServeProcess {
     child: Child,

@@ -14,24 +14,14 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
+use crate::helpers::run_tminus;
+
 fn tminus(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tminus"));
-    cmd.args(args)
-        .env_remove("TMINUS_PUBLIC_URL")
-        .env_remove("DISCORD_APPLICATION_ID");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run tminus");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    run_tminus(args, &["TMINUS_PUBLIC_URL", "DISCORD_APPLICATION_ID"], &env)
 }
 
 /// A value's documented shape.
