@@ -24,7 +24,7 @@ use crate::report::{ms, Latencies, Report, Target};
 use crate::setup::{count, BenchConfig, Db, Sizes, ITEMS, SIGNERS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     SlackCommand,
     DiscordCommand,
     SlackClick,
@@ -32,7 +32,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::SlackCommand => "Slack /deploy start",
             Kind::DiscordCommand => "Discord /deploy start",
@@ -41,7 +41,7 @@ impl Kind {
         }
     }
 
-    fn is_click(self) -> bool {
+    pub fn is_click(self) -> bool {
         matches!(self, Kind::SlackClick | Kind::DiscordClick)
     }
 
@@ -58,15 +58,15 @@ impl Kind {
 }
 
 /// A request ready to send.
-struct Prepared {
+pub struct Prepared {
     url: String,
     content_type: &'static str,
     body: String,
     headers: Vec<(&'static str, String)>,
 }
 
-struct People<'a> {
-    config: &'a Config,
+pub struct People<'a> {
+    pub config: &'a Config,
 }
 
 impl People<'_> {
@@ -137,14 +137,14 @@ fn interaction(id: u64, user: &str, channel: &str, kind: u64, data: Value) -> Va
 /// Which click each live run gets next, so that every click changes it:
 /// mark the eight items done, take the twelve sign-offs, undo the items,
 /// then keep toggling items.
-struct ClickPlan {
+pub struct ClickPlan {
     runs: Vec<i64>,
     next_op: Vec<usize>,
     cursor: usize,
 }
 
 impl ClickPlan {
-    fn new(runs: Vec<i64>) -> ClickPlan {
+    pub fn new(runs: Vec<i64>) -> ClickPlan {
         let next_op = vec![0; runs.len()];
         ClickPlan {
             runs,
@@ -195,18 +195,18 @@ impl ClickPlan {
     }
 }
 
-struct Builder<'a> {
-    serve: &'a Serve,
-    people: People<'a>,
-    slack_channel: String,
-    discord_channel: String,
-    seq: u64,
-    slack_clicks: Option<ClickPlan>,
-    discord_clicks: Option<ClickPlan>,
+pub struct Builder<'a> {
+    pub serve: &'a Serve,
+    pub people: People<'a>,
+    pub slack_channel: String,
+    pub discord_channel: String,
+    pub seq: u64,
+    pub slack_clicks: Option<ClickPlan>,
+    pub discord_clicks: Option<ClickPlan>,
 }
 
 impl Builder<'_> {
-    fn build(&mut self, kind: Kind) -> Prepared {
+    pub fn build(&mut self, kind: Kind) -> Prepared {
         self.seq += 1;
         let n = self.seq;
         match kind {
@@ -275,14 +275,14 @@ impl Builder<'_> {
     }
 }
 
-struct Cell {
-    latencies: Latencies,
-    wall: Duration,
-    bad: usize,
+pub struct Cell {
+    pub latencies: Latencies,
+    pub wall: Duration,
+    pub bad: usize,
 }
 
 /// Send `reqs` from `c` concurrent clients, each one request at a time.
-async fn fire(client: &reqwest::Client, kind: Kind, reqs: Vec<Prepared>, c: usize) -> Cell {
+pub async fn fire(client: &reqwest::Client, kind: Kind, reqs: Vec<Prepared>, c: usize) -> Cell {
     let mut lanes: Vec<Vec<Prepared>> = (0..c).map(|_| Vec::new()).collect();
     for (i, r) in reqs.into_iter().enumerate() {
         lanes[i % c].push(r);
@@ -346,7 +346,7 @@ async fn queued(pool: &sqlx::AnyPool) -> Result<i64> {
 
 /// Wait until every queued message is delivered, spending at most what is
 /// left of `budget`; returns how many were still queued when it stopped.
-async fn drain(pool: &sqlx::AnyPool, budget: &mut Duration) -> Result<i64> {
+pub async fn drain(pool: &sqlx::AnyPool, budget: &mut Duration) -> Result<i64> {
     let started = Instant::now();
     let mut left = queued(pool).await?;
     while left > 0 && started.elapsed() < *budget {
@@ -357,7 +357,7 @@ async fn drain(pool: &sqlx::AnyPool, budget: &mut Duration) -> Result<i64> {
     Ok(left)
 }
 
-async fn run_ids(pool: &sqlx::AnyPool, platform: &str) -> Result<Vec<i64>> {
+pub async fn run_ids(pool: &sqlx::AnyPool, platform: &str) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar::<_, i64>(
         "SELECT id FROM runs WHERE platform = $1 AND runbook = 'bench' ORDER BY id",
     )

@@ -11,13 +11,14 @@
 //! Nothing leaves 127.0.0.1: Slack, Discord and the monitoring probe's
 //! target are one fake server in this process ([`fake`]).
 //!
-//! Options: `--smoke` (or `TMINUS_BENCH_SMOKE=1`); `--only start,ack,scheduler,outbox`;
+//! Options: `--smoke` (or `TMINUS_BENCH_SMOKE=1`); `--only start,ack,paired,scheduler,outbox`;
 //! `--sqlite-only`; PostgreSQL at `TMINUS_BENCH_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/test`; its user must create databases).
 
 mod ack;
 mod fake;
 mod outbox;
+mod paired;
 mod procs;
 mod report;
 mod scheduler;
@@ -32,7 +33,7 @@ use report::Report;
 use setup::{Db, DbKind, Sizes};
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-const SECTIONS: [&str; 4] = ["start", "ack", "scheduler", "outbox"];
+const SECTIONS: [&str; 5] = ["start", "ack", "paired", "scheduler", "outbox"];
 
 struct Options {
     smoke: bool,
@@ -110,6 +111,12 @@ async fn bench(opts: Options) -> Result<()> {
         if on("ack") {
             let db = Db::new(kind, pg).await?;
             let result = ack::run(&db, &cfg, &fake, &sizes, &mut report, &logs_path).await;
+            db.drop_db().await;
+            result?;
+        }
+        if on("paired") {
+            let db = Db::new(kind, pg).await?;
+            let result = paired::run(&db, &cfg, &fake, &sizes, &mut report, &logs_path).await;
             db.drop_db().await;
             result?;
         }

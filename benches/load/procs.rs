@@ -40,9 +40,31 @@ impl Serve {
         fake: &Fake,
         log: PathBuf,
     ) -> Result<Serve> {
+        Serve::start_on(config_dir, db_url, fake, log, None).await
+    }
+
+    /// [`Serve::start`], the process held to the CPUs `cores` names (a
+    /// `taskset` list) from its first instruction, so it sizes its runtime
+    /// to them as it would on a machine of that size.
+    pub async fn start_on(
+        config_dir: &Path,
+        db_url: &str,
+        fake: &Fake,
+        log: PathBuf,
+        cores: Option<&str>,
+    ) -> Result<Serve> {
         let public_key = tminus::hex::encode(discord_key().verifying_key().as_bytes());
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tminus"))
+        let bin = env!("CARGO_BIN_EXE_tminus");
+        let mut command = match cores {
+            Some(cores) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cores, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(config_dir)
             .env("DATABASE_URL", db_url)

@@ -32,6 +32,10 @@ pub struct Sizes {
     /// The longest the acknowledgement runs wait, in all, for the outbox to
     /// drain before their batches.
     pub drain_budget: Duration,
+    /// Side by side: rounds, unmeasured and measured requests per batch.
+    pub paired_rounds: usize,
+    pub paired_warm: usize,
+    pub paired_requests: usize,
 }
 
 impl Sizes {
@@ -48,6 +52,9 @@ impl Sizes {
                 rss_window: Duration::from_secs(2),
                 outbox_messages: 128,
                 drain_budget: Duration::from_secs(10),
+                paired_rounds: 1,
+                paired_warm: 50,
+                paired_requests: 200,
             }
         } else {
             Sizes {
@@ -61,6 +68,9 @@ impl Sizes {
                 rss_window: Duration::from_secs(15),
                 outbox_messages: 4_000,
                 drain_budget: Duration::from_secs(90),
+                paired_rounds: 3,
+                paired_warm: 200,
+                paired_requests: 2_000,
             }
         }
     }

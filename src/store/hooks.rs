@@ -119,12 +119,10 @@ impl Store {
     /// Note that an attempt of the call begins now (committed before the
     /// request goes, so a process that dies in it leaves a trace).
     pub async fn hook_attempt(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        let mut w = self.writer().await?;
-        sqlx::query("UPDATE hook_calls SET attempts = attempts + 1, attempt_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(ms(now))
-            .execute(&mut *w)
-            .await?;
-        Ok(())
+        self.write(
+            "UPDATE hook_calls SET attempts = attempts + 1, attempt_at = $2 WHERE id = $1",
+            &[id.into(), ms(now).into()],
+        )
+        .await
     }
 }

@@ -9,12 +9,13 @@
 //! lock is `SELECT … FOR UPDATE`; on SQLite every write transaction starts
 //! with `BEGIN IMMEDIATE`, which takes the database's single write lock.
 //!
-//! On SQLite, writers of this process queue on an async mutex that guards
-//! one connection kept for writing. A connection that finds the write lock
-//! taken waits in SQLite's busy handler, which sleeps in steps of up to
-//! 100 ms instead of waking when the lock is released, so under concurrent
-//! clicks a few unlucky ones waited seconds; the mutex hands the turn over at
-//! once and in order. Keeping the connection out of the pool also saves each
+//! On SQLite, writers of this process take turns on one connection kept for
+//! writing, and writes that arrive while one is in progress are committed
+//! together ([`group`]). A connection that finds the write lock taken waits
+//! in SQLite's busy handler, which sleeps in steps of up to 100 ms instead
+//! of waking when the lock is released, so under concurrent clicks a few
+//! unlucky ones waited seconds; the turns hand the connection over at once
+//! and in order. Keeping the connection out of the pool also saves each
 //! write the pool's two health checks (on acquire and on release), each a
 //! round trip to the connection's thread while the lock is held. Another
 //! process on the same file still meets `busy_timeout`. Reads outside a
@@ -22,6 +23,7 @@
 
 mod api;
 mod audit;
+mod group;
 mod hooks;
 mod incidents;
 mod monitor;
@@ -37,9 +39,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use group::{Turn, Turns};
 
 use crate::domain::Platform;
 
@@ -112,9 +114,9 @@ pub const DEFAULT_URL: &str = "sqlite://tminus.db";
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
-    /// SQLite: the write connection, one writer at a time in this process
-    /// (see the module comment); `None` on PostgreSQL.
-    writer: Option<Arc<Mutex<WriteConn>>>,
+    /// SQLite: the write connection and the turns on it (see [`group`]);
+    /// `None` on PostgreSQL.
+    writer: Option<Arc<Turns>>,
     /// Rung after a commit that queued messages, per platform.
     bell: Arc<OutboxBell>,
 }
@@ -148,54 +150,11 @@ impl OutboxBell {
     }
 }
 
-/// SQLite's write connection. `open` is true from `BEGIN` until `COMMIT` or
-/// `ROLLBACK`, so a transaction dropped half-way is rolled back before the
-/// connection is used again.
-struct WriteConn {
-    conn: AnyConnection,
-    open: bool,
-}
-
-impl WriteConn {
-    async fn settle(&mut self) {
-        if self.open {
-            self.conn.execute("ROLLBACK").await.ok();
-            self.open = false;
-        }
-    }
-}
-
-/// A connection to write with outside a transaction (each statement commits
-/// on its own): SQLite's write connection, in its turn, or one from the
-/// PostgreSQL pool.
-enum Writer {
-    Sqlite(OwnedMutexGuard<WriteConn>),
-    Postgres(PoolConnection<Any>),
-}
-
-impl Deref for Writer {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        match self {
-            Writer::Sqlite(w) => &w.conn,
-            Writer::Postgres(c) => c,
-        }
-    }
-}
-
-impl DerefMut for Writer {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            Writer::Sqlite(w) => &mut w.conn,
-            Writer::Postgres(c) => c,
-        }
-    }
-}
-
 /// The connection a [`Tx`] runs on.
 enum TxConn {
-    /// SQLite's write connection inside `BEGIN IMMEDIATE`.
-    Sqlite(OwnedMutexGuard<WriteConn>),
+    /// SQLite's write connection, in this writer's turn, inside its
+    /// savepoint of the group's transaction.
+    Sqlite(Turn, Arc<Turns>),
     Postgres(Transaction<'static, Any>),
     /// Committed.
     Done,
@@ -205,7 +164,7 @@ impl Deref for TxConn {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
         match self {
-            TxConn::Sqlite(w) => &w.conn,
+            TxConn::Sqlite(turn, _) => &turn.conn,
             TxConn::Postgres(tx) => tx,
             TxConn::Done => unreachable!("a committed transaction is not used"),
         }
@@ -215,7 +174,7 @@ impl Deref for TxConn {
 impl DerefMut for TxConn {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match self {
-            TxConn::Sqlite(w) => &mut w.conn,
+            TxConn::Sqlite(turn, _) => &mut turn.conn,
             TxConn::Postgres(tx) => tx,
             TxConn::Done => unreachable!("a committed transaction is not used"),
         }
@@ -224,13 +183,17 @@ impl DerefMut for TxConn {
 
 impl Drop for Tx {
     /// A SQLite transaction dropped without a commit (a refusal returns
-    /// early, a request is cancelled) is rolled back at once, still in its
-    /// turn, so the write lock is not held until the next writer comes.
-    /// (Without a runtime the next writer rolls it back first.)
+    /// early, a request is cancelled) is rolled back to its savepoint at
+    /// once, still in its turn, and the turn ended, so the group it was in
+    /// is committed or passed on rather than left waiting. (Without a
+    /// runtime the next writer rolls it back first.)
     fn drop(&mut self) {
-        if let TxConn::Sqlite(mut w) = std::mem::replace(&mut self.tx, TxConn::Done) {
+        if let TxConn::Sqlite(mut turn, turns) = std::mem::replace(&mut self.tx, TxConn::Done) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { w.settle().await });
+                rt.spawn(async move {
+                    group::undo_member(&mut turn).await;
+                    turns.end(turn).await;
+                });
             }
         }
     }
@@ -244,11 +207,14 @@ impl Drop for Tx {
 /// call to its connection's thread. Each call is a hand-over between threads
 /// while the database's one write lock is held, and on a small virtual
 /// machine waking a thread costs more than the statement, so a click costs
-/// two calls instead of about ten. `BEGIN IMMEDIATE` waits there too.
+/// two calls instead of about ten. The statements that open the
+/// transaction or the savepoint wait there too.
 pub struct Tx {
     tx: TxConn,
     dialect: Dialect,
     pending: Batch,
+    /// How long `pending` is with only the opening statements in it.
+    opening: usize,
     bell: Arc<OutboxBell>,
     /// The platforms this transaction queued messages for.
     queued: Vec<Platform>,
@@ -401,7 +367,7 @@ impl Store {
             // milliseconds here) while holding the write lock; instead a
             // background task does that beside the writers.
             conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-            let writer = Arc::new(Mutex::new(WriteConn { conn, open: false }));
+            let writer = Arc::new(Turns::new(conn));
             tokio::spawn(checkpoints(store.pool.clone(), Arc::downgrade(&writer)));
             store.writer = Some(writer);
         }
@@ -419,41 +385,46 @@ impl Store {
         self.dialect
     }
 
-    /// SQLite: wait for this process's turn on the write connection.
-    async fn write_turn(writer: &Arc<Mutex<WriteConn>>) -> OwnedMutexGuard<WriteConn> {
-        let mut turn = writer.clone().lock_owned().await;
-        turn.settle().await;
-        turn
+    /// One write outside a transaction, committed when this returns: on
+    /// SQLite a member of the current group (one call to the connection's
+    /// thread with its savepoint), on PostgreSQL (whose row locks need no
+    /// queue) a statement that commits on its own.
+    async fn write(&self, sql: &str, args: &[Arg]) -> Result<()> {
+        self.write_fetch(sql, args).await.map(drop)
     }
 
-    /// A connection for a write outside a transaction: on SQLite the write
-    /// connection in this process's turn, on PostgreSQL (whose row locks
-    /// need no queue) one from the pool.
-    async fn writer(&self) -> Result<Writer> {
-        Ok(match &self.writer {
-            Some(writer) => Writer::Sqlite(Self::write_turn(writer).await),
-            None => Writer::Postgres(self.pool.acquire().await?),
-        })
+    /// [`Store::write`] for a statement that answers with rows.
+    async fn write_fetch(&self, sql: &str, args: &[Arg]) -> Result<Vec<AnyRow>> {
+        if self.writer.is_none() {
+            return Ok(Batch::one(sql, args).query().fetch_all(&self.pool).await?);
+        }
+        let mut tx = self.begin().await?;
+        tx.pending.push(sql, args);
+        tx.commit_rows().await
     }
 
     /// Start a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        let tx = match &self.writer {
-            Some(writer) => TxConn::Sqlite(Self::write_turn(writer).await),
-            None => TxConn::Postgres(
-                self.pool
-                    .begin()
-                    .await
-                    .context("cannot start a transaction")?,
+        let (tx, pending) = match &self.writer {
+            Some(turns) => {
+                let turn = turns.take().await;
+                let pending = group::start(&turn);
+                (TxConn::Sqlite(turn, turns.clone()), pending)
+            }
+            None => (
+                TxConn::Postgres(
+                    self.pool
+                        .begin()
+                        .await
+                        .context("cannot start a transaction")?,
+                ),
+                Batch::default(),
             ),
         };
-        let mut pending = Batch::default();
-        if self.dialect == Dialect::Sqlite {
-            pending.push(BEGIN, &[]);
-        }
         Ok(Tx {
             tx,
             dialect: self.dialect,
+            opening: pending.sql.len(),
             pending,
             bell: self.bell.clone(),
             queued: Vec::new(),
@@ -496,15 +467,12 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Some(writer) = &self.writer {
-            writer.lock().await.settle().await;
+        if let Some(turns) = &self.writer {
+            turns.flush().await;
         }
         self.pool.close().await;
     }
 }
-
-/// How a SQLite write transaction starts: with the database's write lock.
-const BEGIN: &str = "BEGIN IMMEDIATE";
 
 /// How often the write-ahead log is copied back into a SQLite database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -514,7 +482,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// waits for it. Once it has copied everything, the next write starts the
 /// log over from its beginning, so the log stays small. Ends when the pool
 /// is closed or the last copy of the store is dropped (`writer` is gone).
-async fn checkpoints(pool: AnyPool, writer: std::sync::Weak<Mutex<WriteConn>>) {
+async fn checkpoints(pool: AnyPool, writer: std::sync::Weak<Turns>) {
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
         if pool.is_closed() || writer.strong_count() == 0 {
@@ -532,38 +500,38 @@ async fn checkpoints(pool: AnyPool, writer: std::sync::Weak<Mutex<WriteConn>>) {
 impl Tx {
     /// Commit, then wake the delivery of every platform a message was
     /// queued for.
-    pub async fn commit(mut self) -> Result<()> {
+    pub async fn commit(self) -> Result<()> {
+        self.commit_rows().await.map(drop)
+    }
+
+    /// Commit, returning the rows of the deferred statements that answer
+    /// with rows (on SQLite they go with the commit, in one call).
+    async fn commit_rows(mut self) -> Result<Vec<AnyRow>> {
         let queued = std::mem::take(&mut self.queued);
         let bell = self.bell.clone();
-        self.commit_writes().await?;
+        let rows = self.commit_writes().await?;
         for platform in queued {
             bell.ring(platform);
         }
-        Ok(())
+        Ok(rows)
     }
 
-    async fn commit_writes(&mut self) -> Result<()> {
-        let mut pending = std::mem::take(&mut self.pending);
+    async fn commit_writes(&mut self) -> Result<Vec<AnyRow>> {
+        let pending = std::mem::take(&mut self.pending);
         match std::mem::replace(&mut self.tx, TxConn::Done) {
-            TxConn::Sqlite(mut turn) => {
-                if !turn.open && pending.sql == BEGIN {
+            TxConn::Sqlite(turn, turns) => {
+                if !turn.member && pending.sql.len() == self.opening {
                     // Nothing was written.
-                    return Ok(());
+                    turns.end(turn).await;
+                    return Ok(Vec::new());
                 }
-                pending.push("COMMIT", &[]);
-                turn.open = true;
-                let done = pending.query().execute(&mut turn.conn).await;
-                if done.is_ok() {
-                    turn.open = false;
-                } else {
-                    // A failed statement or COMMIT can leave the transaction open.
-                    turn.settle().await;
-                }
-                done.context("cannot commit")?;
-                Ok(())
+                turns.commit(turn, pending).await
             }
-            TxConn::Postgres(tx) => tx.commit().await.context("cannot commit"),
-            TxConn::Done => Ok(()),
+            TxConn::Postgres(tx) => {
+                tx.commit().await.context("cannot commit")?;
+                Ok(Vec::new())
+            }
+            TxConn::Done => Ok(Vec::new()),
         }
     }
 
@@ -582,8 +550,8 @@ impl Tx {
     }
 
     fn mark_open(&mut self) {
-        if let TxConn::Sqlite(turn) = &mut self.tx {
-            turn.open = true;
+        if let TxConn::Sqlite(turn, _) = &mut self.tx {
+            group::sending(turn);
         }
     }
 

@@ -9,7 +9,6 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::AssertSqlSafe;
 
 use super::{col, from_ms, ms, Dialect, Store, Tx};
 use crate::chat::Outgoing;
@@ -264,13 +263,16 @@ impl Store {
                ORDER BY due_at, id LIMIT $4{skip_locked}) \
              RETURNING id, due_at, payload"
         );
-        let mut w = self.writer().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(owner)
-            .bind(ms(now + lease))
-            .bind(ms(now))
-            .bind(limit)
-            .fetch_all(&mut *w)
+        let rows = self
+            .write_fetch(
+                &sql,
+                &[
+                    owner.into(),
+                    ms(now + lease).into(),
+                    ms(now).into(),
+                    limit.into(),
+                ],
+            )
             .await
             .context("claiming timers")?;
         let mut timers = rows
@@ -418,15 +420,18 @@ impl Store {
                AND EXISTS (SELECT 1 FROM messages p WHERE p.message_key = outbox.message_key) \
                THEN 1 ELSE 0 END AS BIGINT) AS superseded"
         );
-        let mut w = self.writer().await?;
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(owner)
-            .bind(ms(now + lease))
-            .bind(platform)
-            .bind(ms(now))
-            .bind(limit)
-            .bind(lease.num_milliseconds())
-            .fetch_all(&mut *w)
+        let rows = self
+            .write_fetch(
+                &sql,
+                &[
+                    owner.into(),
+                    ms(now + lease).into(),
+                    platform.into(),
+                    ms(now).into(),
+                    limit.into(),
+                    lease.num_milliseconds().into(),
+                ],
+            )
             .await
             .context("claiming outgoing messages")?;
         let mut claimed = rows
@@ -454,27 +459,21 @@ impl Store {
     /// a queue of stale ones, which matters most while a platform
     /// rate-limits. The claim finds such edits (its `superseded` column).
     async fn supersede(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        let mut w = self.writer().await?;
-        sqlx::query(
+        self.write(
             "UPDATE outbox SET delivered_at = $2, last_error = 'superseded by a newer edit', \
              lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            &[id.into(), ms(now).into()],
         )
-        .bind(id)
-        .bind(ms(now))
-        .execute(&mut *w)
         .await
-        .context("skipping a superseded edit")?;
-        Ok(())
+        .context("skipping a superseded edit")
     }
 
     pub async fn mark_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        let mut w = self.writer().await?;
-        sqlx::query("UPDATE outbox SET delivered_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1")
-            .bind(id)
-            .bind(ms(now))
-            .execute(&mut *w)
-            .await?;
-        Ok(())
+        self.write(
+            "UPDATE outbox SET delivered_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            &[id.into(), ms(now).into()],
+        )
+        .await
     }
 
     /// Put a message back for another attempt at `retry_at`; `uncertain`
@@ -486,35 +485,29 @@ impl Store {
         error: &str,
         uncertain: bool,
     ) -> Result<()> {
-        let mut w = self.writer().await?;
-        sqlx::query(
+        self.write(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3, \
              uncertain_since = CASE WHEN $4 = 1 THEN COALESCE(uncertain_since, claimed_at) \
                ELSE uncertain_since END, \
              lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            &[
+                id.into(),
+                ms(retry_at).into(),
+                error.into(),
+                i64::from(uncertain).into(),
+            ],
         )
-        .bind(id)
-        .bind(ms(retry_at))
-        .bind(error)
-        .bind(i64::from(uncertain))
-        .execute(&mut *w)
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Give up on a message: it stays in the outbox, marked failed, with why.
     pub async fn mark_failed(&self, id: i64, now: DateTime<Utc>, error: &str) -> Result<()> {
-        let mut w = self.writer().await?;
-        sqlx::query(
+        self.write(
             "UPDATE outbox SET attempts = attempts + 1, failed_at = $2, last_error = $3, \
              lease_owner = NULL, lease_until = NULL WHERE id = $1",
+            &[id.into(), ms(now).into(), error.into()],
         )
-        .bind(id)
-        .bind(ms(now))
-        .bind(error)
-        .execute(&mut *w)
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Undelivered messages, all platforms.
@@ -549,21 +542,20 @@ impl Store {
         thread_ref: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut w = self.writer().await?;
-        sqlx::query(
+        self.write(
             "INSERT INTO messages (message_key, platform, channel, platform_ref, thread_ref, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_key) DO UPDATE SET \
              platform_ref = excluded.platform_ref, thread_ref = excluded.thread_ref, updated_at = excluded.updated_at",
+            &[
+                key.into(),
+                platform.as_str().into(),
+                channel.into(),
+                platform_ref.into(),
+                thread_ref.into(),
+                ms(now).into(),
+            ],
         )
-        .bind(key)
-        .bind(platform.as_str())
-        .bind(channel)
-        .bind(platform_ref)
-        .bind(thread_ref)
-        .bind(ms(now))
-        .execute(&mut *w)
-        .await?;
-        Ok(())
+        .await
     }
 
     /// The platform's ids (message, thread) for a keyed message, once posted.

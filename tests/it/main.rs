@@ -15,6 +15,7 @@ mod fake_discord;
 mod fake_slack;
 mod fakes;
 mod fix_forward;
+mod group_commit;
 mod helpers;
 mod manifest;
 mod monitoring;
