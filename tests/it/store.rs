@@ -906,6 +906,78 @@ async fn concurrent_clicks_on_one_run_never_lose_an_update() {
     }
 }
 
+/// Two processes on one PostgreSQL (two engines, each with its own store
+/// and pool) under a storm of clicks on one run: eight items, each clicked
+/// done and undone 25 times in a row by its own client, the clients all at
+/// once and each click sent to the two processes in turn. Each click is a
+/// change only if it sees the one before it, so a lost update shows as a
+/// refused click, a wrong final state or a missing audit entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_postgres_lose_no_update_in_a_click_storm() {
+    // PostgreSQL only; `postgres_db` says when it skips, and fails under CI.
+    let Some(db) = postgres_db().await else {
+        return;
+    };
+    let cfg = config();
+    let phase = &cfg.runbooks["workflow-release"].phases[0];
+    let items: Vec<String> = phase
+        .items
+        .iter()
+        .filter(|i| !i.optional)
+        .take(8)
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(items.len(), 8, "the test wants eight items");
+    const CLICKS: usize = 25;
+    let (first, _c1) = engine(&db).await;
+    let (second, _c2) = engine(&db).await;
+    let id = start(&first, "postgres", "alice", Some("workflow-release")).await;
+    let tasks: Vec<_> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let engines = [first.clone(), second.clone()];
+            let (phase, item) = (phase.id.clone(), item.clone());
+            tokio::spawn(async move {
+                for n in 0..CLICKS {
+                    let action = if n % 2 == 0 {
+                        done(&phase, &item)
+                    } else {
+                        Action::ItemUndo {
+                            phase: phase.clone(),
+                            item: item.clone(),
+                        }
+                    };
+                    let reply = click(&engines[(i + n) % 2], "alice", id, &action, None).await;
+                    assert!(
+                        reply.changed,
+                        "click {n} on {item} lost an update: {}",
+                        reply.text
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let run = load(first.store(), "postgres", id).await;
+    let audit = first.store().audit_for_run(id).await.unwrap();
+    for item in &items {
+        assert!(
+            matches!(run.item_state(&phase.id, item), ItemState::Done { .. }),
+            "{item}: an odd number of clicks leaves it done, got {:?}",
+            run.item_state(&phase.id, item)
+        );
+        let text = &phase.items.iter().find(|i| &i.id == item).unwrap().text;
+        let entries = audit
+            .iter()
+            .filter(|e| e.detail.ends_with(&format!(": {text}")) && e.action.starts_with("item."))
+            .count();
+        assert_eq!(entries, CLICKS, "{item}: one audit entry per click");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 4. Idempotency
 // ---------------------------------------------------------------------------
