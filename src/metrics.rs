@@ -120,6 +120,9 @@ pub struct Metrics {
     pub pages: PerPlatform,
     pub acknowledgements: PerPlatform,
     pub reloads: Reloads,
+    /// Platform requests refused before reaching the engine (signature,
+    /// timestamp).
+    pub refused: PerPlatform,
 }
 
 /// Uncertain deliveries settled, by platform and by how.
@@ -185,6 +188,7 @@ pub static METRICS: Metrics = Metrics {
     pages: PerPlatform::new(),
     acknowledgements: PerPlatform::new(),
     reloads: Reloads::new(),
+    refused: PerPlatform::new(),
 };
 
 /// Figures read from the database at scrape time.
@@ -269,6 +273,12 @@ pub fn render(db: &DbFigures) -> String {
         "tminus_outbox_retries_total",
         "Delivery attempts that will be retried (5xx, 429, time-outs).",
         &m.retries,
+    );
+    per_platform(
+        &mut out,
+        "tminus_requests_refused_total",
+        "Platform requests refused before reaching the engine: a bad or missing signature, or a timestamp outside the window.",
+        &m.refused,
     );
     per_platform(
         &mut out,

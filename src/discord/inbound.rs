@@ -18,13 +18,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use super::{render, Discord};
 use crate::chat::buttons::Pressed;
 use crate::chat::{buttons, json_str as text};
 use crate::domain::Platform;
 use crate::engine::{command, Actor, Reply, Request, NOT_MY_BUTTON};
+use crate::web::guard;
 
 pub const MAX_BODY: usize = 1 << 20;
 /// How far an interaction's timestamp may be from now.
@@ -41,7 +42,7 @@ pub fn routes(discord: Arc<Discord>) -> Router {
 }
 
 fn unauthorized(why: &str) -> Response {
-    warn!(reason = why, "refused a Discord request");
+    guard::refused(Platform::Discord, why);
     (StatusCode::UNAUTHORIZED, "invalid request signature\n").into_response()
 }
 
@@ -50,15 +51,9 @@ async fn interactions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+    let bytes = match guard::body(&headers, body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "request body too large or unreadable\n",
-            )
-                .into_response()
-        }
+        Err(refusal) => return refusal,
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(verifier), Some(sig), Some(ts)) = (

@@ -267,6 +267,18 @@ impl Action {
         self.clone().reason_slot().is_some()
     }
 
+    /// The reason typed for the action, for those that take one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Action::ItemNotApplicable { reason, .. }
+            | Action::Reject { reason, .. }
+            | Action::Abort { reason }
+            | Action::Rollback { reason }
+            | Action::FixForward { reason } => reason.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The action with the reason the person typed, for those that take one.
     pub fn with_reason(mut self, reason: Option<String>) -> Action {
         if let Some(slot) = self.reason_slot() {

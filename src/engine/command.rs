@@ -137,7 +137,51 @@ pub struct UsageError {
     pub usage: String,
 }
 
-const MAX_NAME: usize = 80;
+/// The longest service, version, environment or runbook name.
+pub const MAX_NAME: usize = 80;
+/// The longest reason (abort, roll back, reject, not applicable, resolve).
+pub const MAX_REASON: usize = 500;
+/// The longest incident summary.
+pub const MAX_SUMMARY: usize = 300;
+
+/// Characters that change how the text around them is shown without being
+/// seen: Unicode's bidirectional controls (U+202E turns `v1.2` into what
+/// looks like another version) and zero-width marks.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
+}
+
+/// Why a name (service, version, `--env`, `--runbook`) is refused, if it is:
+/// longer than [`MAX_NAME`], or holding a control or invisible character.
+pub fn name_problem(what: &str, name: &str) -> Option<String> {
+    if name.chars().count() > MAX_NAME {
+        return Some(format!(
+            "the {what} name is longer than {MAX_NAME} characters"
+        ));
+    }
+    if name.chars().any(|c| c.is_control() || invisible(c)) {
+        return Some(format!(
+            "the {what} name holds a control or invisible character"
+        ));
+    }
+    None
+}
+
+/// Why typed text (a reason, a summary) is refused, if it is: longer than
+/// `max`, or holding a control character other than a line break or tab,
+/// or an invisible one.
+pub fn text_problem(what: &str, text: &str, max: usize) -> Option<String> {
+    if text.chars().count() > max {
+        return Some(format!("keep the {what} under {max} characters"));
+    }
+    if text
+        .chars()
+        .any(|c| (c.is_control() && c != '\n' && c != '\t' && c != '\r') || invisible(c))
+    {
+        return Some(format!("the {what} holds a control or invisible character"));
+    }
+    None
+}
 
 /// The longest override `/oncall override` accepts.
 pub const MAX_OVERRIDE: Dur = Dur::from_const_secs(90 * 24 * 3600);
@@ -164,6 +208,27 @@ fn run_number(word: &str) -> Option<i64> {
         .parse::<i64>()
         .ok()
         .filter(|n| *n > 0)
+}
+
+/// Whether a word is written as a number (`0`, `-1`, `#99999999999999999999`)
+/// even if it is no run number: such a word is a mistyped number, never the
+/// start of a reason.
+fn numeric(word: &str) -> bool {
+    let digits = word.strip_prefix('#').unwrap_or(word);
+    let digits = digits.strip_prefix(['-', '+']).unwrap_or(digits);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A reason typed after a command, checked.
+fn reason_of(sub: &str, words: &[&str], missing: &str) -> Result<String, UsageError> {
+    let reason = words.join(" ");
+    if reason.is_empty() {
+        return Err(fail(sub, missing));
+    }
+    match text_problem("reason", &reason, MAX_REASON) {
+        Some(problem) => Err(fail(sub, problem)),
+        None => Ok(reason),
+    }
 }
 
 /// Parse the text after `/deploy` (a leading `/deploy` is accepted too).
@@ -197,21 +262,23 @@ pub fn parse(text: &str) -> Result<Command, UsageError> {
             };
             let run = run_number(first)
                 .ok_or_else(|| fail(sub, format!("`{first}` is not a deployment number")))?;
-            let reason = rest[1..].join(" ");
-            if reason.is_empty() {
-                return Err(fail(sub, "aborting needs a reason"));
-            }
+            let reason = reason_of(sub, &rest[1..], "aborting needs a reason")?;
             Ok(Command::Abort { run, reason })
         }
         "rollback" => {
-            let (run, reason_words) = match rest.first().and_then(|w| run_number(w)) {
-                Some(n) => (Some(n), &rest[1..]),
-                None => (None, &rest[..]),
+            let (run, reason_words) = match rest.first() {
+                Some(w) if numeric(w) => match run_number(w) {
+                    Some(n) => (Some(n), &rest[1..]),
+                    None => {
+                        return Err(fail(
+                            sub,
+                            format!("`{w}` is not a deployment number (they start at #1)"),
+                        ))
+                    }
+                },
+                _ => (None, &rest[..]),
             };
-            let reason = reason_words.join(" ");
-            if reason.is_empty() {
-                return Err(fail(sub, "a rollback needs a reason"));
-            }
+            let reason = reason_of(sub, reason_words, "a rollback needs a reason")?;
             Ok(Command::Rollback { run, reason })
         }
         "incident" => parse_incident(&rest),
@@ -342,8 +409,8 @@ fn parse_incident(words: &[&str]) -> Result<Command, UsageError> {
     if summary.is_empty() {
         return Err(fail("incident", "say what is wrong"));
     }
-    if summary.chars().count() > 300 {
-        return Err(fail("incident", "keep the summary under 300 characters"));
+    if let Some(problem) = text_problem("summary", &summary, MAX_SUMMARY) {
+        return Err(fail("incident", problem));
     }
     Ok(Command::Incident {
         summary,
@@ -391,12 +458,15 @@ fn parse_start(words: &[&str]) -> Result<Command, UsageError> {
     }
     match positional.as_slice() {
         [service, version] => {
-            for (what, v) in [("service", service), ("version", version)] {
-                if v.chars().count() > MAX_NAME {
-                    return Err(fail(
-                        "start",
-                        format!("the {what} name is longer than {MAX_NAME} characters"),
-                    ));
+            let names = [
+                ("service", Some(*service)),
+                ("version", Some(*version)),
+                ("runbook", runbook.as_deref()),
+                ("environment", env.as_deref()),
+            ];
+            for (what, name) in names {
+                if let Some(problem) = name.and_then(|n| name_problem(what, n)) {
+                    return Err(fail("start", problem));
                 }
             }
             Ok(Command::Start {

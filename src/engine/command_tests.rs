@@ -178,3 +178,89 @@ fn every_command_the_parser_accepts_is_in_the_help() {
         );
     }
 }
+
+#[test]
+fn a_word_written_as_a_number_is_never_part_of_a_reason() {
+    for bad in ["0", "-1", "+0", "#0", "99999999999999999999", "#-3"] {
+        for sub in ["rollback", "abort"] {
+            let input = format!("{sub} {bad} typo");
+            let err = parse(&input).unwrap_err();
+            assert!(
+                err.message.contains("is not a deployment number"),
+                "{input}: {err}"
+            );
+        }
+        for sub in ["status", "report"] {
+            let input = format!("{sub} {bad}");
+            assert!(parse(&input).is_err(), "{input}");
+        }
+    }
+    // A reason that starts with a word is still a reason, and a real
+    // number is still the run.
+    assert_eq!(
+        parse("rollback v2 broke checkout"),
+        Ok(Command::Rollback {
+            run: None,
+            reason: "v2 broke checkout".into()
+        })
+    );
+    assert_eq!(
+        parse("rollback #7 errors"),
+        Ok(Command::Rollback {
+            run: Some(7),
+            reason: "errors".into()
+        })
+    );
+}
+
+#[test]
+fn each_field_has_a_limit_named_in_its_error_and_names_refuse_hidden_characters() {
+    let long = |n: usize| "x".repeat(n);
+    let cases = [
+        (
+            format!("start api 1 --env {}", long(81)),
+            "environment name is longer than 80",
+        ),
+        (
+            format!("start api 1 --runbook {}", long(81)),
+            "runbook name is longer than 80",
+        ),
+        (
+            format!("start {} 1", long(81)),
+            "service name is longer than 80",
+        ),
+        (
+            format!("start api {}", long(81)),
+            "version name is longer than 80",
+        ),
+        (format!("abort 1 {}", long(501)), "reason under 500"),
+        (format!("rollback {}", long(501)), "reason under 500"),
+        (format!("incident {}", long(301)), "summary under 300"),
+        (
+            "start api v1\u{202E}2.1".to_string(),
+            "control or invisible",
+        ),
+        ("start api\u{0} v1".to_string(), "control or invisible"),
+        (
+            "start api v1 --env prod\u{200B}".to_string(),
+            "control or invisible",
+        ),
+        ("abort 1 oops\u{0}".to_string(), "control or invisible"),
+        (
+            "incident db \u{202E}down".to_string(),
+            "control or invisible",
+        ),
+    ];
+    for (input, expected) in cases {
+        let err = parse(&input).unwrap_err();
+        assert!(err.message.contains(expected), "{input:?}: {err}");
+    }
+    // At the limit is fine.
+    assert!(parse(&format!("start api 1 --env {}", long(80))).is_ok());
+    assert!(parse(&format!("abort 1 {}", long(500))).is_ok());
+    // Typed reasons may span lines.
+    assert_eq!(
+        text_problem("reason", "line one\nline two", MAX_REASON),
+        None
+    );
+}

@@ -270,6 +270,11 @@ impl Engine {
                 actor.platform, actor.user
             )));
         };
+        if let Request::Click(pressed) = &request {
+            if let Some(problem) = typed_problem(pressed) {
+                return Ok(Reply::refuse(capitalise(&problem)));
+            }
+        }
         match request {
             Request::Command(cmd) => self.command(actor, &person, cmd, request_key).await,
             Request::Click(pressed) => match pressed {
@@ -469,6 +474,24 @@ pub(super) fn timer_actor(platform: Platform) -> Actor {
         user: BOT.into(),
         channel: "timer".into(),
     }
+}
+
+/// What is wrong with the text typed in a button's dialog (a reason, an
+/// incident's summary, a resolution note), if anything: the same limits
+/// the typed commands have.
+fn typed_problem(pressed: &Pressed) -> Option<String> {
+    use crate::domain::incident::IncidentAction;
+    let (what, text, max) = match pressed {
+        Pressed::Run(_, action) => ("reason", action.reason()?, command::MAX_REASON),
+        Pressed::OpenIncident { summary, .. } => {
+            ("summary", summary.as_deref()?, command::MAX_SUMMARY)
+        }
+        Pressed::Incident(_, IncidentAction::Resolve { note }) => {
+            ("note", note.as_deref()?, command::MAX_REASON)
+        }
+        _ => return None,
+    };
+    command::text_problem(what, text, max)
 }
 
 pub(super) fn no_run(which: String) -> Reply {

@@ -24,6 +24,7 @@ use crate::chat::buttons::Pressed;
 use crate::chat::{buttons, json_str as text, Destination, Outgoing};
 use crate::domain::Platform;
 use crate::engine::{command, Actor, Reply, Request, NOT_MY_BUTTON};
+use crate::web::guard;
 
 /// Slack's payloads are small; anything bigger is refused before parsing.
 pub const MAX_BODY: usize = 1 << 20;
@@ -66,9 +67,7 @@ fn bad_request(message: &str) -> Response {
 
 /// Read the raw body (bounded) and check its signature.
 async fn verified(slack: &Slack, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| bad_request("request body too large or unreadable"))?;
+    let bytes = guard::body(headers, body, MAX_BODY).await?;
     let secret = slack
         .settings
         .signing_secret
@@ -85,9 +84,12 @@ async fn verified(slack: &Slack, headers: &HeaderMap, body: Body) -> Result<Byte
         now,
     ) {
         Ok(()) if !secret.is_empty() => Ok(bytes),
-        Ok(()) => Err((StatusCode::UNAUTHORIZED, "signature required\n").into_response()),
+        Ok(()) => {
+            guard::refused(Platform::Slack, "no signing secret");
+            Err((StatusCode::UNAUTHORIZED, "signature required\n").into_response())
+        }
         Err(e) => {
-            warn!(reason = %e, "refused a Slack request");
+            guard::refused(Platform::Slack, &e.to_string());
             Err((StatusCode::UNAUTHORIZED, "invalid signature\n").into_response())
         }
     }
@@ -157,11 +159,16 @@ impl Slack {
             .iter()
             .any(|c| form.command.strip_prefix('/') == Some(c.name));
         if !known {
-            return json!({ "response_type": "ephemeral", "text": format!("tminus answers /deploy and /oncall, not {}.", form.command) });
+            let text = format!("tminus answers /deploy and /oncall, not {}.", form.command);
+            return json!({ "response_type": "ephemeral", "text": blocks::escape(&text) });
         }
         let cmd = match command::parse_slash(&form.command, &form.text) {
             Ok(cmd) => cmd,
-            Err(e) => return json!({ "response_type": "ephemeral", "text": e.to_string() }),
+            // The error quotes what was typed: escaped, so it links and
+            // mentions nothing.
+            Err(e) => {
+                return json!({ "response_type": "ephemeral", "text": blocks::escape(&e.to_string()) })
+            }
         };
         let actor = Actor {
             platform: Platform::Slack,

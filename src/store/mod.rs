@@ -436,10 +436,15 @@ impl Store {
         self.bell.clone()
     }
 
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// Whether the database takes a write, committed: one row of its own
+    /// in `processed_requests`, rewritten each time (readiness).
+    pub async fn check_writable(&self, now: DateTime<Utc>) -> Result<()> {
+        self.write(
+            "INSERT INTO processed_requests (request_key, at) VALUES ('tminus:readiness', $1) \
+             ON CONFLICT (request_key) DO UPDATE SET at = excluded.at",
+            &[ms(now).into()],
+        )
+        .await
     }
 
     /// The figures `/metrics` reads from the database.

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod api;
 pub mod chart;
+pub mod guard;
 pub mod model;
 pub mod pages;
 
@@ -244,13 +245,19 @@ async fn run_report(
     }
 }
 
-/// Ready when the database answers and the scheduler and outbox workers run.
+/// Ready when the database takes a write (a full disk or a read-only file
+/// answers reads and fails every click) and the scheduler and outbox
+/// workers run.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
-    if let Err(e) = state.engine.store().ping().await {
-        tracing::warn!(error = format!("{e:#}"), "readiness: database unreachable");
+    let now = state.engine.now();
+    if let Err(e) = state.engine.store().check_writable(now).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "readiness: the database does not take writes"
+        );
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "database unreachable\n".into(),
+            "the database does not take writes\n".into(),
         );
     }
     if !state.scheduler_alive.load(Ordering::Relaxed) {

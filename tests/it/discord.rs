@@ -529,6 +529,11 @@ async fn bad_signatures_get_401_and_change_nothing() {
         .post("{not json", &DiscordEnv::sign("{not json", &now))
         .await;
     assert_eq!(status, 400);
+    // Past the bound: 413, naming it.
+    let huge = "x".repeat(2 << 20);
+    let (status, text) = env.post(&huge, &DiscordEnv::sign(&huge, &now)).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("larger than 1048576 bytes"), "{text}");
     // PING is answered.
     let ping =
         json!({"id": next_id(), "application_id": APP_ID, "type": 1, "token": "t", "version": 1});

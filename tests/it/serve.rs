@@ -61,3 +61,59 @@ fn serve_answers_health_and_readiness_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "serve exited with {status} after SIGTERM");
 }
+
+/// Readiness takes a write: a PostgreSQL database that turns read-only (as
+/// after a fail-over to a replica) still answers every read, and `/readyz`
+/// says it is not ready instead of letting every click fail behind a 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_when_the_database_takes_no_writes() {
+    // PostgreSQL only; `postgres_db` says when it skips, and fails under CI.
+    let Some(db) = crate::helpers::postgres_db().await else {
+        return;
+    };
+    let serve = crate::helpers::ServeProcess::start(&db.url, &[]);
+    let http = reqwest::Client::new();
+    let ready = || async {
+        let r = http.get(serve.url("/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(ready().await, (200, "ready\n".to_string()));
+    use sqlx::Connection;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    for sql in [
+        format!("ALTER DATABASE {name} SET default_transaction_read_only = on"),
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
+    }
+    // The pool reconnects (read-only now); reads work, the write does not.
+    let mut answer = ready().await;
+    for _ in 0..50 {
+        if answer.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        answer = ready().await;
+    }
+    assert_eq!(
+        answer,
+        (503, "the database does not take writes\n".to_string())
+    );
+    let health = http.get(serve.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "the process itself is alive");
+    let name_off = format!("ALTER DATABASE {name} SET default_transaction_read_only = off");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(name_off))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}

@@ -653,9 +653,28 @@ async fn badly_signed_requests_get_401_and_change_nothing() {
     assert_eq!(status, 400);
     let (status, _) = env.signed("/slack/events", "{", "application/json").await;
     assert_eq!(status, 400);
+    // Past the bound: 413, naming it, signed or not.
     let huge = "x".repeat(2 << 20);
-    let (status, _) = env.signed("/slack/events", &huge, "application/json").await;
-    assert_eq!(status, 400);
+    let (status, text) = env.signed("/slack/events", &huge, "application/json").await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("larger than 1048576 bytes"), "{text}");
+    let (status, _) = env.post("/slack/commands", &huge, form, &[]).await;
+    assert_eq!(status, 413);
+    // Every refusal is counted, and none reached the engine.
+    let metrics = env
+        .http
+        .get(env.serve.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused = format!(
+        "tminus_requests_refused_total{{platform=\"slack\"}} {}",
+        3 * cases.len()
+    );
+    assert!(metrics.contains(&refused), "want {refused} in:\n{metrics}");
 
     // Nothing changed: no run, no call to Slack.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -1101,4 +1120,88 @@ async fn a_message_slack_keeps_refusing_is_recorded_as_failed_and_the_lane_moves
     assert_eq!(store.outbox_depth().await.unwrap(), 0);
     assert!(fake.calls().len() > 2, "it retried before giving up");
     assert!(fake.calls().iter().all(|c| c.status == 503));
+}
+
+/// Every form of Slack mention and link, typed by a person into every
+/// command field that takes text — service, version, environment,
+/// incident summary, abort and rollback reasons, an unknown command, a bad
+/// run number — reaches nobody: no field of any message tminus sends (top
+/// level `text`, blocks, ephemeral answers, direct messages) and no HTTP
+/// answer holds one live. The only mentions are the ones tminus makes for
+/// the people it knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_mentions_and_links_reach_nobody() {
+    let env = SlackEnv::start(sqlite_db()).await;
+    const FORMS: [&str; 8] = [
+        "<!channel>",
+        "<!everyone>",
+        "<!here>",
+        "<!subteam^S0EVIL>",
+        "<@U0EVIL>",
+        "<#C0EVIL>",
+        "<https://evil.example|click-me>",
+        "<mailto:a@evil.example|mail>",
+    ];
+    let mut answers = Vec::new();
+    for (i, form) in FORMS.iter().enumerate() {
+        let say = |text: String, n: usize| {
+            let trigger = format!("mention-{i}-{n}");
+            (text, trigger)
+        };
+        let sends = [
+            say(format!("start {form} {form} --env {form}"), 0),
+            say(format!("incident {form} is down --severity medium"), 1),
+            say(format!("rollback {form} broke it"), 2),
+            say(form.to_string(), 3),
+            say(format!("status {form}"), 4),
+            say(format!("start svc-{i} v{i}"), 5),
+        ];
+        for (text, trigger) in sends {
+            answers.push(env.command("alice", &text, &trigger).await);
+        }
+        let started = answers.last().unwrap()["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let number: String = started
+            .split('#')
+            .nth(1)
+            .unwrap_or_default()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        assert!(!number.is_empty(), "no run number in {started:?}");
+        answers.push(
+            env.command(
+                "alice",
+                &format!("abort {number} {form} says so"),
+                &format!("mention-{i}-abort"),
+            )
+            .await,
+        );
+    }
+    let store = Store::connect(&env.db.url).await.unwrap();
+    crate::fakes::drained(&store, "the mentions").await;
+    let calls = env.fake.calls();
+    assert!(calls.len() > 20, "messages were sent: {}", calls.len());
+    let sent: Vec<String> = calls
+        .iter()
+        .map(|c| crate::helpers::all_strings(&c.body))
+        .chain(answers.iter().map(crate::helpers::all_strings))
+        .collect();
+    for form in FORMS {
+        let escaped = form.replace('<', "&lt;").replace('>', "&gt;");
+        assert!(
+            sent.iter().any(|s| s.contains(&escaped)),
+            "{form} should be shown, escaped, somewhere"
+        );
+        for (s, call) in sent.iter().zip(
+            calls
+                .iter()
+                .map(|c| c.method.as_str())
+                .chain(std::iter::repeat("answer")),
+        ) {
+            assert!(!s.contains(form), "{call} holds a live {form}:\n{s}");
+        }
+    }
 }

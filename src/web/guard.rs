@@ -1,0 +1,94 @@
+//! What every platform endpoint does with a request before it trusts it:
+//! reads the body up to a bound (413 past it, naming the bound), and counts
+//! each refused request (bad or missing signature, stale timestamp) in
+//! `/metrics` while logging refusals at most once every ten seconds per
+//! platform, with how many were left unlogged since. A burst of forged
+//! requests costs a counter, not a log line each.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::Platform;
+use crate::metrics::METRICS;
+
+/// The shortest time between two refusal log lines of one platform.
+const LOG_EVERY_SECS: i64 = 10;
+
+/// The body, read to at most `max` bytes: 413 when it is longer (by its
+/// `Content-Length` or as it streams), 400 when it cannot be read.
+pub async fn body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {max} bytes\n"),
+        )
+            .into_response()
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        // axum says "length limit exceeded" when the stream passes `max`.
+        if format!("{e:#}").contains("length limit") {
+            too_large()
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read\n",
+            )
+                .into_response()
+        }
+    })
+}
+
+/// When each platform's refusals were last logged (Unix seconds), and how
+/// many came since without a line of their own.
+struct Throttle {
+    last: [AtomicI64; 3],
+    unlogged: [AtomicU64; 3],
+}
+
+static THROTTLE: Throttle = Throttle {
+    last: [const { AtomicI64::new(i64::MIN) }; 3],
+    unlogged: [const { AtomicU64::new(0) }; 3],
+};
+
+fn slot(platform: Platform) -> usize {
+    match platform {
+        Platform::Slack => 0,
+        Platform::Discord => 1,
+        Platform::Shell => 2,
+    }
+}
+
+/// Count a refused request and log it, unless one was logged in the last
+/// ten seconds.
+pub fn refused(platform: Platform, reason: &str) {
+    METRICS.refused.add(platform, 1);
+    let i = slot(platform);
+    let now = chrono::Utc::now().timestamp();
+    let last = THROTTLE.last[i].load(Ordering::Relaxed);
+    let due = last == i64::MIN || now - last >= LOG_EVERY_SECS;
+    if due
+        && THROTTLE.last[i]
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let unlogged = THROTTLE.unlogged[i].swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            %platform,
+            reason,
+            unlogged_since_last = unlogged,
+            "refused a request (bad or missing signature); at most one such line every {LOG_EVERY_SECS} s, all counted in tminus_requests_refused_total"
+        );
+    } else {
+        THROTTLE.unlogged[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
