@@ -117,3 +117,51 @@ async fn readiness_fails_when_the_database_takes_no_writes() {
         .await
         .unwrap();
 }
+
+/// Slow and idle connections do not starve the server: 200 clients each
+/// send half a request's headers and stop (slowloris), 200 more connect and
+/// send nothing; `/healthz` still answers at once on a new connection, and
+/// after the header time-out the server has closed every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_and_health_still_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = sqlite_db();
+    let serve = crate::helpers::ServeProcess::start(&db.url, &[]);
+    let mut held = Vec::new();
+    for i in 0..400 {
+        let mut s = tokio::net::TcpStream::connect(&serve.addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .await
+                .unwrap();
+        }
+        held.push(s);
+    }
+    let started = std::time::Instant::now();
+    let http = reqwest::Client::new();
+    let health = http
+        .get(serve.url("/healthz"))
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await
+        .expect("/healthz answers beside 400 stalled connections");
+    assert_eq!(health.status().as_u16(), 200);
+    // After the time-out each stalled connection is closed by the server:
+    // a read sees the end (or a reset), never data that is not coming.
+    let deadline = tminus::web::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(5);
+    for (i, mut s) in held.into_iter().enumerate() {
+        let left = deadline.saturating_sub(started.elapsed());
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout(left, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} was still open after the time-out"));
+        match read {
+            // A slowloris gets 408 before the close, at most.
+            Ok(0) | Err(_) => {}
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(text.starts_with("HTTP/1.1 408"), "connection {i}: {text}");
+            }
+        }
+    }
+}
