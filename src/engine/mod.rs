@@ -274,6 +274,9 @@ impl Engine {
             if let Some(problem) = typed_problem(pressed) {
                 return Ok(Reply::refuse(capitalise(&problem)));
             }
+            if let Some(refusal) = self.out_of_place(actor, pressed).await? {
+                return Ok(refusal);
+            }
         }
         match request {
             Request::Command(cmd) => self.command(actor, &person, cmd, request_key).await,
@@ -299,6 +302,34 @@ impl Engine {
                 }
             },
         }
+    }
+
+    /// A click on a run's card must come from where the run lives: its
+    /// platform, and its channel or its thread. Channel ids are unique
+    /// across Slack workspaces and Discord servers, so this also keeps a
+    /// click from another workspace or server (the same app installed
+    /// twice) off the run. Incident buttons are left alone: pages are
+    /// acknowledged from direct messages by design.
+    async fn out_of_place(&self, actor: &Actor, pressed: &Pressed) -> Result<Option<Reply>> {
+        let run = match pressed {
+            Pressed::Run(run, _) => *run,
+            Pressed::OpenIncident { run, .. } | Pressed::Recheck { run, .. } => *run,
+            Pressed::Incident(..) => return Ok(None),
+        };
+        // A run that does not exist is refused by the action itself.
+        let Some(place) = self.store.run_place(run).await? else {
+            return Ok(None);
+        };
+        let here = actor.platform == place.platform
+            && (actor.channel == place.channel || place.thread.as_deref() == Some(&actor.channel));
+        if here {
+            return Ok(None);
+        }
+        tracing::warn!(run = run.0, from_channel = %actor.channel, "refused a click from outside the run's channel");
+        Ok(Some(Reply::refuse(format!(
+            "That button belongs to deployment #{} in another channel: use it there.",
+            place.number
+        ))))
     }
 
     /// The deployments channel runs started from `actor` belong to.

@@ -51,6 +51,7 @@ pub use hooks::HookCall;
 pub use incidents::PageRecord;
 pub use monitor::TickRecord;
 pub use queue::{Claimed, ClaimedMessage, Timer, TimerKind, WEBHOOK_LANES};
+pub use runs::RunPlace;
 
 /// Which SQL dialect the database speaks, for the few statements that differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

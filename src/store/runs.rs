@@ -269,10 +269,44 @@ impl Tx {
     }
 }
 
+/// Where a run lives ([`Store::run_place`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunPlace {
+    pub platform: Platform,
+    pub channel: String,
+    pub number: i64,
+    pub thread: Option<String>,
+}
+
 impl Store {
     pub async fn run(&self, id: RunId) -> Result<Option<Run>> {
         let mut conn = self.pool.acquire().await?;
         load_run(&mut conn, self.dialect, id).await
+    }
+
+    /// Where a run lives: its platform, its channel, its number there, and
+    /// the thread its messages go to once the root message has one (a
+    /// Discord thread is a channel of its own; Slack's thread is in the
+    /// channel).
+    pub async fn run_place(&self, id: RunId) -> Result<Option<RunPlace>> {
+        let row = sqlx::query(
+            "SELECT r.platform, r.channel, r.number, m.thread_ref FROM runs r \
+             LEFT JOIN messages m ON m.message_key = $2 WHERE r.id = $1",
+        )
+        .bind(id.0)
+        .bind(crate::chat::keys::root(id))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RunPlace {
+                platform: Platform::parse(&col::<String>(&r, "platform")?)
+                    .context("a run's platform")?,
+                channel: col(&r, "channel")?,
+                number: col(&r, "number")?,
+                thread: col(&r, "thread_ref")?,
+            })
+        })
+        .transpose()
     }
 
     /// The run numbered `number` in a channel.

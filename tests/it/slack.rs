@@ -138,14 +138,28 @@ impl SlackEnv {
         action_id: &str,
         trigger: &str,
     ) {
+        self.click_in(&self.channel, person, message_ts, root_ts, action_id, trigger)
+            .await
+    }
+
+    /// [`SlackEnv::click`], as Slack would send it from `channel`.
+    async fn click_in(
+        &self,
+        channel: &str,
+        person: &str,
+        message_ts: &str,
+        root_ts: &str,
+        action_id: &str,
+        trigger: &str,
+    ) {
         let payload = json!({
             "type": "block_actions",
             "user": {"id": slack_id(&self.config, person), "username": person, "team_id": "T0TEAM"},
             "api_app_id": "A0APP",
             "team": {"id": "T0TEAM"},
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": self.channel, "is_ephemeral": false},
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": false},
             "trigger_id": trigger,
-            "channel": {"id": self.channel, "name": "deployments"},
+            "channel": {"id": channel, "name": "deployments"},
             "message": {"type": "message", "ts": message_ts, "thread_ts": root_ts, "text": "card"},
             "response_url": "https://hooks.slack.invalid/actions/1",
             "actions": [{"action_id": action_id, "block_id": "b1", "type": "button", "action_ts": "1700000001.000001",
@@ -1204,4 +1218,45 @@ async fn typed_mentions_and_links_reach_nobody() {
             assert!(!s.contains(form), "{call} holds a live {form}:\n{s}");
         }
     }
+}
+
+/// A signed click on a run's button from another channel (a copied
+/// button, or the same app in another workspace) changes nothing and tells
+/// the person where the run lives; the same click in the run's channel works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_from_another_channel_is_refused() {
+    let env = SlackEnv::start(sqlite_db()).await;
+    let answer = env.command("alice", "start checkout-api v1.2.3", "trigger-place").await;
+    assert!(answer["text"].as_str().unwrap().contains("Started deployment #1"), "{answer}");
+    let calls = env
+        .fake
+        .wait_for("the first card", |c| {
+            root(c, &env.channel).is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
+        })
+        .await;
+    let root_ts = root(&calls, &env.channel).unwrap().ts.unwrap();
+    let card = current_card(&env, &root_ts);
+    let id = action(&card, "Done:");
+    let ts = card.ts.clone().unwrap();
+    env.click_in("C0ELSEWHERE", "alice", &ts, &root_ts, &id, "trigger-elsewhere")
+        .await;
+    env.fake
+        .wait_for("the refusal", |c| {
+            c.iter().any(|c| {
+                c.method == "chat.postEphemeral"
+                    && c.all_text().contains("belongs to deployment #1 in another channel")
+            })
+        })
+        .await;
+    let store = env.store().await;
+    let run = store.recent_runs(Platform::Slack, &env.channel, 1).await.unwrap().remove(0);
+    let audit = store.audit_for_run(run.id).await.unwrap();
+    assert!(
+        audit.iter().all(|e| e.action != "item.done"),
+        "nothing was marked done: {audit:?}"
+    );
+    // From the run's own channel the same button works.
+    press(&env, &root_ts, "alice", "Done:", "✅").await;
+    let audit = store.audit_for_run(run.id).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "item.done").count(), 1);
 }
