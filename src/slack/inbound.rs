@@ -337,7 +337,40 @@ impl Slack {
             card: crate::chat::Card::new(text),
         };
         if let Err(e) = self.engine.post_message(&msg, key.as_deref()).await {
-            warn!(error = format!("{e:#}"), "could not queue a private answer");
+            // The database failed, so the outbox cannot hold the answer
+            // (most often the apology for that very failure): it goes to
+            // Slack directly, once, so the person learns their click did
+            // not count.
+            warn!(
+                error = format!("{e:#}"),
+                "could not queue a private answer; sending it directly"
+            );
+            let Destination::Ephemeral {
+                channel,
+                user,
+                thread_ref,
+            } = &msg.to
+            else {
+                return;
+            };
+            let session = self.session();
+            for part in blocks::render(&msg.card, &self.engine.config().directory) {
+                let mut req = SlackApiChatPostEphemeralRequest::new(
+                    SlackChannelId(channel.clone()),
+                    SlackUserId(user.clone()),
+                    part,
+                );
+                if let Some(ts) = thread_ref {
+                    req = req.with_thread_ts(SlackTs(ts.clone()));
+                }
+                let sent =
+                    tokio::time::timeout(super::CALL_TIMEOUT, session.chat_post_ephemeral(&req))
+                        .await;
+                if !matches!(sent, Ok(Ok(_))) {
+                    warn!("the private answer could not be sent directly either");
+                    return;
+                }
+            }
         }
     }
 

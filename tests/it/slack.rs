@@ -138,8 +138,15 @@ impl SlackEnv {
         action_id: &str,
         trigger: &str,
     ) {
-        self.click_in(&self.channel, person, message_ts, root_ts, action_id, trigger)
-            .await
+        self.click_in(
+            &self.channel,
+            person,
+            message_ts,
+            root_ts,
+            action_id,
+            trigger,
+        )
+        .await
     }
 
     /// [`SlackEnv::click`], as Slack would send it from `channel`.
@@ -1226,30 +1233,51 @@ async fn typed_mentions_and_links_reach_nobody() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_click_from_another_channel_is_refused() {
     let env = SlackEnv::start(sqlite_db()).await;
-    let answer = env.command("alice", "start checkout-api v1.2.3", "trigger-place").await;
-    assert!(answer["text"].as_str().unwrap().contains("Started deployment #1"), "{answer}");
+    let answer = env
+        .command("alice", "start checkout-api v1.2.3", "trigger-place")
+        .await;
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("Started deployment #1"),
+        "{answer}"
+    );
     let calls = env
         .fake
         .wait_for("the first card", |c| {
-            root(c, &env.channel).is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
+            root(c, &env.channel)
+                .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
         })
         .await;
     let root_ts = root(&calls, &env.channel).unwrap().ts.unwrap();
     let card = current_card(&env, &root_ts);
     let id = action(&card, "Done:");
     let ts = card.ts.clone().unwrap();
-    env.click_in("C0ELSEWHERE", "alice", &ts, &root_ts, &id, "trigger-elsewhere")
-        .await;
+    env.click_in(
+        "C0ELSEWHERE",
+        "alice",
+        &ts,
+        &root_ts,
+        &id,
+        "trigger-elsewhere",
+    )
+    .await;
     env.fake
         .wait_for("the refusal", |c| {
             c.iter().any(|c| {
                 c.method == "chat.postEphemeral"
-                    && c.all_text().contains("belongs to deployment #1 in another channel")
+                    && c.all_text()
+                        .contains("belongs to deployment #1 in another channel")
             })
         })
         .await;
     let store = env.store().await;
-    let run = store.recent_runs(Platform::Slack, &env.channel, 1).await.unwrap().remove(0);
+    let run = store
+        .recent_runs(Platform::Slack, &env.channel, 1)
+        .await
+        .unwrap()
+        .remove(0);
     let audit = store.audit_for_run(run.id).await.unwrap();
     assert!(
         audit.iter().all(|e| e.action != "item.done"),
@@ -1259,4 +1287,85 @@ async fn a_click_from_another_channel_is_refused() {
     press(&env, &root_ts, "alice", "Done:", "✅").await;
     let audit = store.audit_for_run(run.id).await.unwrap();
     assert_eq!(audit.iter().filter(|e| e.action == "item.done").count(), 1);
+}
+
+/// When the database stops taking writes, a click cannot be recorded and
+/// its apology cannot be queued in the outbox either: it reaches the
+/// person anyway, straight from the request, with the error id to find the
+/// log line by. (PostgreSQL turned read-only, as after a fail-over.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_the_database_cannot_record_gets_an_apology() {
+    // PostgreSQL only; `postgres_db` says when it skips, and fails under CI.
+    let Some(db) = crate::helpers::postgres_db().await else {
+        return;
+    };
+    let env = SlackEnv::start(db).await;
+    env.command("alice", "start checkout-api v1.2.3", "trigger-apology")
+        .await;
+    let calls = env
+        .fake
+        .wait_for("the first card", |c| {
+            root(c, &env.channel)
+                .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
+        })
+        .await;
+    let root_ts = root(&calls, &env.channel).unwrap().ts.unwrap();
+    let card = current_card(&env, &root_ts);
+    let (id, ts) = (action(&card, "Done:"), card.ts.clone().unwrap());
+
+    use sqlx::Connection;
+    let name = env
+        .db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut admin = sqlx::PgConnection::connect(&std::env::var("TEST_DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let run_sql = |sql: String| sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
+    run_sql(format!(
+        "ALTER DATABASE {name} SET default_transaction_read_only = on"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    run_sql(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    env.click("alice", &ts, &root_ts, &id, "trigger-apology-click")
+        .await;
+    let calls = env
+        .fake
+        .wait_for("the apology", |c| {
+            c.iter().any(|c| {
+                c.method == "chat.postEphemeral"
+                    && c.all_text()
+                        .contains("something went wrong on my side (error E")
+            })
+        })
+        .await;
+    let apology = calls
+        .iter()
+        .find(|c| c.method == "chat.postEphemeral" && c.all_text().contains("went wrong"))
+        .unwrap();
+    assert_eq!(
+        apology.str("user"),
+        Some(slack_id(&env.config, "alice").as_str())
+    );
+    assert_eq!(apology.str("channel"), Some(env.channel.as_str()));
+    run_sql(format!(
+        "ALTER DATABASE {name} SET default_transaction_read_only = off"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
 }

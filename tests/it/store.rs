@@ -1955,3 +1955,31 @@ async fn first_time_is_true_once_per_committed_key() {
         store.close().await;
     }
 }
+
+/// A reason typed into a button's dialog has the limits of a typed
+/// command: too long, or holding a control character, and the click is
+/// refused with the limit named and the run left as it was.
+#[tokio::test]
+async fn a_dialog_reason_past_its_limit_is_refused_and_changes_nothing() {
+    let db = crate::helpers::sqlite_db();
+    let (engine, _clock) = engine(&db).await;
+    let id = start(&engine, "sqlite", "alice", Some("quickstart")).await;
+    let abort = Action::Abort { reason: None };
+    let long = "x".repeat(501);
+    for (reason, expected) in [
+        (long.as_str(), "under 500 characters"),
+        ("stop\u{0}now", "control or invisible"),
+        ("\u{202E}gnorw", "control or invisible"),
+    ] {
+        let reply = click(&engine, "alice", id, &abort, Some(reason)).await;
+        assert!(
+            reply.refused && reply.text.contains(expected),
+            "{reason:?}: {}",
+            reply.text
+        );
+    }
+    let run = engine.store().run(id).await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Active, "the run was not aborted");
+    let reply = click(&engine, "alice", id, &abort, Some("wrong version")).await;
+    assert!(reply.changed, "{}", reply.text);
+}
