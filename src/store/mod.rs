@@ -324,6 +324,9 @@ impl Store {
     /// says (PostgreSQL's follow the server's own settings).
     pub async fn connect_with(url: &str, durability: Durability) -> Result<Store> {
         sqlx::any::install_default_drivers();
+        if Dialect::of(url)? == Dialect::Sqlite {
+            schema::check_sqlite_files(url)?;
+        }
         let (dialect, url) = match Dialect::of(url)? {
             Dialect::Sqlite if !url.contains('?') => (Dialect::Sqlite, format!("{url}?mode=rwc")),
             dialect => (dialect, url.to_string()),

@@ -171,6 +171,49 @@ impl SchemaState {
     }
 }
 
+/// Check that a SQLite database can be written: its directory takes a new
+/// file (SQLite creates the `-wal` and `-shm` files beside the database),
+/// and the database, `-wal` and `-shm` files that exist open for writing.
+/// SQLite maps `-shm` into memory; one it cannot write ends the process
+/// with SIGBUS at the first write, with nothing logged, so this is said
+/// at start-up instead, naming the file.
+pub fn check_sqlite_files(url: &str) -> Result<()> {
+    let Some(path) = sqlite_path(url).map(Path::new) else {
+        return Ok(());
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let probe = dir.join(format!(".tminus-write-check-{}", std::process::id()));
+    std::fs::File::create(&probe).with_context(|| {
+        format!(
+            "cannot create files in {} (SQLite keeps its -wal and -shm files beside the database)",
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in files.iter().filter(|f| f.exists()) {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(file)
+            .with_context(|| {
+                format!(
+                    "cannot open {} for writing (tminus writes the database and its -wal and -shm files)",
+                    file.display()
+                )
+            })?;
+    }
+    Ok(())
+}
+
 /// The path of a SQLite URL's file, or `None` for an in-memory database.
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite:")?;

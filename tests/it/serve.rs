@@ -165,3 +165,46 @@ async fn slow_and_idle_connections_are_closed_and_health_still_answers() {
         }
     }
 }
+
+/// A SQLite database whose `-shm` file cannot be written (here: a
+/// directory stands where it goes) stops `serve` at start with the file
+/// named, instead of a SIGBUS at the first write with nothing logged.
+#[test]
+fn serve_names_a_sqlite_file_it_cannot_write_and_exits() {
+    let db = sqlite_db();
+    let path = db.url.strip_prefix("sqlite://").unwrap().to_string();
+    std::fs::create_dir(format!("{path}-shm")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tminus"))
+        .args(["serve", "--config"])
+        .arg(bot_config())
+        .env("DATABASE_URL", &db.url)
+        .env("TMINUS_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tminus serve");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("serve kept running on a database it cannot write");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("cannot open {path}-shm for writing")),
+        "{err}"
+    );
+}
