@@ -285,3 +285,105 @@ async fn slack_without_history_scopes_says_so_once_and_posts_anyway() {
         assert!(said[0].contains(needed), "{needed} in {}", said[0]);
     }
 }
+
+/// The platform took a message, then the database could not record it
+/// (a full disk, simulated by a trigger that refuses the write for a
+/// moment): the claim runs out, the next attempt finds the message on the
+/// platform and records it, and nobody sees it twice.
+async fn outcome_not_recorded_then_settled(platform: Platform, ids_lost_too: bool) {
+    let what = format!("{platform}, outcome not recorded (ids lost too: {ids_lost_too})");
+    let db = sqlite_db();
+    let store = Store::connect(&db.url).await.unwrap();
+    let config = config();
+    let channel = &config.channels[platform.as_str()].incidents;
+    let fake = Fake::start(platform).await;
+    let serve = ServeProcess::start(&db.url, &fake.env(&[]));
+    fake.ready().await;
+    // Recording a delivery fails for the next second; the claim lasts two.
+    let deadline = chrono::Utc::now().timestamp_millis() + 1_000;
+    let pool = store_pool(&db.url).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TRIGGER disk_full BEFORE UPDATE OF delivered_at ON outbox \
+         WHEN NEW.delivered_at IS NOT NULL AND NEW.delivered_at < {deadline} \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    if ids_lost_too {
+        // The platform's id for the message cannot be kept either.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER ids_lost BEFORE INSERT ON messages WHEN NEW.updated_at < {deadline} \
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    enqueue(
+        &store,
+        &[message(
+            platform,
+            Destination::Channel {
+                channel: channel.clone(),
+            },
+            None,
+            "Posted once though unrecorded",
+        )],
+    )
+    .await;
+    drained(&store, &what).await;
+    let shown = fake.shown();
+    let found = with_title(&shown, "Posted once though unrecorded");
+    assert_eq!(
+        found.len(),
+        1,
+        "{what}: shown {} times: {shown:#?}",
+        found.len()
+    );
+    // It was retried (the claim ran out with no outcome) and the retry
+    // knew the message was out: the id it had recorded, or a lookup.
+    let p = platform.as_str();
+    let retried = metric(
+        &serve,
+        &format!("tminus_outbox_uncertain_retries_total{{platform=\"{p}\"}}"),
+    )
+    .await;
+    assert!(
+        retried >= 1,
+        "{what}: retried after the unrecorded outcome ({retried})"
+    );
+    if ids_lost_too {
+        let found = metric(
+            &serve,
+            &format!("tminus_outbox_uncertain_settled_total{{platform=\"{p}\",outcome=\"found\"}}"),
+        )
+        .await;
+        assert!(
+            found >= 1,
+            "{what}: the retry looked and found it ({found})"
+        );
+    }
+    store.close().await;
+}
+
+async fn store_pool(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_post_whose_outcome_was_not_recorded_is_not_posted_twice() {
+    outcome_not_recorded_then_settled(Platform::Slack, false).await;
+    outcome_not_recorded_then_settled(Platform::Slack, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discord_post_whose_outcome_was_not_recorded_is_not_posted_twice() {
+    outcome_not_recorded_then_settled(Platform::Discord, false).await;
+    outcome_not_recorded_then_settled(Platform::Discord, true).await;
+}
