@@ -141,7 +141,8 @@ pub fn command_text(data: &Value) -> Option<String> {
 
 fn message(content: &str, reply: Option<&Reply>, discord: &Discord) -> Value {
     let mut data = json!({
-        "content": crate::chat::clip(content, MAX_CONTENT),
+        // Answers quote what was typed: escaped, so it links nothing.
+        "content": crate::chat::clip(&render::escape(content), MAX_CONTENT),
         "flags": EPHEMERAL,
         "allowed_mentions": {"parse": []},
     });

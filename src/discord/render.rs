@@ -41,8 +41,9 @@ fn chunks(lines: &[String], max: usize) -> Vec<String> {
 }
 
 /// Characters that would turn our text into Discord markdown: bold and
-/// italics, underline, strike-through, spoilers and quotes.
-const MARKDOWN: [char; 5] = ['*', '_', '~', '|', '>'];
+/// italics, underline, strike-through, spoilers, quotes, and the bracket
+/// that opens a masked link (`[click-me](https://…)` shows only the words).
+const MARKDOWN: [char; 6] = ['*', '_', '~', '|', '>', '['];
 
 /// Our text with Discord markdown made literal, except inline code spans:
 /// "`make test` passes" keeps its code, written as it is (inside a span
@@ -50,7 +51,7 @@ const MARKDOWN: [char; 5] = ['*', '_', '~', '|', '>'];
 /// no partner, and runs of three or more (which start a code block), are
 /// escaped. Mentions need nothing here: an embed never notifies anyone, and
 /// the content's `allowed_mentions` lets only the mentioned users through.
-fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let run_at = |i: usize| chars[i..].iter().take_while(|c| **c == '`').count();
     let mut out = String::with_capacity(text.len());
@@ -194,6 +195,10 @@ mod tests {
             (
                 "||spoiler|| > quote ~~gone~~ __u__",
                 "\\|\\|spoiler\\|\\| \\> quote \\~\\~gone\\~\\~ \\_\\_u\\_\\_",
+            ),
+            (
+                "[click-me](https://evil.example)",
+                "\\[click-me](https://evil.example)",
             ),
         ] {
             assert_eq!(escape(text), shown, "{text}");

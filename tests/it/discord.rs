@@ -830,3 +830,113 @@ async fn direct_messages_open_the_dm_once() {
     );
     assert_eq!(dms[0].channel(), dms[1].channel());
 }
+
+/// Discord's forms of mass mention, user and role mention and masked link,
+/// typed into every command field that takes text, notify nobody and link
+/// nowhere: every message tminus sends allows at most user mentions (and
+/// only in content it writes itself), no content holds a typed form, and a
+/// masked link shows as typed, its bracket escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_mentions_and_masked_links_reach_nobody() {
+    let env = DiscordEnv::start(sqlite_db()).await;
+    const FORMS: [&str; 5] = [
+        "@everyone",
+        "@here",
+        "<@1100000000000009999>",
+        "<@&1100000000000008888>",
+        "[click-me](https://evil.example)",
+    ];
+    let mut answers = Vec::new();
+    for form in FORMS {
+        let text = |name: &str, value: String| json!({"type": 3, "name": name, "value": value});
+        answers.push(
+            env.command(
+                "alice",
+                "start",
+                json!([
+                    text("service", form.to_string()),
+                    text("version", "v1".into())
+                ]),
+            )
+            .await,
+        );
+        answers.push(
+            env.command(
+                "alice",
+                "incident",
+                json!([
+                    text("summary", format!("{form} is down")),
+                    text("severity", "medium".into())
+                ]),
+            )
+            .await,
+        );
+        answers.push(
+            env.command(
+                "alice",
+                "rollback",
+                json!([text("reason", format!("{form} broke it"))]),
+            )
+            .await,
+        );
+    }
+    let store = tminus::store::Store::connect(&env.db.url).await.unwrap();
+    crate::fakes::drained(&store, "the mentions").await;
+    let calls: Vec<_> = env
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.contains("/messages"))
+        .collect();
+    assert!(
+        calls.len() > 5,
+        "messages were sent: {:?}\n{answers:#?}",
+        env.fake
+            .calls()
+            .iter()
+            .map(|c| format!("{} {}", c.method, c.path))
+            .collect::<Vec<_>>()
+    );
+    let bodies = calls
+        .iter()
+        .map(|c| &c.body)
+        .chain(answers.iter().map(|a| &a["data"]));
+    for body in bodies {
+        // Thread names and the like are not messages: they notify nobody.
+        if body.get("content").is_none() && body.get("embeds").is_none() {
+            continue;
+        }
+        let parse = &body["allowed_mentions"]["parse"];
+        assert!(
+            parse
+                .as_array()
+                .is_some_and(|p| p.iter().all(|v| v == "users")),
+            "every message limits its mentions: {body}"
+        );
+        // Only a user mention could notify (the parse list never names
+        // everyone or roles): the one typed must not be in content that
+        // allows user mentions.
+        let content = body["content"].as_str().unwrap_or_default();
+        if !parse.as_array().unwrap().is_empty() {
+            assert!(
+                !content.contains(FORMS[2]),
+                "content pings a typed user: {body}"
+            );
+        }
+        // Masked links work in content and embed descriptions (an embed's
+        // title is plain text there).
+        let linked = body["embeds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["description"].as_str().unwrap_or_default())
+            .chain([content]);
+        for text in linked {
+            let (all, escaped) = (
+                text.matches("[click-me](").count(),
+                text.matches("\\[click-me](").count(),
+            );
+            assert_eq!(all, escaped, "a live masked link: {body}");
+        }
+    }
+}
