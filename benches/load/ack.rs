@@ -335,6 +335,55 @@ pub async fn fire(client: &reqwest::Client, kind: Kind, reqs: Vec<Prepared>, c: 
     }
 }
 
+/// What one measured batch came to.
+pub struct Measured {
+    pub cell: Cell,
+    pub rate: f64,
+    /// Audit rows written while it ran.
+    pub written: i64,
+}
+
+/// Send `reqs` from `c` clients and print the table row: `label`, the
+/// latencies, the rate, the server's CPU per request and the audit rows
+/// the batch wrote (one per request shows each answer followed its commit).
+pub async fn measure(
+    pool: &sqlx::AnyPool,
+    serve: &Serve,
+    client: &reqwest::Client,
+    kind: Kind,
+    reqs: Vec<Prepared>,
+    c: usize,
+    label: &str,
+) -> Result<Measured> {
+    let n = reqs.len();
+    let audit0 = count(pool, "SELECT COUNT(*) FROM audit_log").await?;
+    let cpu0 = serve.cpu();
+    let cell = fire(client, kind, reqs, c).await;
+    let cpu = serve.cpu().saturating_sub(cpu0);
+    let written = count(pool, "SELECT COUNT(*) FROM audit_log").await? - audit0;
+    let rate = n as f64 / cell.wall.as_secs_f64();
+    let l = &cell.latencies;
+    println!(
+        "| {} | {label} | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {rate:.0} | {:.2} | {written} of {n}{} |",
+        kind.name(),
+        ms(l.q(0.5)),
+        ms(l.q(0.9)),
+        ms(l.q(0.99)),
+        ms(l.max()),
+        ms(cpu) / n as f64,
+        if cell.bad > 0 {
+            format!(", {} bad answers", cell.bad)
+        } else {
+            String::new()
+        },
+    );
+    Ok(Measured {
+        cell,
+        rate,
+        written,
+    })
+}
+
 /// Undelivered messages.
 async fn queued(pool: &sqlx::AnyPool) -> Result<i64> {
     count(
@@ -433,27 +482,12 @@ pub async fn run(
             if left > 0 {
                 undrained.push(format!("{} at {c}: {left}", kind.name()));
             }
-            let audit0 = count(&pool, "SELECT COUNT(*) FROM audit_log").await?;
-            let cpu0 = serve.cpu();
-            let cell = fire(&client, kind, reqs, c).await;
-            let cpu = serve.cpu().saturating_sub(cpu0);
-            let written = count(&pool, "SELECT COUNT(*) FROM audit_log").await? - audit0;
-            let rate = n as f64 / cell.wall.as_secs_f64();
+            let Measured {
+                cell,
+                rate,
+                written,
+            } = measure(&pool, &serve, &client, kind, reqs, c, &c.to_string()).await?;
             let l = &cell.latencies;
-            println!(
-                "| {} | {c} | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {rate:.0} | {:.2} | {written} of {n}{} |",
-                kind.name(),
-                ms(l.q(0.5)),
-                ms(l.q(0.9)),
-                ms(l.q(0.99)),
-                ms(l.max()),
-                ms(cpu) / n as f64,
-                if cell.bad > 0 {
-                    format!(", {} bad answers", cell.bad)
-                } else {
-                    String::new()
-                },
-            );
             let p99_target = (c == 16).then_some(Target::AtMost(5.0));
             report.add(
                 format!("{} p99, concurrency {c}", kind.name()),

@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::ack::{drain, fire, run_ids, Builder, ClickPlan, Kind, People, Prepared};
+use crate::ack::{
+    drain, fire, measure, run_ids, Builder, ClickPlan, Kind, Measured, People, Prepared,
+};
 use crate::fake::Fake;
 use crate::procs::{loadavg, Serve};
 use crate::report::{ms, Report, Target};
-use crate::setup::{count, BenchConfig, Db, DbKind, Sizes};
+use crate::setup::{BenchConfig, Db, DbKind, Sizes};
 
 const CONCURRENCY: usize = 50;
 const BOT_CORE: &str = "0";
@@ -134,27 +136,21 @@ async fn rounds(
             let n = reqs.len();
             drain(&pool, &mut budget).await?;
             fire(&client, kind, warm, CONCURRENCY).await;
-            let audit0 = count(&pool, "SELECT COUNT(*) FROM audit_log").await?;
-            let cpu0 = serve.cpu();
-            let cell = fire(&client, kind, reqs, CONCURRENCY).await;
-            let cpu = serve.cpu().saturating_sub(cpu0);
-            let written = count(&pool, "SELECT COUNT(*) FROM audit_log").await? - audit0;
-            let rate = n as f64 / cell.wall.as_secs_f64();
+            let Measured {
+                cell,
+                rate,
+                written,
+            } = measure(
+                &pool,
+                serve,
+                &client,
+                kind,
+                reqs,
+                CONCURRENCY,
+                &round.to_string(),
+            )
+            .await?;
             let l = &cell.latencies;
-            println!(
-                "| {} | {round} | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {rate:.0} | {:.3} | {written} of {n}{} |",
-                kind.name(),
-                ms(l.q(0.5)),
-                ms(l.q(0.9)),
-                ms(l.q(0.99)),
-                ms(l.max()),
-                ms(cpu) / n as f64,
-                if cell.bad > 0 {
-                    format!(", {} bad answers", cell.bad)
-                } else {
-                    String::new()
-                },
-            );
             if written != n as i64 || cell.bad > 0 {
                 report.note(format!(
                     "{name}, one core each: {} round {round}: {written} audit rows for {n} requests, {} unexpected answers",

@@ -148,14 +148,7 @@ impl SlackDelivery {
             } => {
                 let session = self.slack.session();
                 for part in parts {
-                    let mut req = SlackApiChatPostEphemeralRequest::new(
-                        SlackChannelId(channel.clone()),
-                        SlackUserId(user.clone()),
-                        part,
-                    );
-                    if let Some(ts) = thread_ref {
-                        req = req.with_thread_ts(SlackTs(ts.clone()));
-                    }
+                    let req = super::ephemeral(channel, user, thread_ref.as_ref(), part);
                     call(session.chat_post_ephemeral(&req)).await?;
                 }
                 Ok(())

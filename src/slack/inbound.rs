@@ -355,14 +355,7 @@ impl Slack {
             };
             let session = self.session();
             for part in blocks::render(&msg.card, &self.engine.config().directory) {
-                let mut req = SlackApiChatPostEphemeralRequest::new(
-                    SlackChannelId(channel.clone()),
-                    SlackUserId(user.clone()),
-                    part,
-                );
-                if let Some(ts) = thread_ref {
-                    req = req.with_thread_ts(SlackTs(ts.clone()));
-                }
+                let req = super::ephemeral(channel, user, thread_ref.as_ref(), part);
                 let sent =
                     tokio::time::timeout(super::CALL_TIMEOUT, session.chat_post_ephemeral(&req))
                         .await;

@@ -81,3 +81,22 @@ impl Slack {
         self.client.open_session(&self.token)
     }
 }
+
+/// A `chat.postEphemeral` of one message part for `user` in `channel`, in
+/// its thread when there is one.
+pub(crate) fn ephemeral(
+    channel: &str,
+    user: &str,
+    thread_ref: Option<&String>,
+    part: SlackMessageContent,
+) -> SlackApiChatPostEphemeralRequest {
+    let req = SlackApiChatPostEphemeralRequest::new(
+        SlackChannelId(channel.to_string()),
+        SlackUserId(user.to_string()),
+        part,
+    );
+    match thread_ref {
+        Some(ts) => req.with_thread_ts(SlackTs(ts.clone())),
+        None => req,
+    }
+}

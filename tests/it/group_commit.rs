@@ -17,7 +17,7 @@ use tminus::chat::buttons;
 use tminus::domain::{Action, Platform, RunId};
 
 use crate::fakes::{wait_until, Fake};
-use crate::helpers::{all_dbs, config, slack_command, ServeProcess, TestDb};
+use crate::helpers::{all_dbs, config, first_items, slack_command, ServeProcess, TestDb};
 
 const SECRET: &str = "exactly-once-secret";
 const CLIENTS: usize = 48;
@@ -137,18 +137,7 @@ async fn killed_mid_batch(db: TestDb) {
         .await;
         runs.push(id);
     }
-    let items: Vec<String> = config().runbooks[RUNBOOK].phases[0]
-        .items
-        .iter()
-        .filter(|i| !i.optional)
-        .take(8)
-        .map(|i| i.id.clone())
-        .collect();
-    assert_eq!(
-        items.len(),
-        8,
-        "the test wants eight items in the first phase"
-    );
+    let items = first_items(RUNBOOK, 8);
     // Every (run, item) pair once: 96 clicks, each a change of its own.
     let mut clicks: Vec<Sent> = Vec::new();
     for (k, item) in items.iter().enumerate() {

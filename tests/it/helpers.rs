@@ -91,6 +91,60 @@ pub async fn postgres_db() -> Option<TestDb> {
     })
 }
 
+impl TestDb {
+    /// PostgreSQL: make the database read-only for new sessions and end
+    /// the open ones, as a fail-over to a replica would (`on`), or writable
+    /// again; the pools that used it reconnect to reads that work and
+    /// writes that fail.
+    pub async fn set_read_only(&self, on: bool) {
+        use sqlx::Connection;
+        let name = self
+            .url
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap();
+        let admin_url = std::env::var("TEST_DATABASE_URL").expect("a PostgreSQL test");
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+        let setting = if on { "on" } else { "off" };
+        let mut statements = vec![format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {setting}"
+        )];
+        if on {
+            statements.push(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ));
+        }
+        for sql in statements {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// The ids of the first `n` required items of a bundled runbook's first
+/// phase (asserting it has that many).
+pub fn first_items(runbook: &str, n: usize) -> Vec<String> {
+    let items: Vec<String> = config().runbooks[runbook].phases[0]
+        .items
+        .iter()
+        .filter(|i| !i.optional)
+        .take(n)
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(
+        items.len(),
+        n,
+        "the test wants {n} items in {runbook}'s first phase"
+    );
+    items
+}
+
 /// SQLite always, PostgreSQL when configured.
 pub async fn all_dbs() -> Vec<TestDb> {
     let mut dbs = vec![sqlite_db()];

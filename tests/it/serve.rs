@@ -78,24 +78,7 @@ async fn readiness_fails_when_the_database_takes_no_writes() {
         (r.status().as_u16(), r.text().await.unwrap())
     };
     assert_eq!(ready().await, (200, "ready\n".to_string()));
-    use sqlx::Connection;
-    let name = db
-        .url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_string();
-    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    for sql in [
-        format!("ALTER DATABASE {name} SET default_transaction_read_only = on"),
-        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.unwrap();
-    }
+    db.set_read_only(true).await;
     // The pool reconnects (read-only now); reads work, the write does not.
     let mut answer = ready().await;
     for _ in 0..50 {
@@ -111,11 +94,7 @@ async fn readiness_fails_when_the_database_takes_no_writes() {
     );
     let health = http.get(serve.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200, "the process itself is alive");
-    let name_off = format!("ALTER DATABASE {name} SET default_transaction_read_only = off");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(name_off))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    db.set_read_only(false).await;
 }
 
 /// Slow and idle connections do not starve the server: 200 clients each

@@ -227,6 +227,19 @@ impl SlackEnv {
     async fn store(&self) -> Store {
         Store::connect(&self.db.url).await.unwrap()
     }
+
+    /// Wait for the first run's root message and the first card in its
+    /// thread; the root message.
+    async fn first_card(&self) -> Call {
+        let calls = self
+            .fake
+            .wait_for("root and first card", |c| {
+                root(c, &self.channel)
+                    .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
+            })
+            .await;
+        root(&calls, &self.channel).unwrap()
+    }
 }
 
 /// The run's root message and the phase cards posted in its thread.
@@ -323,14 +336,7 @@ async fn whole_run(db: TestDb) {
     );
 
     // Root message in the deployments channel, then the first card in its thread.
-    let calls = env
-        .fake
-        .wait_for("root and first card", |c| {
-            root(c, &env.channel)
-                .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
-        })
-        .await;
-    let root_msg = root(&calls, &env.channel).unwrap();
+    let root_msg = env.first_card().await;
     let root_ts = root_msg.ts.clone().unwrap();
     assert!(root_msg.all_text().contains(
         "checkout-api v1.2.3 — deployment #1, started by Alice Moreau, runbook quickstart"
@@ -1243,14 +1249,8 @@ async fn a_click_from_another_channel_is_refused() {
             .contains("Started deployment #1"),
         "{answer}"
     );
-    let calls = env
-        .fake
-        .wait_for("the first card", |c| {
-            root(c, &env.channel)
-                .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
-        })
-        .await;
-    let root_ts = root(&calls, &env.channel).unwrap().ts.unwrap();
+    let root_msg = env.first_card().await;
+    let root_ts = root_msg.ts.unwrap();
     let card = current_card(&env, &root_ts);
     let id = action(&card, "Done:");
     let ts = card.ts.clone().unwrap();
@@ -1302,44 +1302,12 @@ async fn a_click_the_database_cannot_record_gets_an_apology() {
     let env = SlackEnv::start(db).await;
     env.command("alice", "start checkout-api v1.2.3", "trigger-apology")
         .await;
-    let calls = env
-        .fake
-        .wait_for("the first card", |c| {
-            root(c, &env.channel)
-                .is_some_and(|r| !thread_posts(c, r.ts.as_deref().unwrap()).is_empty())
-        })
-        .await;
-    let root_ts = root(&calls, &env.channel).unwrap().ts.unwrap();
+    let root_msg = env.first_card().await;
+    let root_ts = root_msg.ts.unwrap();
     let card = current_card(&env, &root_ts);
     let (id, ts) = (action(&card, "Done:"), card.ts.clone().unwrap());
 
-    use sqlx::Connection;
-    let name = env
-        .db
-        .url
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .split('?')
-        .next()
-        .unwrap()
-        .to_string();
-    let mut admin = sqlx::PgConnection::connect(&std::env::var("TEST_DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    let run_sql = |sql: String| sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
-    run_sql(format!(
-        "ALTER DATABASE {name} SET default_transaction_read_only = on"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    run_sql(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    env.db.set_read_only(true).await;
 
     env.click("alice", &ts, &root_ts, &id, "trigger-apology-click")
         .await;
@@ -1362,10 +1330,5 @@ async fn a_click_the_database_cannot_record_gets_an_apology() {
         Some(slack_id(&env.config, "alice").as_str())
     );
     assert_eq!(apology.str("channel"), Some(env.channel.as_str()));
-    run_sql(format!(
-        "ALTER DATABASE {name} SET default_transaction_read_only = off"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    env.db.set_read_only(false).await;
 }

@@ -920,14 +920,7 @@ async fn two_processes_on_one_postgres_lose_no_update_in_a_click_storm() {
     };
     let cfg = config();
     let phase = &cfg.runbooks["workflow-release"].phases[0];
-    let items: Vec<String> = phase
-        .items
-        .iter()
-        .filter(|i| !i.optional)
-        .take(8)
-        .map(|i| i.id.clone())
-        .collect();
-    assert_eq!(items.len(), 8, "the test wants eight items");
+    let items = crate::helpers::first_items("workflow-release", 8);
     const CLICKS: usize = 25;
     let (first, _c1) = engine(&db).await;
     let (second, _c2) = engine(&db).await;
