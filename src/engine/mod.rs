@@ -332,6 +332,28 @@ impl Engine {
         ))))
     }
 
+    /// The number of the run whose thread `actor` typed in, when the
+    /// thread is a channel of its own (Discord) and the run lives in
+    /// `channel`.
+    async fn thread_run(&self, actor: &Actor, channel: &str) -> Result<Option<i64>> {
+        if actor.channel == channel {
+            return Ok(None);
+        }
+        let Some(id) = self
+            .store
+            .run_in_thread(actor.platform, &actor.channel)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .run_place(id)
+            .await?
+            .filter(|p| p.platform == actor.platform && p.channel == channel)
+            .map(|p| p.number))
+    }
+
     /// The deployments channel runs started from `actor` belong to.
     fn deploy_channel(&self, actor: &Actor) -> String {
         self.config()
@@ -347,6 +369,20 @@ impl Engine {
         key: Option<&str>,
     ) -> Result<Reply> {
         let channel = self.deploy_channel(actor);
+        // Typed in a run's thread without a number, a command means that run.
+        let cmd = match cmd {
+            Command::Status { run: None } => Command::Status {
+                run: self.thread_run(actor, &channel).await?,
+            },
+            Command::Report { run: None } => Command::Report {
+                run: self.thread_run(actor, &channel).await?,
+            },
+            Command::Rollback { run: None, reason } => Command::Rollback {
+                run: self.thread_run(actor, &channel).await?,
+                reason,
+            },
+            other => other,
+        };
         match cmd {
             Command::Help => Ok(Reply::private(command::help())),
             Command::Oncall => self.oncall(actor.platform).await,

@@ -309,6 +309,27 @@ impl Store {
         .transpose()
     }
 
+    /// The run whose thread is `thread` on `platform`, if any: a Discord
+    /// thread is a channel of its own, so a command typed in it names its
+    /// run by where it is typed.
+    pub async fn run_in_thread(&self, platform: Platform, thread: &str) -> Result<Option<RunId>> {
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT message_key FROM messages WHERE platform = $1 AND thread_ref = $2 \
+             AND message_key LIKE 'run:%:root'",
+        )
+        .bind(platform.as_str())
+        .bind(thread)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(keys.iter().find_map(|k| {
+            k.strip_prefix("run:")?
+                .strip_suffix(":root")?
+                .parse()
+                .ok()
+                .map(RunId)
+        }))
+    }
+
     /// The run numbered `number` in a channel.
     pub async fn run_by_number(
         &self,

@@ -92,3 +92,46 @@ pub fn refused(platform: Platform, reason: &str) {
         THROTTLE.unlogged[i].fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_burst_of_refusals_is_counted_whole_and_logged_once() {
+        // The shell's slot: no endpoint refuses shell requests, so no
+        // other test moves it.
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let before = METRICS.refused.get(Platform::Shell);
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..1000 {
+                refused(Platform::Shell, "signature does not match");
+            }
+        });
+        assert_eq!(METRICS.refused.get(Platform::Shell) - before, 1000);
+        let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.lines().count(), 1, "{logged}");
+        assert!(logged.contains("signature does not match"), "{logged}");
+    }
+}

@@ -940,3 +940,32 @@ async fn typed_mentions_and_masked_links_reach_nobody() {
         }
     }
 }
+
+/// A command typed in a run's thread without a number means that run, not
+/// the channel's latest: `/deploy status` in run #1's thread shows #1 while
+/// #2 is newer; typed in the channel it shows #2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_in_a_runs_thread_acts_on_that_run() {
+    let env = DiscordEnv::start(sqlite_db()).await;
+    env.start_run("first-svc", "v1", "web-service").await;
+    let thread = env.first_card("run #1's thread").await;
+    env.start_run("second-svc", "v2", "web-service").await;
+    let env = &env;
+    let status_in = |channel: String| async move {
+        let payload = interaction(
+            &env.config,
+            "alice",
+            2,
+            &channel,
+            deploy_command("status", json!([])),
+        );
+        crate::helpers::all_strings(&env.send(&payload).await)
+    };
+    let in_thread = status_in(thread.clone()).await;
+    assert!(
+        in_thread.contains("first-svc") && !in_thread.contains("second-svc"),
+        "{in_thread}"
+    );
+    let in_channel = status_in(env.channel.clone()).await;
+    assert!(in_channel.contains("second-svc"), "{in_channel}");
+}
