@@ -17,27 +17,46 @@ use crate::metrics::METRICS;
 /// The shortest time between two refusal log lines of one platform.
 const LOG_EVERY_SECS: i64 = 10;
 
+/// The most of an over-long body read and thrown away so the client gets
+/// its 413 (closing a connection with unread data resets it, and the
+/// answer can be lost with it), and how long that may take.
+const DRAIN_MAX: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The body, read to at most `max` bytes: 413 when it is longer (by its
 /// `Content-Length` or as it streams), 400 when it cannot be read.
 pub async fn body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, Response> {
-    let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body is larger than {max} bytes\n"),
-        )
-            .into_response()
+    let too_large = |close: bool| {
+        let message = format!("the request body is larger than {max} bytes\n");
+        if close {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONNECTION, "close")],
+                message,
+            )
+                .into_response()
+        } else {
+            (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+        }
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
+    if let Some(n) = declared.filter(|n| *n > max as u64) {
+        // Read what was announced, if it is not absurd, so the answer
+        // arrives; otherwise answer at once and close.
+        let drained = n <= DRAIN_MAX as u64
+            && tokio::time::timeout(DRAIN_TIME, discard(body))
+                .await
+                .is_ok_and(|read| read.is_some_and(|r| r == n));
+        return Err(too_large(!drained));
     }
     axum::body::to_bytes(body, max).await.map_err(|e| {
-        // axum says "length limit exceeded" when the stream passes `max`.
+        // axum says "length limit exceeded" when the stream passes `max`;
+        // the rest is unread, so the connection closes after the answer.
         if format!("{e:#}").contains("length limit") {
-            too_large()
+            too_large(true)
         } else {
             (
                 StatusCode::BAD_REQUEST,
@@ -46,6 +65,21 @@ pub async fn body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, 
                 .into_response()
         }
     })
+}
+
+/// Read a body to its end, keeping nothing; how many bytes it held (`None`
+/// if it broke off or passed [`DRAIN_MAX`]).
+async fn discard(body: Body) -> Option<u64> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    while let Some(chunk) = stream.next().await {
+        read += chunk.ok()?.len() as u64;
+        if read > DRAIN_MAX as u64 {
+            return None;
+        }
+    }
+    Some(read)
 }
 
 /// When each platform's refusals were last logged (Unix seconds), and how
