@@ -1,4 +1,4 @@
-//! The load benchmark, `cargo bench --bench load` (about 8½ minutes; add
+//! The load benchmark, `cargo bench --bench load` (about 11 minutes; add
 //! `-- --smoke` for a run of seconds that only shows everything works, as CI
 //! does). It measures what decides whether tminus answers inside Slack's and
 //! Discord's 3-second limit while it records every click durably:
