@@ -110,7 +110,16 @@ impl Turns {
         let counted = Waiting(&self.waiting);
         let mut turn = self.conn.clone().lock_owned().await;
         drop(counted);
-        undo_member(&mut turn).await;
+        if turn.member {
+            // In a task of its own, so a cancelled wait cannot cut the
+            // rollback half-way.
+            turn = tokio::spawn(async move {
+                undo_member(&mut turn).await;
+                turn
+            })
+            .await
+            .expect("rolling back a member does not panic");
+        }
         turn
     }
 
@@ -218,13 +227,15 @@ pub(super) async fn undo_member(turn: &mut Turn) {
     if !turn.member {
         return;
     }
-    turn.member = false;
-    if let Err(e) = turn
+    // The flag clears only once both statements ran: repeated after a
+    // cut, the rollback is harmless, or it fails and so does the group.
+    match turn
         .conn
         .execute("ROLLBACK TO member; RELEASE member")
         .await
     {
-        fail_group(turn, format!("the transaction was lost: {e}")).await;
+        Ok(_) => turn.member = false,
+        Err(e) => fail_group(turn, format!("the transaction was lost: {e}")).await,
     }
 }
 

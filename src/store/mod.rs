@@ -529,12 +529,19 @@ impl Tx {
         let pending = std::mem::take(&mut self.pending);
         match std::mem::replace(&mut self.tx, TxConn::Done) {
             TxConn::Sqlite(turn, turns) => {
-                if !turn.member && pending.sql.len() == self.opening {
-                    // Nothing was written.
-                    turns.end(turn).await;
-                    return Ok(Vec::new());
-                }
-                turns.commit(turn, pending).await
+                let nothing_written = !turn.member && pending.sql.len() == self.opening;
+                // Ending a turn is never cut half-way: a request cancelled
+                // here (its client went away) must not leave a `COMMIT` run
+                // but unrecorded, or a group without anyone to commit it, so
+                // the work runs in a task of its own that finishes anyway.
+                let ending = tokio::spawn(async move {
+                    if nothing_written {
+                        turns.end(turn).await;
+                        return Ok(Vec::new());
+                    }
+                    turns.commit(turn, pending).await
+                });
+                ending.await.context("the commit task failed")?
             }
             TxConn::Postgres(tx) => {
                 tx.commit().await.context("cannot commit")?;

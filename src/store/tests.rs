@@ -130,3 +130,63 @@ async fn sqlite_waits_for_the_disk_at_every_commit_only_when_asked() {
     tx.commit().await.unwrap();
     assert_eq!(keys(&store).await, ["durable-1"]);
 }
+
+/// Requests cancelled at any point of their transaction (a client that goes
+/// away) never make another request's answer wrong or leave a group with
+/// nobody to commit it: every writer not cancelled commits, every answer
+/// of Ok is in the database, and the next writer gets a turn at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_writers_leave_no_wrong_answer_and_no_stuck_group() {
+    let (_dir, store) = sqlite().await;
+    let tasks: Vec<_> = (0..1500u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = format!("k{i:04}");
+                let work = {
+                    let key = key.clone();
+                    async move {
+                        let mut tx = store.begin().await?;
+                        tx.first_time(&key, now()).await?;
+                        tx.commit().await
+                    }
+                };
+                let outcome = if i % 3 == 0 {
+                    // Cut off somewhere between taking the turn and the commit.
+                    let cut = Duration::from_micros(i * 37 % 3000);
+                    tokio::time::timeout(cut, work).await.ok()
+                } else {
+                    Some(work.await)
+                };
+                (
+                    key,
+                    i % 3 == 0,
+                    outcome.map(|r| r.map_err(|e| format!("{e:#}"))),
+                )
+            })
+        })
+        .collect();
+    let mut answered_ok = Vec::new();
+    for task in tasks {
+        let (key, cancellable, outcome) = task.await.unwrap();
+        match outcome {
+            Some(Ok(())) => answered_ok.push(key),
+            Some(Err(e)) => panic!("{key} failed: {e}"),
+            None => assert!(cancellable, "{key} was not meant to be cut off"),
+        }
+    }
+    let stored = keys(&store).await;
+    for key in &answered_ok {
+        assert!(
+            stored.contains(key),
+            "{key} was answered Ok but is not stored"
+        );
+    }
+    let next = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut tx = store.begin().await.unwrap();
+        assert!(tx.first_time("after", now()).await.unwrap());
+        tx.commit().await.unwrap();
+    })
+    .await;
+    assert!(next.is_ok(), "the next writer waited for a stuck group");
+}
