@@ -524,13 +524,7 @@ pub async fn run(
             undrained.join("; ")
         );
     }
-    let errors = serve.logged_errors();
-    if errors > 0 {
-        report.note(format!(
-            "{name}: tminus serve logged {errors} error lines during the acknowledgement runs (see {})",
-            serve.log.display()
-        ));
-    }
+    serve.note_errors(report, name, "the acknowledgement runs");
     pool.close().await;
     Ok(())
 }

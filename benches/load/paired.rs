@@ -196,13 +196,7 @@ async fn rounds(
             target(db.kind, *kind, "p99"),
         );
     }
-    let errors = serve.logged_errors();
-    if errors > 0 {
-        report.note(format!(
-            "{name}: tminus serve logged {errors} error lines during the side-by-side runs (see {})",
-            serve.log.display()
-        ));
-    }
+    serve.note_errors(report, name, "the side-by-side runs");
     pool.close().await;
     Ok(())
 }

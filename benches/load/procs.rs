@@ -143,6 +143,18 @@ impl Serve {
             .map(|s| s.lines().count())
             .unwrap_or(0)
     }
+
+    /// Note in `report` how many error lines it logged `during` a part of
+    /// the run on database `name`, if any.
+    pub fn note_errors(&self, report: &mut crate::report::Report, name: &str, during: &str) {
+        let errors = self.logged_errors();
+        if errors > 0 {
+            report.note(format!(
+                "{name}: tminus serve logged {errors} error lines during {during} (see {})",
+                self.log.display()
+            ));
+        }
+    }
 }
 
 impl Drop for Serve {

@@ -128,15 +128,15 @@ impl Report {
         target: Option<Target>,
     ) {
         let name = name.into();
-        let sqlite_target = if db == DbKind::Sqlite { target } else { None };
-        self.add(name.clone(), db, value, unit, sqlite_target);
-        let f = self.figures.get_mut(&name).expect("just added");
-        match (db, target) {
-            (DbKind::Sqlite, Some(t)) => f.target = Some(t),
-            (_, Some(t)) => {
+        self.add(name.clone(), db, value, unit, None);
+        let (f, Some(t)) = (self.figures.get_mut(&name).expect("just added"), target) else {
+            return;
+        };
+        match db {
+            DbKind::Sqlite => f.target = Some(t),
+            _ => {
                 f.other_targets.insert(db.name(), t);
             }
-            _ => {}
         }
     }
 
