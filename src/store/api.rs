@@ -26,7 +26,7 @@ impl Tx {
         answer: &ApiAnswer,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.defer(
+        self.exec(
             "INSERT INTO api_answers (request_key, fingerprint, status, body, at) \
              VALUES ($1, $2, $3, $4, $5)",
             &[
@@ -38,18 +38,20 @@ impl Tx {
             ],
         )
         .await
-        .context("keeping an API answer")
+        .context("keeping an API answer")?;
+        Ok(())
     }
 }
 
 impl Store {
     /// The answer kept for a keyed call, if it committed.
     pub async fn api_answer(&self, key: &str) -> Result<Option<ApiAnswer>> {
-        let row =
-            sqlx::query("SELECT fingerprint, status, body FROM api_answers WHERE request_key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = self
+            .row(
+                "SELECT fingerprint, status, body FROM api_answers WHERE request_key = $1",
+                &[key.into()],
+            )
+            .await?;
         row.map(|r| {
             Ok(ApiAnswer {
                 fingerprint: col(&r, "fingerprint")?,

@@ -1,12 +1,10 @@
 //! The audit log: who did what, when and where. Append-only — the database
 //! itself refuses updates and deletes (a trigger on each backend).
 
+use super::{col, from_ms, ms, Reads, Store, Tx};
+use crate::domain::RunId;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::AnyConnection;
-
-use super::{col, from_ms, ms, Store, Tx};
-use crate::domain::RunId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -25,7 +23,7 @@ pub struct AuditEntry {
 
 impl Tx {
     pub async fn audit(&mut self, e: &AuditEntry) -> Result<()> {
-        self.defer(
+        self.exec(
             "INSERT INTO audit_log (run_id, at, actor, platform, location, action, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
@@ -47,26 +45,25 @@ impl Tx {
 impl Tx {
     /// A run's audit entries as this transaction sees them, its own included.
     pub async fn audit_for_run(&mut self, run: RunId) -> Result<Vec<AuditEntry>> {
-        entries(self.conn().await?, run).await
+        entries(self, run).await
     }
 }
 
 impl Store {
     /// A run's audit entries in the order they were written.
     pub async fn audit_for_run(&self, run: RunId) -> Result<Vec<AuditEntry>> {
-        let mut conn = self.pool.acquire().await?;
-        entries(&mut conn, run).await
+        entries(&mut &*self, run).await
     }
 }
 
-async fn entries(conn: &mut AnyConnection, run: RunId) -> Result<Vec<AuditEntry>> {
-    let rows = sqlx::query(
-        "SELECT run_id, at, actor, platform, location, action, detail FROM audit_log \
-         WHERE run_id = $1 ORDER BY id",
-    )
-    .bind(run.0)
-    .fetch_all(&mut *conn)
-    .await?;
+async fn entries(db: &mut impl Reads, run: RunId) -> Result<Vec<AuditEntry>> {
+    let rows = db
+        .rows(
+            "SELECT run_id, at, actor, platform, location, action, detail FROM audit_log \
+             WHERE run_id = $1 ORDER BY id",
+            &[run.0.into()],
+        )
+        .await?;
     rows.iter()
         .map(|row| {
             Ok(AuditEntry {

@@ -22,6 +22,12 @@
 //! end of the audit log, the outbox, their indexes) are mostly the same
 //! pages for every click.
 //!
+//! Every statement runs on the caller's thread (rusqlite, statements kept
+//! prepared), so a writer's turn holds no hand-over to another thread and
+//! ending a turn cannot be cut half-way by a cancelled request: the only
+//! waits are for the turn itself, for the write lock another process holds,
+//! and for the group's commit.
+//!
 //! If SQLite itself drops the transaction (it may on a full disk or an I/O
 //! error), every member waiting for it is told the commit failed; none of
 //! them has been answered yet, so each gets its apology and nothing is
@@ -29,14 +35,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Executor};
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
-
-use super::Batch;
 
 /// The most writers one commit takes. A member waits for every writer
 /// after it in its group, so a cap bounds the wait.
@@ -47,9 +49,9 @@ const MAX_GROUP: usize = 32;
 /// waiting in the meantime (a cancelled request), so nobody else will.
 const COMMIT_WAIT: Duration = Duration::from_millis(20);
 
-/// How a member's writes start: inside the open transaction, or opening it.
-const SAVEPOINT: &str = "SAVEPOINT member";
-const BEGIN: &str = "BEGIN IMMEDIATE";
+/// How long a writer waits for another process to let go of the
+/// database's write lock before it gives up (as `busy_timeout` would).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// What a member learns of its group's commit.
 type Outcome = Result<(), String>;
@@ -64,12 +66,12 @@ pub(super) struct Turns {
 
 /// The write connection and what is open on it.
 pub(super) struct WriteConn {
-    pub(super) conn: AnyConnection,
-    /// `BEGIN` was sent and neither `COMMIT` nor `ROLLBACK` since.
+    pub(super) conn: rusqlite::Connection,
+    /// `BEGIN` was run and neither `COMMIT` nor `ROLLBACK` since.
     open: bool,
-    /// A member's savepoint may be on the stack: it was sent and neither
-    /// released nor rolled back.
-    pub(super) member: bool,
+    /// A member's savepoint is on the stack: neither released nor rolled
+    /// back yet.
+    member: bool,
     /// Members released into the open transaction, waiting for its commit.
     group: Vec<oneshot::Sender<Outcome>>,
     /// Counts the transactions ended, so a member that stopped waiting can
@@ -90,7 +92,7 @@ impl Drop for Waiting<'_> {
 }
 
 impl Turns {
-    pub(super) fn new(conn: AnyConnection) -> Turns {
+    pub(super) fn new(conn: rusqlite::Connection) -> Turns {
         Turns {
             conn: Arc::new(Mutex::new(WriteConn {
                 conn,
@@ -103,24 +105,29 @@ impl Turns {
         }
     }
 
-    /// Wait for a turn. A member left on the connection by a writer dropped
-    /// without a runtime to roll it back is rolled back first.
-    pub(super) async fn take(&self) -> Turn {
+    /// Wait for a turn.
+    async fn take(&self) -> Turn {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let counted = Waiting(&self.waiting);
-        let mut turn = self.conn.clone().lock_owned().await;
+        let turn = self.conn.clone().lock_owned().await;
         drop(counted);
-        if turn.member {
-            // In a task of its own, so a cancelled wait cannot cut the
-            // rollback half-way.
-            turn = tokio::spawn(async move {
-                undo_member(&mut turn).await;
-                turn
-            })
-            .await
-            .expect("rolling back a member does not panic");
-        }
         turn
+    }
+
+    /// Wait for a turn and open a member's savepoint in it, opening the
+    /// group's transaction first when none is open.
+    pub(super) async fn begin(&self) -> Result<Turn> {
+        let mut turn = self.take().await;
+        if !turn.open {
+            begin_immediate(&mut turn.conn).await?;
+            turn.open = true;
+        }
+        if let Err(e) = run(&turn.conn, "SAVEPOINT member") {
+            fail_group(&mut turn, format!("{e}"));
+            return Err(e).context("cannot start a transaction");
+        }
+        turn.member = true;
+        Ok(turn)
     }
 
     /// Whether a turn ending now passes the open transaction on: another
@@ -132,42 +139,33 @@ impl Turns {
     /// End a turn: pass it on inside the open transaction, or commit what
     /// is open. Every turn ends here, so an open group is never left
     /// without someone to commit it.
-    pub(super) async fn end(&self, mut turn: Turn) {
+    pub(super) fn end(&self, mut turn: Turn) {
         if turn.open && !self.passes_on(&turn) {
-            commit_group(&mut turn).await;
+            commit_group(&mut turn);
         }
     }
 
-    /// Commit a member: send its last statements and release its savepoint
-    /// into the group, with the group's `COMMIT` in the same call when the
-    /// turn would not be passed on (so a write with nobody else about costs
-    /// one call, as it did before groups). Rows of the statements that
-    /// answer with rows are returned. On failure the member is rolled back
-    /// and the group goes on without it.
-    pub(super) async fn commit(&self, mut turn: Turn, mut pending: Batch) -> Result<Vec<AnyRow>> {
-        pending.push("RELEASE member", &[]);
-        let last = !self.passes_on(&turn);
-        if last {
-            pending.push("COMMIT", &[]);
+    /// Commit a member: release its savepoint into the group, then commit
+    /// the group when the turn would not be passed on, or wait for the
+    /// writer after it to. A member whose savepoint cannot be released is
+    /// rolled back and the group goes on without it.
+    pub(super) async fn commit(&self, mut turn: Turn) -> Result<()> {
+        if let Err(e) = run(&turn.conn, "RELEASE member") {
+            undo_member(&mut turn);
+            self.end(turn);
+            return Err(e).context("cannot commit");
         }
-        sending(&mut turn);
-        match pending.query().fetch_all(&mut turn.conn).await {
-            Ok(rows) if last => {
-                turn.member = false;
+        turn.member = false;
+        if self.passes_on(&turn) {
+            return self.join(turn).await;
+        }
+        match run(&turn.conn, "COMMIT") {
+            Ok(()) => {
                 committed(&mut turn);
-                Ok(rows)
-            }
-            Ok(rows) => {
-                turn.member = false;
-                self.join(turn).await?;
-                Ok(rows)
+                Ok(())
             }
             Err(e) => {
-                // If the statements failed, the member is rolled back and
-                // the group goes on; if the `COMMIT` did, its savepoint is
-                // gone and the whole group fails.
-                undo_member(&mut turn).await;
-                self.end(turn).await;
+                fail_group(&mut turn, format!("{e}"));
                 Err(e).context("cannot commit")
             }
         }
@@ -179,7 +177,7 @@ impl Turns {
         let (told, mut outcome) = oneshot::channel();
         turn.group.push(told);
         let generation = turn.generation;
-        self.end(turn).await;
+        self.end(turn);
         loop {
             match tokio::time::timeout(COMMIT_WAIT, &mut outcome).await {
                 Ok(Ok(result)) => return result.map_err(|e| anyhow!(e)).context("cannot commit"),
@@ -187,9 +185,9 @@ impl Turns {
                 Err(_) => {
                     let mut turn = self.take().await;
                     if turn.open && turn.generation == generation {
-                        commit_group(&mut turn).await;
+                        commit_group(&mut turn);
                     }
-                    self.end(turn).await;
+                    self.end(turn);
                 }
             }
         }
@@ -199,51 +197,57 @@ impl Turns {
     pub(super) async fn flush(&self) {
         let mut turn = self.take().await;
         if turn.open {
-            commit_group(&mut turn).await;
+            commit_group(&mut turn);
         }
     }
 }
 
-/// The statement a member's writes start with.
-pub(super) fn start(turn: &Turn) -> Batch {
-    let mut batch = Batch::default();
-    if !turn.open {
-        batch.push(BEGIN, &[]);
+/// `BEGIN IMMEDIATE`, which takes the database's write lock. The writer's
+/// connection does not wait in SQLite's busy handler (it would hold the
+/// runtime's thread): while another process holds the lock, this sleeps
+/// and tries again, for up to [`LOCK_WAIT`].
+async fn begin_immediate(conn: &mut rusqlite::Connection) -> Result<()> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).context("cannot start a transaction"),
+        }
     }
-    batch.push(SAVEPOINT, &[]);
-    batch
 }
 
-/// Note that a member's statements are about to be sent: from here on a
-/// transaction and the member's savepoint may be open.
-pub(super) fn sending(turn: &mut Turn) {
-    turn.open = true;
-    turn.member = true;
+/// One transaction statement, kept prepared.
+fn run(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.raw_execute().map(drop)
 }
 
 /// Roll back the member on the connection, if any. If its savepoint is gone,
 /// SQLite dropped the whole transaction: the group fails.
-pub(super) async fn undo_member(turn: &mut Turn) {
+pub(super) fn undo_member(turn: &mut Turn) {
     if !turn.member {
         return;
     }
-    // The flag clears only once both statements ran: repeated after a
-    // cut, the rollback is harmless, or it fails and so does the group.
-    match turn
-        .conn
-        .execute("ROLLBACK TO member; RELEASE member")
-        .await
-    {
-        Ok(_) => turn.member = false,
-        Err(e) => fail_group(turn, format!("the transaction was lost: {e}")).await,
+    let undone =
+        run(&turn.conn, "ROLLBACK TO member").and_then(|()| run(&turn.conn, "RELEASE member"));
+    match undone {
+        Ok(()) => turn.member = false,
+        Err(e) => fail_group(turn, format!("the transaction was lost: {e}")),
     }
 }
 
 /// Commit the open transaction and tell every member.
-async fn commit_group(turn: &mut Turn) {
-    match turn.conn.execute("COMMIT").await {
-        Ok(_) => committed(turn),
-        Err(e) => fail_group(turn, format!("{e}")).await,
+fn commit_group(turn: &mut Turn) {
+    match run(&turn.conn, "COMMIT") {
+        Ok(()) => committed(turn),
+        Err(e) => fail_group(turn, format!("{e}")),
     }
 }
 
@@ -257,8 +261,10 @@ fn committed(turn: &mut Turn) {
 }
 
 /// Roll back what is open and tell every member it was not committed.
-async fn fail_group(turn: &mut Turn, reason: String) {
-    turn.conn.execute("ROLLBACK").await.ok();
+fn fail_group(turn: &mut Turn, reason: String) {
+    if !turn.conn.is_autocommit() {
+        turn.conn.execute_batch("ROLLBACK").ok();
+    }
     turn.open = false;
     turn.member = false;
     turn.generation += 1;

@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::{col, ms, opt_from_ms, Store, Tx};
+use super::{col, ms, opt_from_ms, Row, Store, Tx};
 use crate::domain::RunId;
 
 /// One call of a hook for one item.
@@ -27,7 +27,7 @@ pub struct HookCall {
 
 const COLUMNS: &str = "id, run_id, phase, item, hook, token, attempts, attempt_at, called_at";
 
-fn from_row(r: &sqlx::any::AnyRow) -> Result<HookCall> {
+fn from_row(r: &Row) -> Result<HookCall> {
     Ok(HookCall {
         id: col(r, "id")?,
         run: RunId(col(r, "run_id")?),
@@ -52,47 +52,47 @@ impl Tx {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<i64> {
-        let rows = self
-            .fetch(&[(
-                "INSERT INTO hook_calls (run_id, phase, item, hook, token, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                &[
-                    run.0.into(),
-                    phase.into(),
-                    item.into(),
-                    hook.into(),
-                    token.into(),
-                    ms(now).into(),
-                ],
-            )])
-            .await
-            .context("recording a pipeline call")?;
-        col(rows.first().context("the new call's id")?, "id")
+        self.scalar(
+            "INSERT INTO hook_calls (run_id, phase, item, hook, token, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[
+                run.0.into(),
+                phase.into(),
+                item.into(),
+                hook.into(),
+                token.into(),
+                ms(now).into(),
+            ],
+        )
+        .await
+        .context("recording a pipeline call")
     }
 
     /// The pipeline took the call.
     pub async fn hook_called(&mut self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        self.defer(
+        self.exec(
             "UPDATE hook_calls SET called_at = $2, last_error = NULL WHERE id = $1",
             &[id.into(), ms(now).into()],
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     /// The call failed this time, for this reason.
     pub async fn hook_failed(&mut self, id: i64, error: &str) -> Result<()> {
-        self.defer(
+        self.exec(
             "UPDATE hook_calls SET last_error = $2 WHERE id = $1",
             &[id.into(), error.into()],
         )
-        .await
+        .await?;
+        Ok(())
     }
 }
 
 impl Store {
     pub async fn hook_call(&self, id: i64) -> Result<Option<HookCall>> {
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM hook_calls WHERE id = $1"));
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
+        let sql = format!("SELECT {COLUMNS} FROM hook_calls WHERE id = $1");
+        let row = self.row(&sql, &[id.into()]).await?;
         row.as_ref().map(from_row).transpose()
     }
 
@@ -103,15 +103,12 @@ impl Store {
         phase: &str,
         item: &str,
     ) -> Result<Option<HookCall>> {
-        let sql = sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM hook_calls WHERE run_id = $1 AND phase = $2 AND item = $3 \
              ORDER BY id DESC LIMIT 1"
-        ));
-        let row = sqlx::query(sql)
-            .bind(run.0)
-            .bind(phase)
-            .bind(item)
-            .fetch_optional(&self.pool)
+        );
+        let row = self
+            .row(&sql, &[run.0.into(), phase.into(), item.into()])
             .await?;
         row.as_ref().map(from_row).transpose()
     }

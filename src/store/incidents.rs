@@ -6,14 +6,11 @@
 //! sends nothing. Incidents are loaded with their write lock (`FOR UPDATE`
 //! on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already holds the database's).
 
-use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
-use sqlx::any::AnyRow;
-use sqlx::AnyConnection;
-
-use super::{col, from_ms, ms, opt_from_ms, Dialect, Store, Tx};
+use super::{col, from_ms, ms, opt_from_ms, Dialect, Reads, Row, Store, Tx};
 use crate::domain::runbook::Severity;
 use crate::domain::{Incident, IncidentStatus, Override, PersonId, Platform, RunId};
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 
 const INCIDENT_COLUMNS: &str = "id, run_id, platform, severity, summary, status, policy, \
     opened_by, opened_at, generation, next_seq, acked_by, acked_at, resolved_by, resolved_at, resolution";
@@ -34,56 +31,57 @@ pub struct PageRecord {
 impl Tx {
     /// Insert a new incident; returns its id.
     pub async fn insert_incident(&mut self, i: &Incident) -> Result<i64> {
-        sqlx::query_scalar(
+        self.scalar(
             "INSERT INTO incidents (run_id, platform, severity, summary, status, policy, opened_by, \
              opened_at, generation, next_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            &[
+                i.run.map(|r| r.0).into(),
+                i.platform.as_str().into(),
+                i.severity.as_str().into(),
+                (&i.summary).into(),
+                i.status.as_str().into(),
+                i.policy.as_deref().into(),
+                (&i.opened_by).into(),
+                ms(i.opened_at).into(),
+                i64::from(i.generation).into(),
+                i64::from(i.next_seq).into(),
+            ],
         )
-        .bind(i.run.map(|r| r.0))
-        .bind(i.platform.as_str())
-        .bind(i.severity.as_str())
-        .bind(&i.summary)
-        .bind(i.status.as_str())
-        .bind(i.policy.as_deref())
-        .bind(&i.opened_by)
-        .bind(ms(i.opened_at))
-        .bind(i64::from(i.generation))
-        .bind(i64::from(i.next_seq))
-        .fetch_one(self.conn().await?)
         .await
         .context("opening an incident")
     }
 
     /// Load an incident and hold its write lock until the transaction ends.
     pub async fn lock_incident(&mut self, id: i64) -> Result<Option<Incident>> {
-        let lock = if self.dialect == Dialect::Postgres {
+        let lock = if self.dialect() == Dialect::Postgres {
             " FOR UPDATE"
         } else {
             ""
         };
         let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1{lock}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(self.conn().await?)
+        let row = self
+            .row(&sql, &[id.into()])
             .await
             .context("loading an incident")?;
         row.as_ref().map(incident_from_row).transpose()
     }
 
     pub async fn save_incident(&mut self, i: &Incident) -> Result<()> {
-        sqlx::query(
+        self.exec(
             "UPDATE incidents SET status = $2, generation = $3, next_seq = $4, acked_by = $5, \
              acked_at = $6, resolved_by = $7, resolved_at = $8, resolution = $9 WHERE id = $1",
+            &[
+                i.id.into(),
+                i.status.as_str().into(),
+                i64::from(i.generation).into(),
+                i64::from(i.next_seq).into(),
+                i.acked_by.as_ref().map(PersonId::as_str).into(),
+                i.acked_at.map(ms).into(),
+                i.resolved_by.as_ref().map(PersonId::as_str).into(),
+                i.resolved_at.map(ms).into(),
+                i.resolution.as_deref().into(),
+            ],
         )
-        .bind(i.id)
-        .bind(i.status.as_str())
-        .bind(i64::from(i.generation))
-        .bind(i64::from(i.next_seq))
-        .bind(i.acked_by.as_ref().map(PersonId::as_str))
-        .bind(i.acked_at.map(ms))
-        .bind(i.resolved_by.as_ref().map(PersonId::as_str))
-        .bind(i.resolved_at.map(ms))
-        .bind(i.resolution.as_deref())
-        .execute(self.conn().await?)
         .await
         .context("saving an incident")?;
         Ok(())
@@ -91,42 +89,45 @@ impl Tx {
 
     /// The run's unresolved incident, if any.
     pub async fn open_incident(&mut self, run: RunId) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
+        self.row(
             "SELECT id FROM incidents WHERE run_id = $1 AND status <> 'resolved' ORDER BY id LIMIT 1",
+            &[run.0.into()],
         )
-        .bind(run.0)
-        .fetch_optional(self.conn().await?)
-        .await?)
+        .await?
+        .map(|r| r.first())
+        .transpose()
     }
 
     /// Record a page; false if this person was already paged for this page
     /// of this climb (the caller must then send nothing).
     pub async fn record_page(&mut self, incident: i64, page: &PageRecord) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO pages (incident_id, generation, seq, person, step, via, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (incident_id, generation, seq, person) DO NOTHING",
-        )
-        .bind(incident)
-        .bind(i64::from(page.generation))
-        .bind(i64::from(page.seq))
-        .bind(page.person.as_str())
-        .bind(page.step as i64)
-        .bind(&page.via)
-        .bind(ms(page.at))
-        .execute(self.conn().await?)
-        .await
-        .context("recording a page")?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .exec(
+                "INSERT INTO pages (incident_id, generation, seq, person, step, via, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (incident_id, generation, seq, person) DO NOTHING",
+                &[
+                    incident.into(),
+                    i64::from(page.generation).into(),
+                    i64::from(page.seq).into(),
+                    page.person.as_str().into(),
+                    (page.step as i64).into(),
+                    (&page.via).into(),
+                    ms(page.at).into(),
+                ],
+            )
+            .await
+            .context("recording a page")?;
+        Ok(done == 1)
     }
 
     pub async fn pages_for(&mut self, incident: i64) -> Result<Vec<PageRecord>> {
-        pages(self.conn().await?, incident).await
+        pages(self, incident).await
     }
 
     /// Overrides that have not ended by `now`.
     pub async fn overrides(&mut self, now: DateTime<Utc>) -> Result<Vec<Override>> {
-        overrides(self.conn().await?, now).await
+        overrides(self, now).await
     }
 
     pub async fn insert_override(
@@ -135,17 +136,18 @@ impl Tx {
         created_by: &PersonId,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        sqlx::query(
+        self.exec(
             "INSERT INTO rotation_overrides (rotation, person, starts_at, ends_at, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                (&o.rotation).into(),
+                o.person.as_str().into(),
+                ms(o.from).into(),
+                ms(o.until).into(),
+                created_by.as_str().into(),
+                ms(now).into(),
+            ],
         )
-        .bind(&o.rotation)
-        .bind(o.person.as_str())
-        .bind(ms(o.from))
-        .bind(ms(o.until))
-        .bind(created_by.as_str())
-        .bind(ms(now))
-        .execute(self.conn().await?)
         .await
         .context("saving an override")?;
         Ok(())
@@ -155,8 +157,7 @@ impl Tx {
 impl Store {
     /// A run's incidents, oldest first, each with its pages.
     pub async fn incidents_for_run(&self, run: RunId) -> Result<Vec<(Incident, Vec<PageRecord>)>> {
-        let mut conn = self.pool.acquire().await?;
-        incidents_for_run(&mut conn, run).await
+        incidents_for_run(&mut &*self, run).await
     }
 
     /// Incidents not yet resolved, oldest first.
@@ -164,28 +165,26 @@ impl Store {
         let sql = format!(
             "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status <> 'resolved' ORDER BY id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = self.rows(&sql, &[]).await?;
         rows.iter().map(incident_from_row).collect()
     }
 
     /// Every page ever sent, in the order sent (for tests and status).
     pub async fn all_pages(&self) -> Result<Vec<(i64, PageRecord)>> {
-        let rows = sqlx::query(
-            "SELECT incident_id, generation, seq, person, step, via, at FROM pages \
-             ORDER BY at, incident_id, generation, seq, person",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .rows(
+                "SELECT incident_id, generation, seq, person, step, via, at FROM pages \
+                 ORDER BY at, incident_id, generation, seq, person",
+                &[],
+            )
+            .await?;
         rows.iter()
             .map(|r| Ok((col(r, "incident_id")?, page_from_row(r)?)))
             .collect()
     }
 
     pub async fn overrides(&self, now: DateTime<Utc>) -> Result<Vec<Override>> {
-        let mut conn = self.pool.acquire().await?;
-        overrides(&mut conn, now).await
+        overrides(&mut &*self, now).await
     }
 }
 
@@ -194,47 +193,44 @@ impl Tx {
         &mut self,
         run: RunId,
     ) -> Result<Vec<(Incident, Vec<PageRecord>)>> {
-        incidents_for_run(self.conn().await?, run).await
+        incidents_for_run(self, run).await
     }
 }
 
 async fn incidents_for_run(
-    conn: &mut AnyConnection,
+    db: &mut impl Reads,
     run: RunId,
 ) -> Result<Vec<(Incident, Vec<PageRecord>)>> {
     let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE run_id = $1 ORDER BY id");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(run.0)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = db.rows(&sql, &[run.0.into()]).await?;
     let mut out = Vec::new();
     for row in &rows {
         let incident = incident_from_row(row)?;
-        let pages = pages(conn, incident.id).await?;
+        let pages = pages(db, incident.id).await?;
         out.push((incident, pages));
     }
     Ok(out)
 }
 
-async fn pages(conn: &mut AnyConnection, incident: i64) -> Result<Vec<PageRecord>> {
-    let rows = sqlx::query(
-        "SELECT generation, seq, person, step, via, at FROM pages WHERE incident_id = $1 \
-         ORDER BY generation, seq, at, person",
-    )
-    .bind(incident)
-    .fetch_all(&mut *conn)
-    .await?;
+async fn pages(db: &mut impl Reads, incident: i64) -> Result<Vec<PageRecord>> {
+    let rows = db
+        .rows(
+            "SELECT generation, seq, person, step, via, at FROM pages WHERE incident_id = $1 \
+             ORDER BY generation, seq, at, person",
+            &[incident.into()],
+        )
+        .await?;
     rows.iter().map(page_from_row).collect()
 }
 
-async fn overrides(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<Vec<Override>> {
-    let rows = sqlx::query(
-        "SELECT id, rotation, person, starts_at, ends_at FROM rotation_overrides \
-         WHERE ends_at > $1 ORDER BY id",
-    )
-    .bind(ms(now))
-    .fetch_all(&mut *conn)
-    .await?;
+async fn overrides(db: &mut impl Reads, now: DateTime<Utc>) -> Result<Vec<Override>> {
+    let rows = db
+        .rows(
+            "SELECT id, rotation, person, starts_at, ends_at FROM rotation_overrides \
+             WHERE ends_at > $1 ORDER BY id",
+            &[ms(now).into()],
+        )
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(Override {
@@ -248,7 +244,7 @@ async fn overrides(conn: &mut AnyConnection, now: DateTime<Utc>) -> Result<Vec<O
         .collect()
 }
 
-fn page_from_row(r: &AnyRow) -> Result<PageRecord> {
+fn page_from_row(r: &Row) -> Result<PageRecord> {
     Ok(PageRecord {
         generation: col::<i64>(r, "generation")? as u32,
         seq: col::<i64>(r, "seq")? as u32,
@@ -259,7 +255,7 @@ fn page_from_row(r: &AnyRow) -> Result<PageRecord> {
     })
 }
 
-fn incident_from_row(r: &AnyRow) -> Result<Incident> {
+fn incident_from_row(r: &Row) -> Result<Incident> {
     let status: String = col(r, "status")?;
     let severity: String = col(r, "severity")?;
     let platform: String = col(r, "platform")?;

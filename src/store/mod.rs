@@ -1,7 +1,8 @@
 //! The durable store: runs, items, sign-offs, the audit log, the outbox of
 //! outgoing messages and timers, incidents, pages and rotation overrides,
-//! on SQLite or PostgreSQL through one code path (sqlx's `Any` driver, times
-//! as epoch milliseconds).
+//! on SQLite or PostgreSQL through one code path (statements with `$N`
+//! placeholders, rows read through [`sql::Row`], times as epoch
+//! milliseconds).
 //!
 //! Every change goes through a [`Tx`]: the engine loads a run with a write
 //! lock, applies a domain decision, and writes the run, its audit entries,
@@ -9,39 +10,39 @@
 //! lock is `SELECT … FOR UPDATE`; on SQLite every write transaction starts
 //! with `BEGIN IMMEDIATE`, which takes the database's single write lock.
 //!
-//! On SQLite, writers of this process take turns on one connection kept for
-//! writing, and writes that arrive while one is in progress are committed
-//! together ([`group`]). A connection that finds the write lock taken waits
-//! in SQLite's busy handler, which sleeps in steps of up to 100 ms instead
-//! of waking when the lock is released, so under concurrent clicks a few
-//! unlucky ones waited seconds; the turns hand the connection over at once
-//! and in order. Keeping the connection out of the pool also saves each
-//! write the pool's two health checks (on acquire and on release), each a
-//! round trip to the connection's thread while the lock is held. Another
-//! process on the same file still meets `busy_timeout`. Reads outside a
-//! transaction use the pool.
+//! On SQLite (rusqlite, see [`lite`]), writers of this process take turns
+//! on one connection kept for writing, and writes that arrive while one is
+//! in progress are committed together ([`group`]). The turns hand the
+//! connection over at once and in order, where SQLite's own busy handler
+//! sleeps in steps of up to 100 ms. Statements run on the caller's thread
+//! and stay prepared on their connection. Reads outside a transaction use
+//! reading connections of their own, which in WAL mode never wait for the
+//! writer. PostgreSQL goes through sqlx's pool.
 
 mod api;
 mod audit;
 mod group;
 mod hooks;
 mod incidents;
+mod lite;
 mod monitor;
 mod queue;
 mod runs;
 pub mod schema;
+mod sql;
 mod versions;
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Connection as _, Transaction};
 
-use group::{Turn, Turns};
+use group::Turn;
+use lite::Lite;
+pub(crate) use sql::{Arg, FromValue, Row};
 
 use crate::domain::Platform;
 
@@ -100,7 +101,7 @@ impl Durability {
         }
     }
 
-    fn pragma(self) -> &'static str {
+    pub(super) fn pragma(self) -> &'static str {
         match self {
             Durability::ProcessCrash => "NORMAL",
             Durability::PowerCut => "FULL",
@@ -113,13 +114,16 @@ pub const DEFAULT_URL: &str = "sqlite://tminus.db";
 
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
-    dialect: Dialect,
-    /// SQLite: the write connection and the turns on it (see [`group`]);
-    /// `None` on PostgreSQL.
-    writer: Option<Arc<Turns>>,
+    db: Db,
     /// Rung after a commit that queued messages, per platform.
     bell: Arc<OutboxBell>,
+}
+
+/// The database behind a [`Store`].
+#[derive(Clone)]
+enum Db {
+    Sqlite(Arc<Lite>),
+    Postgres(AnyPool),
 }
 
 /// How a commit that queued messages wakes the platform's delivery worker at
@@ -155,162 +159,31 @@ impl OutboxBell {
 enum TxConn {
     /// SQLite's write connection, in this writer's turn, inside its
     /// savepoint of the group's transaction.
-    Sqlite(Turn, Arc<Turns>),
+    Sqlite(Turn, Arc<Lite>),
     Postgres(Transaction<'static, Any>),
     /// Committed.
     Done,
 }
 
-impl Deref for TxConn {
-    type Target = AnyConnection;
-    fn deref(&self) -> &AnyConnection {
-        match self {
-            TxConn::Sqlite(turn, _) => &turn.conn,
-            TxConn::Postgres(tx) => tx,
-            TxConn::Done => unreachable!("a committed transaction is not used"),
-        }
-    }
-}
-
-impl DerefMut for TxConn {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            TxConn::Sqlite(turn, _) => &mut turn.conn,
-            TxConn::Postgres(tx) => tx,
-            TxConn::Done => unreachable!("a committed transaction is not used"),
-        }
-    }
-}
-
 impl Drop for Tx {
     /// A SQLite transaction dropped without a commit (a refusal returns
-    /// early, a request is cancelled) is rolled back to its savepoint at
-    /// once, still in its turn, and the turn ended, so the group it was in
-    /// is committed or passed on rather than left waiting. (Without a
-    /// runtime the next writer rolls it back first.)
+    /// early, a request is cancelled, a statement failed) is rolled back to
+    /// its savepoint at once, still in its turn, and the turn ended, so the
+    /// group it was in is committed or passed on rather than left waiting.
     fn drop(&mut self) {
-        if let TxConn::Sqlite(mut turn, turns) = std::mem::replace(&mut self.tx, TxConn::Done) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    group::undo_member(&mut turn).await;
-                    turns.end(turn).await;
-                });
-            }
+        if let TxConn::Sqlite(mut turn, lite) = std::mem::replace(&mut self.conn, TxConn::Done) {
+            group::undo_member(&mut turn);
+            lite.turns.end(turn);
         }
     }
 }
 
 /// A write transaction.
-///
-/// On SQLite, statements whose answer nobody waits for (see [`Tx::defer`])
-/// are kept in `pending` and sent together with the next statement that
-/// answers, or with the `COMMIT`: SQLite runs a string of statements in one
-/// call to its connection's thread. Each call is a hand-over between threads
-/// while the database's one write lock is held, and on a small virtual
-/// machine waking a thread costs more than the statement, so a click costs
-/// two calls instead of about ten. The statements that open the
-/// transaction or the savepoint wait there too.
 pub struct Tx {
-    tx: TxConn,
-    dialect: Dialect,
-    pending: Batch,
-    /// How long `pending` is with only the opening statements in it.
-    opening: usize,
+    conn: TxConn,
     bell: Arc<OutboxBell>,
     /// The platforms this transaction queued messages for.
     queued: Vec<Platform>,
-}
-
-/// One argument of a statement built with [`Batch`].
-#[derive(Clone, Debug)]
-pub(crate) enum Arg {
-    Int(Option<i64>),
-    Text(Option<String>),
-}
-
-impl From<i64> for Arg {
-    fn from(v: i64) -> Arg {
-        Arg::Int(Some(v))
-    }
-}
-
-impl From<Option<i64>> for Arg {
-    fn from(v: Option<i64>) -> Arg {
-        Arg::Int(v)
-    }
-}
-
-impl From<&str> for Arg {
-    fn from(v: &str) -> Arg {
-        Arg::Text(Some(v.to_string()))
-    }
-}
-
-impl From<&String> for Arg {
-    fn from(v: &String) -> Arg {
-        Arg::Text(Some(v.clone()))
-    }
-}
-
-impl From<String> for Arg {
-    fn from(v: String) -> Arg {
-        Arg::Text(Some(v))
-    }
-}
-
-impl From<Option<&str>> for Arg {
-    fn from(v: Option<&str>) -> Arg {
-        Arg::Text(v.map(str::to_string))
-    }
-}
-
-/// Statements joined into one string, their `$N` placeholders renumbered so
-/// each statement's arguments follow the ones before.
-#[derive(Default)]
-struct Batch {
-    sql: String,
-    args: Vec<Arg>,
-}
-
-impl Batch {
-    fn one(sql: &str, args: &[Arg]) -> Batch {
-        let mut batch = Batch::default();
-        batch.push(sql, args);
-        batch
-    }
-
-    fn push(&mut self, sql: &str, args: &[Arg]) {
-        if !self.sql.is_empty() {
-            self.sql.push_str(";\n");
-        }
-        let offset = self.args.len();
-        let mut rest = sql;
-        while let Some(at) = rest.find('$') {
-            self.sql.push_str(&rest[..=at]);
-            rest = &rest[at + 1..];
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if let Ok(n) = rest[..digits].parse::<usize>() {
-                self.sql.push_str(&(n + offset).to_string());
-                rest = &rest[digits..];
-            }
-        }
-        self.sql.push_str(rest);
-        self.args.extend_from_slice(args);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.sql.is_empty()
-    }
-
-    fn query(self) -> sqlx::query::Query<'static, Any, sqlx::any::AnyArguments> {
-        self.args.into_iter().fold(
-            sqlx::query(sqlx::AssertSqlSafe(self.sql)),
-            |q, arg| match arg {
-                Arg::Int(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
-            },
-        )
-    }
 }
 
 impl Store {
@@ -324,112 +197,92 @@ impl Store {
     /// says (PostgreSQL's follow the server's own settings).
     pub async fn connect_with(url: &str, durability: Durability) -> Result<Store> {
         sqlx::any::install_default_drivers();
-        if Dialect::of(url)? == Dialect::Sqlite {
-            schema::check_sqlite_files(url)?;
-        }
-        let (dialect, url) = match Dialect::of(url)? {
-            Dialect::Sqlite if !url.contains('?') => (Dialect::Sqlite, format!("{url}?mode=rwc")),
-            dialect => (dialect, url.to_string()),
+        let db = match Dialect::of(url)? {
+            Dialect::Sqlite => {
+                schema::check_sqlite_files(url)?;
+                let path = schema::sqlite_path(url).context(
+                    "tminus keeps its state in a SQLite file, not in memory: \
+                     give DATABASE_URL a path, such as sqlite://tminus.db",
+                )?;
+                migrate_sqlite(url).await?;
+                Db::Sqlite(Lite::open(std::path::Path::new(path), durability)?)
+            }
+            Dialect::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .acquire_timeout(Duration::from_secs(10))
+                    .max_connections(10)
+                    .connect(url)
+                    .await
+                    .context("cannot open the database (check DATABASE_URL)")?;
+                schema::migrator(Dialect::Postgres)
+                    .run(&pool)
+                    .await
+                    .context("cannot apply database migrations")?;
+                Db::Postgres(pool)
+            }
         };
-        let options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(10))
-            // A SQLite connection is a file handle: the check on acquire
-            // would only cost a round trip to its thread.
-            .test_before_acquire(dialect == Dialect::Postgres)
-            .max_connections(match dialect {
-                Dialect::Sqlite => 4,
-                Dialect::Postgres => 10,
-            })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        let sql = format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                            durability.pragma()
-                        );
-                        conn.execute(sqlx::AssertSqlSafe(sql)).await?;
-                    }
-                    Ok(())
-                })
-            });
-        let pool = options
-            .connect(&url)
-            .await
-            .context("cannot open the database (check DATABASE_URL)")?;
-        let mut store = Store {
-            pool,
-            dialect,
-            writer: None,
+        Ok(Store {
+            db,
             bell: Arc::default(),
-        };
-        store.migrate().await?;
-        if dialect == Dialect::Sqlite {
-            let mut conn = store.pool.acquire().await?.detach();
-            // The commit that fills the write-ahead log past its limit would
-            // copy it back into the database and wait for the disk (an fsync,
-            // milliseconds here) while holding the write lock; instead a
-            // background task does that beside the writers.
-            conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-            let writer = Arc::new(Turns::new(conn));
-            tokio::spawn(checkpoints(store.pool.clone(), Arc::downgrade(&writer)));
-            store.writer = Some(writer);
-        }
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        schema::migrator(self.dialect)
-            .run(&self.pool)
-            .await
-            .context("cannot apply database migrations")
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
-        self.dialect
+        match self.db {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Rows of one read outside a transaction: it sees what was committed.
+    pub(crate) async fn rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        match &self.db {
+            Db::Sqlite(lite) => lite.rows(sql, args),
+            Db::Postgres(pool) => sql::from_pg(sql::pg_query(sql, args).fetch_all(pool).await?),
+        }
+    }
+
+    /// The first row of a read, if any.
+    pub(crate) async fn row(&self, sql: &str, args: &[Arg]) -> Result<Option<Row>> {
+        Ok(self.rows(sql, args).await?.into_iter().next())
+    }
+
+    /// The first column of a read's first row.
+    pub(crate) async fn scalar<T: FromValue>(&self, sql: &str, args: &[Arg]) -> Result<T> {
+        self.row(sql, args)
+            .await?
+            .context("a query answered with no row")?
+            .first()
     }
 
     /// One write outside a transaction, committed when this returns: on
-    /// SQLite a member of the current group (one call to the connection's
-    /// thread with its savepoint), on PostgreSQL (whose row locks need no
-    /// queue) a statement that commits on its own.
+    /// SQLite a member of the current group, on PostgreSQL (whose row locks
+    /// need no queue) a statement that commits on its own.
     async fn write(&self, sql: &str, args: &[Arg]) -> Result<()> {
-        self.write_fetch(sql, args).await.map(drop)
+        self.write_rows(sql, args).await.map(drop)
     }
 
     /// [`Store::write`] for a statement that answers with rows.
-    async fn write_fetch(&self, sql: &str, args: &[Arg]) -> Result<Vec<AnyRow>> {
-        if self.writer.is_none() {
-            return Ok(Batch::one(sql, args).query().fetch_all(&self.pool).await?);
+    async fn write_rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        if let Db::Postgres(pool) = &self.db {
+            return sql::from_pg(sql::pg_query(sql, args).fetch_all(pool).await?);
         }
         let mut tx = self.begin().await?;
-        tx.pending.push(sql, args);
-        tx.commit_rows().await
+        let rows = tx.rows(sql, args).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// Start a write transaction.
     pub async fn begin(&self) -> Result<Tx> {
-        let (tx, pending) = match &self.writer {
-            Some(turns) => {
-                let turn = turns.take().await;
-                let pending = group::start(&turn);
-                (TxConn::Sqlite(turn, turns.clone()), pending)
+        let conn = match &self.db {
+            Db::Sqlite(lite) => TxConn::Sqlite(lite.turns.begin().await?, lite.clone()),
+            Db::Postgres(pool) => {
+                TxConn::Postgres(pool.begin().await.context("cannot start a transaction")?)
             }
-            None => (
-                TxConn::Postgres(
-                    self.pool
-                        .begin()
-                        .await
-                        .context("cannot start a transaction")?,
-                ),
-                Batch::default(),
-            ),
         };
         Ok(Tx {
-            tx,
-            dialect: self.dialect,
-            opening: pending.sql.len(),
-            pending,
+            conn,
             bell: self.bell.clone(),
             queued: Vec::new(),
         })
@@ -453,172 +306,166 @@ impl Store {
 
     /// The figures `/metrics` reads from the database.
     pub async fn figures(&self) -> Result<crate::metrics::DbFigures> {
-        let pairs = |rows: Vec<AnyRow>| -> Result<Vec<(String, i64)>> {
+        let pairs = |rows: Vec<Row>| -> Result<Vec<(String, i64)>> {
             rows.iter()
-                .map(|r| Ok((col(r, "status")?, col(r, "n")?)))
+                .map(|r| Ok((r.get("status")?, r.get("n")?)))
                 .collect()
         };
-        let runs = sqlx::query("SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
-            .fetch_all(&self.pool)
+        let runs = self
+            .rows(
+                "SELECT status, COUNT(*) AS n FROM runs GROUP BY status",
+                &[],
+            )
             .await?;
-        let incidents = sqlx::query("SELECT status, COUNT(*) AS n FROM incidents GROUP BY status")
-            .fetch_all(&self.pool)
+        let incidents = self
+            .rows(
+                "SELECT status, COUNT(*) AS n FROM incidents GROUP BY status",
+                &[],
+            )
             .await?;
-        let scalar = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool);
         Ok(crate::metrics::DbFigures {
             runs: pairs(runs)?,
             incidents: pairs(incidents)?,
             outbox_depth: self.outbox_depth().await?,
-            outbox_failed: scalar("SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL")
+            outbox_failed: self
+                .scalar(
+                    "SELECT COUNT(*) FROM outbox WHERE failed_at IS NOT NULL",
+                    &[],
+                )
                 .await?,
-            timers_pending: scalar("SELECT COUNT(*) FROM timers WHERE fired_at IS NULL").await?,
+            timers_pending: self
+                .scalar("SELECT COUNT(*) FROM timers WHERE fired_at IS NULL", &[])
+                .await?,
         })
     }
 
+    /// Commit what is open and close the connections.
     pub async fn close(&self) {
-        if let Some(turns) = &self.writer {
-            turns.flush().await;
+        match &self.db {
+            Db::Sqlite(lite) => {
+                lite.turns.flush().await;
+                lite.close_readers();
+            }
+            Db::Postgres(pool) => pool.close().await,
         }
-        self.pool.close().await;
     }
 }
 
-/// How often the write-ahead log is copied back into a SQLite database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// Apply the migrations to a SQLite database (creating its file when
+/// missing) on a connection used for that alone and closed after.
+async fn migrate_sqlite(url: &str) -> Result<()> {
+    let url = if url.contains('?') {
+        url.to_string()
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    let mut conn = sqlx::AnyConnection::connect(&url)
+        .await
+        .context("cannot open the database (check DATABASE_URL)")?;
+    sqlx::Executor::execute(&mut conn, "PRAGMA journal_mode = WAL")
+        .await
+        .context("cannot switch the database to write-ahead logging")?;
+    schema::migrator(Dialect::Sqlite)
+        .run(&mut conn)
+        .await
+        .context("cannot apply database migrations")?;
+    conn.close().await.ok();
+    Ok(())
+}
 
-/// Copy the write-ahead log back into the database now and then, on a
-/// reading connection: a passive checkpoint runs beside the writer and never
-/// waits for it. Once it has copied everything, the next write starts the
-/// log over from its beginning, so the log stays small. Ends when the pool
-/// is closed or the last copy of the store is dropped (`writer` is gone).
-async fn checkpoints(pool: AnyPool, writer: std::sync::Weak<Turns>) {
-    loop {
-        tokio::time::sleep(CHECKPOINT_EVERY).await;
-        if pool.is_closed() || writer.strong_count() == 0 {
-            return;
-        }
-        if let Err(e) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
-            if pool.is_closed() {
-                return;
-            }
-            tracing::warn!(error = %e, "copying the write-ahead log into the database failed");
-        }
+/// What a transaction can read from: [`Tx`] sees its own writes; [`Store`]
+/// sees what was committed. Lets one function load the same things in and
+/// out of a transaction.
+pub(crate) trait Reads {
+    async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>>;
+}
+
+impl Reads for Tx {
+    async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        Tx::rows(self, sql, args).await
+    }
+}
+
+impl Reads for &Store {
+    async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        Store::rows(self, sql, args).await
     }
 }
 
 impl Tx {
+    fn dialect(&self) -> Dialect {
+        match self.conn {
+            TxConn::Postgres(_) => Dialect::Postgres,
+            _ => Dialect::Sqlite,
+        }
+    }
+
     /// Commit, then wake the delivery of every platform a message was
     /// queued for.
-    pub async fn commit(self) -> Result<()> {
-        self.commit_rows().await.map(drop)
+    pub async fn commit(mut self) -> Result<()> {
+        let queued = std::mem::take(&mut self.queued);
+        match std::mem::replace(&mut self.conn, TxConn::Done) {
+            TxConn::Sqlite(turn, lite) => lite.turns.commit(turn).await?,
+            TxConn::Postgres(tx) => tx.commit().await.context("cannot commit")?,
+            TxConn::Done => {}
+        }
+        for platform in queued {
+            self.bell.ring(platform);
+        }
+        Ok(())
     }
 
-    /// Commit, returning the rows of the deferred statements that answer
-    /// with rows (on SQLite they go with the commit, in one call).
-    async fn commit_rows(mut self) -> Result<Vec<AnyRow>> {
-        let queued = std::mem::take(&mut self.queued);
-        let bell = self.bell.clone();
-        let rows = self.commit_writes().await?;
-        for platform in queued {
-            bell.ring(platform);
+    /// Run a statement that answers with no rows; how many rows it changed.
+    pub(crate) async fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
+        match &mut self.conn {
+            TxConn::Sqlite(turn, _) => sql::lite_exec(&turn.conn, sql, args),
+            TxConn::Postgres(tx) => Ok(sql::pg_query(sql, args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()),
+            TxConn::Done => unreachable!("a committed transaction is not used"),
+        }
+    }
+
+    /// Run a statement and read the rows it answers with.
+    pub(crate) async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        match &mut self.conn {
+            TxConn::Sqlite(turn, _) => sql::lite_rows(&turn.conn, sql, args),
+            TxConn::Postgres(tx) => {
+                sql::from_pg(sql::pg_query(sql, args).fetch_all(&mut **tx).await?)
+            }
+            TxConn::Done => unreachable!("a committed transaction is not used"),
+        }
+    }
+
+    /// The first row a statement answers with, if any.
+    pub(crate) async fn row(&mut self, sql: &str, args: &[Arg]) -> Result<Option<Row>> {
+        Ok(self.rows(sql, args).await?.into_iter().next())
+    }
+
+    /// The first column of the first row a statement answers with.
+    pub(crate) async fn scalar<T: FromValue>(&mut self, sql: &str, args: &[Arg]) -> Result<T> {
+        self.row(sql, args)
+            .await?
+            .context("a statement answered with no row")?
+            .first()
+    }
+
+    /// Statements that answer with rows, one after the other; the rows of
+    /// all of them, in order.
+    pub(crate) async fn fetch(&mut self, statements: &[(&str, &[Arg])]) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        for (sql, args) in statements {
+            rows.extend(self.rows(sql, args).await?);
         }
         Ok(rows)
-    }
-
-    async fn commit_writes(&mut self) -> Result<Vec<AnyRow>> {
-        let pending = std::mem::take(&mut self.pending);
-        match std::mem::replace(&mut self.tx, TxConn::Done) {
-            TxConn::Sqlite(turn, turns) => {
-                let nothing_written = !turn.member && pending.sql.len() == self.opening;
-                // Ending a turn is never cut half-way: a request cancelled
-                // here (its client went away) must not leave a `COMMIT` run
-                // but unrecorded, or a group without anyone to commit it, so
-                // the work runs in a task of its own that finishes anyway.
-                let ending = tokio::spawn(async move {
-                    if nothing_written {
-                        turns.end(turn).await;
-                        return Ok(Vec::new());
-                    }
-                    turns.commit(turn, pending).await
-                });
-                ending.await.context("the commit task failed")?
-            }
-            TxConn::Postgres(tx) => {
-                tx.commit().await.context("cannot commit")?;
-                Ok(Vec::new())
-            }
-            TxConn::Done => Ok(Vec::new()),
-        }
-    }
-
-    /// The connection, every deferred statement sent first.
-    pub(crate) async fn conn(&mut self) -> Result<&mut AnyConnection> {
-        if !self.pending.is_empty() {
-            let pending = std::mem::take(&mut self.pending);
-            self.mark_open();
-            pending
-                .query()
-                .execute(&mut *self.tx)
-                .await
-                .context("writing")?;
-        }
-        Ok(&mut self.tx)
-    }
-
-    fn mark_open(&mut self) {
-        if let TxConn::Sqlite(turn, _) = &mut self.tx {
-            group::sending(turn);
-        }
-    }
-
-    /// A write whose answer nobody waits for. On SQLite it waits in this
-    /// transaction and goes with the next statement sent (see [`Tx`]), so
-    /// an error it meets shows there; on PostgreSQL it is sent at once.
-    pub(crate) async fn defer(&mut self, sql: &str, args: &[Arg]) -> Result<()> {
-        match self.dialect {
-            Dialect::Sqlite => {
-                self.pending.push(sql, args);
-                Ok(())
-            }
-            Dialect::Postgres => {
-                Batch::one(sql, args).query().execute(&mut *self.tx).await?;
-                Ok(())
-            }
-        }
-    }
-
-    /// Statements that answer with rows, after every deferred one; on SQLite
-    /// all in one call. Rows of all statements, in order.
-    pub(crate) async fn fetch(&mut self, statements: &[(&str, &[Arg])]) -> Result<Vec<AnyRow>> {
-        match self.dialect {
-            Dialect::Sqlite => {
-                let mut batch = std::mem::take(&mut self.pending);
-                for (sql, args) in statements {
-                    batch.push(sql, args);
-                }
-                self.mark_open();
-                Ok(batch.query().fetch_all(&mut *self.tx).await?)
-            }
-            Dialect::Postgres => {
-                let mut rows = Vec::new();
-                for (sql, args) in statements {
-                    rows.extend(
-                        Batch::one(sql, args)
-                            .query()
-                            .fetch_all(&mut *self.tx)
-                            .await?,
-                    );
-                }
-                Ok(rows)
-            }
-        }
     }
 
     /// Record that a request with this key was handled; false if it already was.
     /// Keys come from the platforms (a Slack event id, a Discord interaction id).
     pub async fn first_time(&mut self, key: &str, now: DateTime<Utc>) -> Result<bool> {
         let rows = self
-            .fetch(&[(FIRST_TIME_SQL, &[key.into(), ms(now).into()])])
+            .rows(FIRST_TIME_SQL, &[key.into(), ms(now).into()])
             .await?;
         Ok(rows.len() == 1)
     }
@@ -641,12 +488,8 @@ pub(crate) fn opt_from_ms(ms: Option<i64>) -> Option<DateTime<Utc>> {
 }
 
 /// Read a column, naming it in the error.
-pub(crate) fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
-{
-    use sqlx::Row;
-    row.try_get(name).with_context(|| format!("column {name}"))
+pub(crate) fn col<T: FromValue>(row: &Row, name: &str) -> Result<T> {
+    row.get(name)
 }
 
 #[cfg(test)]

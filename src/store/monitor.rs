@@ -1,12 +1,10 @@
 //! Monitoring records: one row per tick of a run's window (its verdict and
 //! readings).
 
+use super::{col, from_ms, ms, Reads, Store, Tx};
+use crate::domain::RunId;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use sqlx::AnyConnection;
-
-use super::{col, from_ms, ms, Store, Tx};
-use crate::domain::RunId;
 
 /// One recorded tick.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,40 +25,41 @@ impl Tx {
         readings: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO monitor_ticks (run_id, tick_at, level, readings, recorded_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (run_id, tick_at) DO NOTHING",
-        )
-        .bind(run.0)
-        .bind(ms(tick_at))
-        .bind(level)
-        .bind(readings)
-        .bind(ms(now))
-        .execute(self.conn().await?)
-        .await
-        .context("recording a monitoring tick")?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .exec(
+                "INSERT INTO monitor_ticks (run_id, tick_at, level, readings, recorded_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (run_id, tick_at) DO NOTHING",
+                &[
+                    run.0.into(),
+                    ms(tick_at).into(),
+                    level.into(),
+                    readings.into(),
+                    ms(now).into(),
+                ],
+            )
+            .await
+            .context("recording a monitoring tick")?;
+        Ok(done == 1)
     }
 
     pub async fn ticks_for_run(&mut self, run: RunId) -> Result<Vec<TickRecord>> {
-        ticks(self.conn().await?, run).await
+        ticks(self, run).await
     }
 }
 
 impl Store {
     pub async fn ticks_for_run(&self, run: RunId) -> Result<Vec<TickRecord>> {
-        let mut conn = self.pool.acquire().await?;
-        ticks(&mut conn, run).await
+        ticks(&mut &*self, run).await
     }
 }
 
-async fn ticks(conn: &mut AnyConnection, run: RunId) -> Result<Vec<TickRecord>> {
-    let rows = sqlx::query(
-        "SELECT tick_at, level, readings FROM monitor_ticks WHERE run_id = $1 ORDER BY tick_at",
-    )
-    .bind(run.0)
-    .fetch_all(&mut *conn)
-    .await?;
+async fn ticks(db: &mut impl Reads, run: RunId) -> Result<Vec<TickRecord>> {
+    let rows = db
+        .rows(
+            "SELECT tick_at, level, readings FROM monitor_ticks WHERE run_id = $1 ORDER BY tick_at",
+            &[run.0.into()],
+        )
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(TickRecord {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{col, from_ms, ms, Dialect, Store, Tx};
+use super::{col, from_ms, ms, Dialect, Row, Store, Tx};
 use crate::chat::Outgoing;
 use crate::domain::{Platform, RunId};
 
@@ -163,10 +163,10 @@ impl Tx {
             payload.into(),
             ms(now).into(),
         ];
-        if msg.key.is_some() && self.dialect == Dialect::Sqlite {
+        if msg.key.is_some() && self.dialect() == Dialect::Sqlite {
             // The edit replaces the waiting one, if any; `changes()` tells
             // the insert after it whether it did.
-            self.defer(
+            self.exec(
                 "UPDATE outbox SET payload = $5 WHERE message_key = $4 AND platform = $1 \
                  AND channel = $2 AND delivered_at IS NULL AND failed_at IS NULL \
                  AND lease_until IS NULL AND uncertain_since IS NULL",
@@ -174,14 +174,14 @@ impl Tx {
             )
             .await
             .context("replacing a waiting edit")?;
-            self.defer(
+            self.exec(
                 &format!("{insert} SELECT $1, $2, $3, $4, $5, $6, $6 WHERE changes() = 0"),
                 &args,
             )
             .await
             .context("queueing a message")?;
         } else {
-            self.defer(
+            self.exec(
                 &format!("{insert} VALUES ($1, $2, $3, $4, $5, $6, $6)"),
                 &args,
             )
@@ -200,7 +200,7 @@ impl Tx {
         body: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.defer(
+        self.exec(
             "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, NULL, $4, $5, $5)",
             &[
@@ -212,12 +212,13 @@ impl Tx {
             ],
         )
         .await
-        .context("queueing a webhook event")
+        .context("queueing a webhook event")?;
+        Ok(())
     }
 
     /// Schedule a timer; a timer with the same key already scheduled wins.
     pub async fn schedule(&mut self, kind: &TimerKind, due: DateTime<Utc>) -> Result<()> {
-        self.defer(
+        self.exec(
             "INSERT INTO timers (timer_key, kind, run_id, due_at, payload) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (timer_key) DO NOTHING",
             &[
@@ -236,13 +237,13 @@ impl Tx {
     /// Mark a timer fired; false if another transaction already did, in
     /// which case the caller must do nothing.
     pub async fn mark_fired(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE timers SET fired_at = $2 WHERE id = $1 AND fired_at IS NULL")
-                .bind(id)
-                .bind(ms(now))
-                .execute(self.conn().await?)
-                .await?;
-        Ok(done.rows_affected() == 1)
+        let done = self
+            .exec(
+                "UPDATE timers SET fired_at = $2 WHERE id = $1 AND fired_at IS NULL",
+                &[id.into(), ms(now).into()],
+            )
+            .await?;
+        Ok(done == 1)
     }
 }
 
@@ -264,7 +265,7 @@ impl Store {
              RETURNING id, due_at, payload"
         );
         let rows = self
-            .write_fetch(
+            .write_rows(
                 &sql,
                 &[
                     owner.into(),
@@ -285,32 +286,33 @@ impl Store {
 
     /// Timers not yet fired, soonest first (for status and tests).
     pub async fn pending_timers(&self) -> Result<Vec<Timer>> {
-        let rows = sqlx::query(
-            "SELECT id, due_at, payload FROM timers WHERE fired_at IS NULL ORDER BY due_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .rows(
+                "SELECT id, due_at, payload FROM timers WHERE fired_at IS NULL ORDER BY due_at, id",
+                &[],
+            )
+            .await?;
         rows.iter().map(timer_from_row).collect()
     }
 
     /// The latest moment anything was recorded (a timer firing or an audit
     /// entry), for a virtual clock that must not run backwards.
     pub async fn latest_recorded_time(&self) -> Result<Option<DateTime<Utc>>> {
-        let latest: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(t) FROM (SELECT MAX(fired_at) AS t FROM timers \
-             UNION ALL SELECT MAX(at) AS t FROM audit_log) AS times",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let latest: Option<i64> = self
+            .scalar(
+                "SELECT MAX(t) FROM (SELECT MAX(fired_at) AS t FROM timers \
+                 UNION ALL SELECT MAX(at) AS t FROM audit_log) AS times",
+                &[],
+            )
+            .await?;
         Ok(latest.map(from_ms))
     }
 
     /// When the next unfired timer is due, if any.
     pub async fn next_timer_due(&self) -> Result<Option<DateTime<Utc>>> {
-        let due: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL")
-                .fetch_one(&self.pool)
-                .await?;
+        let due: Option<i64> = self
+            .scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL", &[])
+            .await?;
         Ok(due.map(from_ms))
     }
 
@@ -421,7 +423,7 @@ impl Store {
                THEN 1 ELSE 0 END AS BIGINT) AS superseded"
         );
         let rows = self
-            .write_fetch(
+            .write_rows(
                 &sql,
                 &[
                     owner.into(),
@@ -512,21 +514,22 @@ impl Store {
 
     /// Undelivered messages, all platforms.
     pub async fn outbox_depth(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        self.scalar(
             "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL",
+            &[],
         )
-        .fetch_one(&self.pool)
-        .await?)
+        .await
     }
 
     /// Messages given up on, with why: (outbox id, lane, last error).
     pub async fn failed_messages(&self) -> Result<Vec<(i64, String, String)>> {
-        let rows = sqlx::query(
-            "SELECT id, channel, COALESCE(last_error, '') AS last_error FROM outbox \
-             WHERE failed_at IS NOT NULL ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .rows(
+                "SELECT id, channel, COALESCE(last_error, '') AS last_error FROM outbox \
+                 WHERE failed_at IS NOT NULL ORDER BY id",
+                &[],
+            )
+            .await?;
         rows.iter()
             .map(|r| Ok((col(r, "id")?, col(r, "channel")?, col(r, "last_error")?)))
             .collect()
@@ -560,24 +563,25 @@ impl Store {
 
     /// The platform's ids (message, thread) for a keyed message, once posted.
     pub async fn message_ref(&self, key: &str) -> Result<Option<(String, Option<String>)>> {
-        let row =
-            sqlx::query("SELECT platform_ref, thread_ref FROM messages WHERE message_key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = self
+            .row(
+                "SELECT platform_ref, thread_ref FROM messages WHERE message_key = $1",
+                &[key.into()],
+            )
+            .await?;
         row.map(|r| Ok((col(&r, "platform_ref")?, col(&r, "thread_ref")?)))
             .transpose()
     }
 
     fn skip_locked(&self) -> &'static str {
-        match self.dialect {
+        match self.dialect() {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         }
     }
 }
 
-fn timer_from_row(row: &sqlx::any::AnyRow) -> Result<Timer> {
+fn timer_from_row(row: &Row) -> Result<Timer> {
     Ok(Timer {
         id: col(row, "id")?,
         due_at: from_ms(col(row, "due_at")?),

@@ -3,16 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
-
-use super::{col, from_ms, ms, opt_from_ms, Arg, Dialect, Store, Tx};
+use super::{col, from_ms, ms, opt_from_ms, Arg, Dialect, Reads, Row, Store, Tx};
 use crate::domain::{
     CheckResult, ItemReport, ItemState, PersonId, Platform, ReportStatus, RoleId, Run, RunId,
     RunStatus, SignOff, Verdict,
 };
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 
 const RUN_COLUMNS: &str = "id, platform, channel, number, service, version, env, runbook, \
     runbook_version, started_by, started_at, status, phase, phase_entered_at, t0, ended_at, end_reason";
@@ -21,42 +18,44 @@ impl Tx {
     /// Insert a new run, giving it the next number in its channel.
     pub async fn insert_run(&mut self, run: &mut Run) -> Result<()> {
         let channel_key = format!("{}:{}", run.platform, run.channel);
-        let number: i64 = sqlx::query_scalar(
-            "INSERT INTO run_counters (channel_key, last) VALUES ($1, 1) \
-             ON CONFLICT (channel_key) DO UPDATE SET last = run_counters.last + 1 \
-             RETURNING last",
-        )
-        .bind(&channel_key)
-        .fetch_one(self.conn().await?)
-        .await
-        .context("allocating the run number")?;
+        let number: i64 = self
+            .scalar(
+                "INSERT INTO run_counters (channel_key, last) VALUES ($1, 1) \
+                 ON CONFLICT (channel_key) DO UPDATE SET last = run_counters.last + 1 \
+                 RETURNING last",
+                &[channel_key.into()],
+            )
+            .await
+            .context("allocating the run number")?;
         run.number = number;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (platform, channel, number, service, version, env, runbook, \
-             runbook_version, started_by, started_at, status, phase, phase_entered_at, t0, \
-             ended_at, end_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             RETURNING id",
-        )
-        .bind(run.platform.as_str())
-        .bind(&run.channel)
-        .bind(run.number)
-        .bind(&run.service)
-        .bind(&run.version)
-        .bind(&run.env)
-        .bind(&run.runbook)
-        .bind(run.runbook_version.as_deref())
-        .bind(run.started_by.as_str())
-        .bind(ms(run.started_at))
-        .bind(run.status.as_str())
-        .bind(&run.phase)
-        .bind(ms(run.phase_entered_at))
-        .bind(run.t0.map(ms))
-        .bind(run.ended_at.map(ms))
-        .bind(run.end_reason.as_deref())
-        .fetch_one(self.conn().await?)
-        .await
-        .context("inserting the run")?;
+        let id: i64 = self
+            .scalar(
+                "INSERT INTO runs (platform, channel, number, service, version, env, runbook, \
+                 runbook_version, started_by, started_at, status, phase, phase_entered_at, t0, \
+                 ended_at, end_reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+                 RETURNING id",
+                &[
+                    run.platform.as_str().into(),
+                    (&run.channel).into(),
+                    run.number.into(),
+                    (&run.service).into(),
+                    (&run.version).into(),
+                    (&run.env).into(),
+                    (&run.runbook).into(),
+                    run.runbook_version.as_deref().into(),
+                    run.started_by.as_str().into(),
+                    ms(run.started_at).into(),
+                    run.status.as_str().into(),
+                    (&run.phase).into(),
+                    ms(run.phase_entered_at).into(),
+                    run.t0.map(ms).into(),
+                    run.ended_at.map(ms).into(),
+                    run.end_reason.as_deref().into(),
+                ],
+            )
+            .await
+            .context("inserting the run")?;
         run.id = RunId(id);
         let empty = Run {
             items: BTreeMap::new(),
@@ -78,8 +77,7 @@ impl Tx {
         self.load_run(id, false).await
     }
 
-    /// [`Tx::lock_run`] and [`Tx::first_time`] for `key` together (in one
-    /// call on SQLite); with no key the request counts as new. Returns the
+    /// [`Tx::lock_run`] and [`Tx::first_time`] for `key` together; with no key the request counts as new. Returns the
     /// run and whether the request is new. Whoever goes on to refuse or
     /// change nothing drops the transaction, which forgets the key again.
     pub async fn lock_run_once(
@@ -97,15 +95,15 @@ impl Tx {
     }
 
     /// The run's row and its children, and the request key recorded when
-    /// one is given (true if it was new): in one call on SQLite, the rows
-    /// told apart by their columns.
+    /// one is given (true if it was new), the rows told apart by their
+    /// columns.
     async fn load_run_with(
         &mut self,
         id: RunId,
         lock: bool,
         key: Option<(&str, DateTime<Utc>)>,
     ) -> Result<(Option<Run>, bool)> {
-        let sql = run_statements(self.dialect, lock);
+        let sql = run_statements(self.dialect(), lock);
         let args = [Arg::from(id.0)];
         let key_args: Vec<Arg> = key
             .iter()
@@ -117,7 +115,7 @@ impl Tx {
             statements.push((super::FIRST_TIME_SQL, &key_args[..]));
         }
         let rows = self.fetch(&statements).await.context("loading the run")?;
-        let new_key = rows.iter().any(|r| r.try_column("request_key").is_ok());
+        let new_key = rows.iter().any(|r| r.has("request_key"));
         Ok((assemble(id, &rows)?, new_key))
     }
 
@@ -134,7 +132,7 @@ impl Tx {
         if unchanged {
             return self.write_children(before, after).await;
         }
-        self.defer(
+        self.exec(
             "UPDATE runs SET status = $2, phase = $3, phase_entered_at = $4, t0 = $5, \
              ended_at = $6, end_reason = $7 WHERE id = $1",
             &[
@@ -159,7 +157,7 @@ impl Tx {
             .iter()
             .filter(|(k, _)| !after.items.contains_key(*k))
         {
-            self.defer(
+            self.exec(
                 "DELETE FROM run_items WHERE run_id = $1 AND phase = $2 AND item = $3",
                 &[id.into(), (&key.0).into(), (&key.1).into()],
             )
@@ -176,7 +174,7 @@ impl Tx {
                     ("not_applicable", by, at, Some(reason))
                 }
             };
-            self.defer(
+            self.exec(
                 "INSERT INTO run_items (run_id, phase, item, state, by_person, at, reason) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (run_id, phase, item) DO UPDATE SET state = excluded.state, \
@@ -198,7 +196,7 @@ impl Tx {
             if before.checks.get(&(phase.clone(), item.clone())) == Some(c) {
                 continue;
             }
-            self.defer(
+            self.exec(
                 "INSERT INTO item_checks (run_id, phase, item, outcome, detail, at) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (run_id, phase, item) DO UPDATE SET outcome = excluded.outcome, \
@@ -219,7 +217,7 @@ impl Tx {
             if before.reports.get(&(phase.clone(), item.clone())) == Some(r) {
                 continue;
             }
-            self.defer(
+            self.exec(
                 "INSERT INTO item_reports (run_id, phase, item, status, by_name, url, note, at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (run_id, phase, item) DO UPDATE SET status = excluded.status, \
@@ -247,7 +245,7 @@ impl Tx {
                 Verdict::Approved => ("approved", None),
                 Verdict::Rejected { reason } => ("rejected", Some(reason.as_str())),
             };
-            self.defer(
+            self.exec(
                 "INSERT INTO signoffs (run_id, phase, role, person, verdict, reason, at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (run_id, phase, role, person) DO UPDATE SET \
@@ -280,8 +278,7 @@ pub struct RunPlace {
 
 impl Store {
     pub async fn run(&self, id: RunId) -> Result<Option<Run>> {
-        let mut conn = self.pool.acquire().await?;
-        load_run(&mut conn, self.dialect, id).await
+        load_run(&mut &*self, self.dialect(), id).await
     }
 
     /// Where a run lives: its platform, its channel, its number there, and
@@ -289,14 +286,13 @@ impl Store {
     /// Discord thread is a channel of its own; Slack's thread is in the
     /// channel).
     pub async fn run_place(&self, id: RunId) -> Result<Option<RunPlace>> {
-        let row = sqlx::query(
-            "SELECT r.platform, r.channel, r.number, m.thread_ref FROM runs r \
-             LEFT JOIN messages m ON m.message_key = $2 WHERE r.id = $1",
-        )
-        .bind(id.0)
-        .bind(crate::chat::keys::root(id))
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .row(
+                "SELECT r.platform, r.channel, r.number, m.thread_ref FROM runs r \
+                 LEFT JOIN messages m ON m.message_key = $2 WHERE r.id = $1",
+                &[id.0.into(), crate::chat::keys::root(id).into()],
+            )
+            .await?;
         row.map(|r| {
             Ok(RunPlace {
                 platform: Platform::parse(&col::<String>(&r, "platform")?)
@@ -313,14 +309,17 @@ impl Store {
     /// thread is a channel of its own, so a command typed in it names its
     /// run by where it is typed.
     pub async fn run_in_thread(&self, platform: Platform, thread: &str) -> Result<Option<RunId>> {
-        let keys: Vec<String> = sqlx::query_scalar(
-            "SELECT message_key FROM messages WHERE platform = $1 AND thread_ref = $2 \
-             AND message_key LIKE 'run:%:root'",
-        )
-        .bind(platform.as_str())
-        .bind(thread)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .rows(
+                "SELECT message_key FROM messages WHERE platform = $1 AND thread_ref = $2 \
+                 AND message_key LIKE 'run:%:root'",
+                &[platform.as_str().into(), thread.into()],
+            )
+            .await?;
+        let keys = rows
+            .iter()
+            .map(|r| r.first::<String>())
+            .collect::<Result<Vec<_>>>()?;
         Ok(keys.iter().find_map(|k| {
             k.strip_prefix("run:")?
                 .strip_suffix(":root")?
@@ -337,14 +336,14 @@ impl Store {
         channel: &str,
         number: i64,
     ) -> Result<Option<Run>> {
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE platform = $1 AND channel = $2 AND number = $3",
-        )
-        .bind(platform.as_str())
-        .bind(channel)
-        .bind(number)
-        .fetch_optional(&self.pool)
-        .await?;
+        let id = self
+            .row(
+                "SELECT id FROM runs WHERE platform = $1 AND channel = $2 AND number = $3",
+                &[platform.as_str().into(), channel.into(), number.into()],
+            )
+            .await?
+            .map(|r| r.first::<i64>())
+            .transpose()?;
         match id {
             Some(id) => self.run(RunId(id)).await,
             None => Ok(None),
@@ -358,15 +357,15 @@ impl Store {
         channel: &str,
         limit: i64,
     ) -> Result<Vec<Run>> {
-        let sql = sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE platform = $1 AND channel = $2 \
              ORDER BY number DESC LIMIT $3"
-        ));
-        let rows = sqlx::query(sql)
-            .bind(platform.as_str())
-            .bind(channel)
-            .bind(limit)
-            .fetch_all(&self.pool)
+        );
+        let rows = self
+            .rows(
+                &sql,
+                &[platform.as_str().into(), channel.into(), limit.into()],
+            )
             .await?;
         rows.iter().map(run_from_row).collect()
     }
@@ -374,10 +373,9 @@ impl Store {
     /// The most recent runs of every channel and platform, newest first,
     /// without their items (for the run list page).
     pub async fn latest_runs(&self, limit: i64) -> Result<Vec<Run>> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
-        ));
-        let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
+        let sql =
+            format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT $1");
+        let rows = self.rows(&sql, &[limit.into()]).await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -389,35 +387,36 @@ impl Store {
         status: Option<RunStatus>,
         limit: i64,
     ) -> Result<Vec<Run>> {
-        let sql = sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE (CAST($1 AS TEXT) IS NULL OR service = $1) \
              AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
              ORDER BY started_at DESC, id DESC LIMIT $3"
-        ));
-        let rows = sqlx::query(sql)
-            .bind(service)
-            .bind(status.map(RunStatus::as_str))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        );
+        let args = [
+            service.into(),
+            status.map(RunStatus::as_str).into(),
+            limit.into(),
+        ];
+        let rows = self.rows(&sql, &args).await?;
         rows.iter().map(run_from_row).collect()
     }
 
     /// Ids of every run not yet finished, oldest first.
     pub async fn open_run_ids(&self) -> Result<Vec<RunId>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE status IN ('active', 'rolling_back') ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids.into_iter().map(RunId).collect())
+        let rows = self
+            .rows(
+                "SELECT id FROM runs WHERE status IN ('active', 'rolling_back') ORDER BY id",
+                &[],
+            )
+            .await?;
+        rows.iter().map(|r| Ok(RunId(r.first()?))).collect()
     }
 }
 
 /// The statements that load a run: its row, and its items, sign-offs,
 /// check results, pipeline reports and unresolved incidents as one JSON
 /// array in a `children` column — one row instead of one per
-/// child, which the database driver hands over one at a time. Each child is
+/// child. Each child is
 /// `[kind, phase, a, b, c, at, reason]`, where `a`, `b`, `c` are item,
 /// state, by_person for an item; role, person, verdict for a sign-off;
 /// item, outcome, detail for a check; item, status, by_name for a report
@@ -468,15 +467,10 @@ fn run_statements(dialect: Dialect, lock: bool) -> Vec<String> {
     }
 }
 
-async fn load_run(conn: &mut AnyConnection, dialect: Dialect, id: RunId) -> Result<Option<Run>> {
+async fn load_run(db: &mut impl Reads, dialect: Dialect, id: RunId) -> Result<Option<Run>> {
     let mut rows = Vec::new();
     for sql in run_statements(dialect, false) {
-        rows.extend(
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id.0)
-                .fetch_optional(&mut *conn)
-                .await?,
-        );
+        rows.extend(db.rows(&sql, &[id.0.into()]).await?);
     }
     assemble(id, &rows)
 }
@@ -486,14 +480,14 @@ type Child = (String, String, String, String, String, i64, Option<String>);
 
 /// A run from the rows [`run_statements`] answer with (and any others,
 /// which are passed over); `None` without the run's row.
-fn assemble(id: RunId, rows: &[AnyRow]) -> Result<Option<Run>> {
-    let Some(row) = rows.iter().find(|r| r.try_column("service").is_ok()) else {
+fn assemble(id: RunId, rows: &[Row]) -> Result<Option<Run>> {
+    let Some(row) = rows.iter().find(|r| r.has("service")) else {
         return Ok(None);
     };
     let mut run = run_from_row(row)?;
     let children = rows
         .iter()
-        .find(|r| r.try_column("children").is_ok())
+        .find(|r| r.has("children"))
         .context("the items and sign-offs are missing")?;
     let mut children: Vec<Child> = serde_json::from_str(&col::<String>(children, "children")?)
         .with_context(|| format!("reading the items and sign-offs of run {id}"))?;
@@ -558,7 +552,7 @@ fn assemble(id: RunId, rows: &[AnyRow]) -> Result<Option<Run>> {
     Ok(Some(run))
 }
 
-fn run_from_row(row: &AnyRow) -> Result<Run> {
+fn run_from_row(row: &Row) -> Result<Run> {
     let platform: String = col(row, "platform")?;
     let status: String = col(row, "status")?;
     Ok(Run {

@@ -215,7 +215,7 @@ pub fn check_sqlite_files(url: &str) -> Result<()> {
 }
 
 /// The path of a SQLite URL's file, or `None` for an in-memory database.
-fn sqlite_path(url: &str) -> Option<&str> {
+pub(crate) fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite:")?;
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     let path = rest.split('?').next().unwrap_or_default();

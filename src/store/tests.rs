@@ -12,38 +12,49 @@ async fn sqlite() -> (tempfile::TempDir, Store) {
 }
 
 async fn keys(store: &Store) -> Vec<String> {
-    sqlx::query_scalar("SELECT request_key FROM processed_requests ORDER BY request_key")
-        .fetch_all(&store.pool)
+    let rows = store
+        .rows(
+            "SELECT request_key FROM processed_requests ORDER BY request_key",
+            &[],
+        )
         .await
-        .unwrap()
+        .unwrap();
+    rows.iter().map(|r| r.first().unwrap()).collect()
 }
 
 #[test]
-fn a_batch_numbers_each_statements_arguments_after_the_ones_before() {
-    let mut batch = Batch::default();
-    batch.push("SELECT $1, $2", &[1.into(), 2.into()]);
-    batch.push(
-        "UPDATE t SET a = $2 WHERE b = $1 OR c = $10",
-        &[3.into(), 4.into()],
-    );
-    batch.push("COMMIT", &[]);
+fn arguments_are_bound_by_their_number_whatever_order_they_appear_in() {
+    let conn = rusqlite::Connection::open_in_memory().unwrap();
+    let rows = sql::lite_rows(
+        &conn,
+        "SELECT $3 AS c, $1 AS a, $3 || $2 AS cb, $4 AS n",
+        &["a".into(), "b".into(), "c".into(), Arg::Int(None)],
+    )
+    .unwrap();
+    let row = &rows[0];
+    assert_eq!(row.get::<String>("c").unwrap(), "c");
+    assert_eq!(row.get::<String>("a").unwrap(), "a");
+    assert_eq!(row.get::<String>("cb").unwrap(), "cb");
+    assert_eq!(row.get::<Option<i64>>("n").unwrap(), None);
+    let err = row.get::<i64>("a").unwrap_err();
     assert_eq!(
-        batch.sql,
-        "SELECT $1, $2;\nUPDATE t SET a = $4 WHERE b = $3 OR c = $12;\nCOMMIT"
+        format!("{err}"),
+        "column a: expected an integer, found text"
     );
-    assert_eq!(batch.args.len(), 4);
+    let err = sql::lite_rows(&conn, "SELECT $2", &["a".into()]).unwrap_err();
+    assert!(format!("{err}").contains("no argument"), "{err}");
 }
 
 #[tokio::test]
-async fn deferred_writes_land_with_the_commit_and_in_order() {
+async fn writes_are_seen_inside_the_transaction_and_by_others_only_after_the_commit() {
     let (_dir, store) = sqlite().await;
     let mut tx = store.begin().await.unwrap();
     let insert = "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2)";
-    tx.defer(insert, &["b".into(), 1.into()]).await.unwrap();
-    tx.defer(insert, &["a".into(), 2.into()]).await.unwrap();
-    // Nothing is sent before the commit, so another connection sees nothing.
+    tx.exec(insert, &["b".into(), 1.into()]).await.unwrap();
+    tx.exec(insert, &["a".into(), 2.into()]).await.unwrap();
+    // Another connection sees nothing before the commit.
     assert!(keys(&store).await.is_empty());
-    // A statement that answers sees the writes before it.
+    // The transaction sees its own writes.
     assert!(!tx.first_time("a", now()).await.unwrap());
     assert!(tx.first_time("c", now()).await.unwrap());
     tx.commit().await.unwrap();
@@ -67,14 +78,14 @@ async fn a_dropped_transaction_is_rolled_back_and_frees_the_writer() {
 }
 
 #[tokio::test]
-async fn a_deferred_write_that_fails_fails_the_commit_and_keeps_nothing() {
+async fn a_write_that_fails_leaves_nothing_of_its_transaction() {
     let (_dir, store) = sqlite().await;
     let mut tx = store.begin().await.unwrap();
     let insert = "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2)";
-    tx.defer(insert, &["x".into(), 1.into()]).await.unwrap();
-    tx.defer(insert, &["x".into(), 2.into()]).await.unwrap();
-    let err = tx.commit().await.unwrap_err();
+    tx.exec(insert, &["x".into(), 1.into()]).await.unwrap();
+    let err = tx.exec(insert, &["x".into(), 2.into()]).await.unwrap_err();
     assert!(format!("{err:#}").contains("UNIQUE"), "{err:#}");
+    drop(tx);
     assert!(keys(&store).await.is_empty());
     let mut tx = store.begin().await.unwrap();
     assert!(tx.first_time("x", now()).await.unwrap());
@@ -108,23 +119,29 @@ async fn webhook_events_are_claimed_in_order_per_endpoint() {
 #[tokio::test]
 async fn sqlite_waits_for_the_disk_at_every_commit_only_when_asked() {
     let synchronous = |store: &Store| {
-        let pool = store.pool.clone();
+        let store = store.clone();
         async move {
-            sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
+            let mut tx = store.begin().await.unwrap();
+            let level: i64 = tx.scalar("PRAGMA synchronous", &[]).await.unwrap();
+            drop(tx);
+            (
+                level,
+                store
+                    .scalar::<i64>("PRAGMA synchronous", &[])
+                    .await
+                    .unwrap(),
+            )
         }
     };
     let (_dir, store) = sqlite().await;
     // SQLite's numbers: 1 is NORMAL, 2 is FULL.
-    assert_eq!(synchronous(&store).await, 1);
+    assert_eq!(synchronous(&store).await, (1, 1));
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("full.db").display());
     let store = Store::connect_with(&url, Durability::PowerCut)
         .await
         .unwrap();
-    assert_eq!(synchronous(&store).await, 2);
+    assert_eq!(synchronous(&store).await, (2, 2));
     let mut tx = store.begin().await.unwrap();
     assert!(tx.first_time("durable-1", now()).await.unwrap());
     tx.commit().await.unwrap();
@@ -189,4 +206,53 @@ async fn cancelled_writers_leave_no_wrong_answer_and_no_stuck_group() {
     })
     .await;
     assert!(next.is_ok(), "the next writer waited for a stuck group");
+}
+
+#[tokio::test]
+async fn an_in_memory_sqlite_database_is_refused_with_the_reason() {
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let err = Store::connect(url).await.err().expect("refused");
+        assert!(
+            format!("{err:#}").contains("not in memory"),
+            "{url}: {err:#}"
+        );
+    }
+}
+
+/// Another process holding SQLite's write lock makes a writer wait for it
+/// asleep, so the rest of the runtime (here one thread) goes on meanwhile,
+/// and the write goes through once the lock is let go.
+#[tokio::test]
+async fn a_writer_waits_for_another_process_lock_without_holding_the_thread() {
+    let (dir, store) = sqlite().await;
+    let path = dir.path().join("t.db");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let other = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let ticks = ticks.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.first_time("after-the-lock", now()).await.unwrap());
+    tx.commit().await.unwrap();
+    ticker.abort();
+    other.join().unwrap();
+    assert!(
+        ticks.load(std::sync::atomic::Ordering::SeqCst) >= 10,
+        "the runtime's thread was held while the writer waited"
+    );
+    assert_eq!(keys(&store).await, ["after-the-lock"]);
 }

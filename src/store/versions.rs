@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use super::{ms, Store, Tx};
+use super::{col, ms, Store, Tx};
 use crate::domain::{Runbook, RunbookVersion};
 
 const SAVE_VERSION_SQL: &str =
@@ -14,14 +14,17 @@ const SAVE_VERSION_SQL: &str =
 impl Tx {
     /// Record `runbook`'s version, once however often it is recorded.
     pub async fn save_version(&mut self, runbook: &Runbook, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(SAVE_VERSION_SQL)
-            .bind(&runbook.version.hash)
-            .bind(&runbook.id)
-            .bind(&*runbook.version.source)
-            .bind(ms(now))
-            .execute(self.conn().await?)
-            .await
-            .context("recording a runbook version")?;
+        self.exec(
+            SAVE_VERSION_SQL,
+            &[
+                (&runbook.version.hash).into(),
+                (&runbook.id).into(),
+                (&*runbook.version.source).into(),
+                ms(now).into(),
+            ],
+        )
+        .await
+        .context("recording a runbook version")?;
         Ok(())
     }
 }
@@ -29,41 +32,41 @@ impl Tx {
 impl Store {
     /// The runbook name and text of the version `hash`.
     pub async fn version(&self, hash: &str) -> Result<Option<(String, RunbookVersion)>> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT runbook, source FROM runbook_versions WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await
-                .context("reading a runbook version")?;
-        Ok(row.map(|(runbook, source)| {
-            let version = RunbookVersion::of(&source);
-            (runbook, version)
-        }))
+        let row = self
+            .row(
+                "SELECT runbook, source FROM runbook_versions WHERE hash = $1",
+                &[hash.into()],
+            )
+            .await
+            .context("reading a runbook version")?;
+        row.map(|r| {
+            let source: String = col(&r, "source")?;
+            Ok((col(&r, "runbook")?, RunbookVersion::of(&source)))
+        })
+        .transpose()
     }
 
     /// Pin every run of `runbook` that follows no version (runs from before
     /// versions) to `runbook`'s version; how many were pinned.
     pub async fn pin_unpinned(&self, runbook: &Runbook, now: DateTime<Utc>) -> Result<u64> {
         let mut tx = self.begin().await?;
-        let unpinned: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE runbook = $1 AND runbook_version IS NULL",
-        )
-        .bind(&runbook.id)
-        .fetch_one(tx.conn().await?)
-        .await?;
+        let unpinned: i64 = tx
+            .scalar(
+                "SELECT COUNT(*) FROM runs WHERE runbook = $1 AND runbook_version IS NULL",
+                &[(&runbook.id).into()],
+            )
+            .await?;
         if unpinned == 0 {
             return Ok(0);
         }
         tx.save_version(runbook, now).await?;
-        let pinned = sqlx::query(
-            "UPDATE runs SET runbook_version = $1 WHERE runbook = $2 AND runbook_version IS NULL",
-        )
-        .bind(&runbook.version.hash)
-        .bind(&runbook.id)
-        .execute(tx.conn().await?)
-        .await
-        .context("pinning runs to their runbook")?
-        .rows_affected();
+        let pinned = tx
+            .exec(
+                "UPDATE runs SET runbook_version = $1 WHERE runbook = $2 AND runbook_version IS NULL",
+                &[(&runbook.version.hash).into(), (&runbook.id).into()],
+            )
+            .await
+            .context("pinning runs to their runbook")?;
         tx.commit().await?;
         Ok(pinned)
     }
