@@ -156,6 +156,17 @@ impl Turns {
             return Err(e).context("cannot commit");
         }
         turn.member = false;
+        if !self.passes_on(&turn) && turn.group.len() < MAX_GROUP {
+            // Statements run on this thread, so a writer goes from its
+            // first statement to here without letting any other task run:
+            // nobody could be waiting yet. One yield lets the requests
+            // that are ready run up to their own turn and join this group
+            // rather than each commit alone. Cut off here, the turn is
+            // still ended.
+            let mut held = Held(self, Some(turn));
+            tokio::task::yield_now().await;
+            turn = held.1.take().expect("the turn is held until here");
+        }
         if self.passes_on(&turn) {
             return self.join(turn).await;
         }
@@ -198,6 +209,17 @@ impl Turns {
         let mut turn = self.take().await;
         if turn.open {
             commit_group(&mut turn);
+        }
+    }
+}
+
+/// A turn held across a wait, ended if the wait is cut off.
+struct Held<'a>(&'a Turns, Option<Turn>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(turn) = self.1.take() {
+            self.0.end(turn);
         }
     }
 }

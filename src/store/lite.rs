@@ -97,6 +97,16 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection> {
         durability.pragma()
     ))
     .with_context(|| format!("cannot set up the database {}", path.display()))?;
+    // The query planner's stability guarantee: a statement's plan does not
+    // depend on the values bound to it. Without it SQLite prepares a
+    // statement again whenever it is bound anew and a value could change
+    // the plan — every `LIMIT $N` does — which would throw away most of
+    // what keeping statements prepared saves (the outbox claim is a long
+    // recursive statement).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
