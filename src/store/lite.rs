@@ -49,6 +49,11 @@ impl Lite {
         // write lock.
         writer.busy_timeout(Duration::ZERO)?;
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        // Each member of a group works in a savepoint, and SQLite keeps the
+        // pages a savepoint changes first in a sub-journal so it can roll
+        // back to it: in memory, not in a temporary file written page by
+        // page (a group's sub-journal is a few dozen pages).
+        writer.execute_batch("PRAGMA temp_store = MEMORY")?;
         writer.set_prepared_statement_cache_capacity(128);
         let lite = Arc::new(Lite {
             turns: Turns::new(writer),
