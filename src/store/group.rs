@@ -159,12 +159,15 @@ impl Turns {
         if !self.passes_on(&turn) && turn.group.len() < MAX_GROUP {
             // Statements run on this thread, so a writer goes from its
             // first statement to here without letting any other task run:
-            // nobody could be waiting yet. One yield lets the requests
-            // that are ready run up to their own turn and join this group
-            // rather than each commit alone. Cut off here, the turn is
-            // still ended.
+            // nobody could be waiting yet. A yield (two if the first
+            // brought nobody) lets the requests that are ready run up to
+            // their own turn and join this group rather than each commit
+            // alone. Cut off here, the turn is still ended.
             let mut held = Held(self, Some(turn));
             tokio::task::yield_now().await;
+            if !self.passes_on(held.1.as_ref().expect("held")) {
+                tokio::task::yield_now().await;
+            }
             turn = held.1.take().expect("the turn is held until here");
         }
         if self.passes_on(&turn) {
