@@ -131,6 +131,10 @@ pub trait Deliver: Send + Sync + 'static {
 }
 
 const BATCH: i64 = 32;
+
+/// The most messages of one lane a worker delivers in a row before the
+/// lane waits for the next claim with the others.
+const LANE_RUN: usize = 32;
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
 /// 250 ms, doubling per attempt, at most 30 s.
@@ -232,8 +236,29 @@ impl<D: Deliver> Worker<D> {
         }
     }
 
+    /// Deliver a claimed message and, while each goes through, the next
+    /// ones of its lane, claimed in the transaction that records the one
+    /// before (up to [`LANE_RUN`], so a busy lane leaves room for the
+    /// others at the next claim).
+    async fn settle(&self, mut claimed: ClaimedMessage) -> Result<()> {
+        for run in 1..=LANE_RUN {
+            match self.settle_one(claimed, run < LANE_RUN).await? {
+                Some(next) => claimed = next,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Deliver one claimed message and record what happened; with
+    /// `then_next`, the lane's next message, claimed, when this one was
+    /// delivered.
     #[instrument(skip_all, fields(platform = %self.platform.platform(), outbox_id = claimed.id, attempts = claimed.attempts))]
-    async fn settle(&self, claimed: ClaimedMessage) -> Result<()> {
+    async fn settle_one(
+        &self,
+        claimed: ClaimedMessage,
+        then_next: bool,
+    ) -> Result<Option<ClaimedMessage>> {
         let store = self.engine.store();
         let result = self.platform.deliver(&claimed).await;
         let now = self.engine.now();
@@ -246,12 +271,27 @@ impl<D: Deliver> Worker<D> {
         let (after, reason, uncertain) = match result {
             Ok(()) => {
                 counters.delivered.add(platform, 1);
-                return store.mark_delivered(claimed.id, now).await;
+                if !then_next {
+                    return store.mark_delivered(claimed.id, now).await.map(|()| None);
+                }
+                return store
+                    .delivered_then_next(
+                        claimed.id,
+                        platform,
+                        &claimed.lane,
+                        &self.owner,
+                        now,
+                        self.lease,
+                    )
+                    .await;
             }
             Err(Failure::Permanent(reason)) => {
                 error!(reason = %reason, %lane, "the platform refused a message; giving up on it");
                 counters.failures.add(platform, 1);
-                return store.mark_failed(claimed.id, now, &reason).await;
+                return store
+                    .mark_failed(claimed.id, now, &reason)
+                    .await
+                    .map(|()| None);
             }
             Err(Failure::Retry { after, reason }) => (after, reason, false),
             Err(Failure::Uncertain(reason)) => {
@@ -264,12 +304,16 @@ impl<D: Deliver> Worker<D> {
             counters.failures.add(platform, 1);
             return store
                 .mark_failed(claimed.id, now, &format!("gave up: {reason}"))
-                .await;
+                .await
+                .map(|()| None);
         }
         counters.retries.add(platform, 1);
         let wait = after.unwrap_or_else(|| backoff(claimed.attempts));
         warn!(reason = %reason, retry_in_ms = wait.as_millis() as u64, "delivery will be retried");
         let at = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60));
-        store.retry_later(claimed.id, at, &reason, uncertain).await
+        store
+            .retry_later(claimed.id, at, &reason, uncertain)
+            .await
+            .map(|()| None)
     }
 }

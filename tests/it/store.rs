@@ -1656,6 +1656,90 @@ async fn outbox_lanes_keep_their_order() {
     }
 }
 
+/// A delivered message's outcome and the claim of its lane's next message
+/// are one write: the next one comes back claimed (so no other worker
+/// takes it), the other lanes stay as they were, and a lane with nothing
+/// due hands over nothing.
+#[tokio::test]
+async fn a_delivered_message_hands_its_lane_to_the_next_one() {
+    for db in all_dbs().await {
+        let kind = db.kind;
+        let store = Store::connect(&db.url).await.expect("connect");
+        let t0 = t("2026-11-23T09:00:00Z");
+        let lease = Duration::seconds(30);
+        let mut tx = store.begin().await.unwrap();
+        for (channel, title) in [("#a", "A1"), ("#b", "B1"), ("#a", "A2"), ("#a", "A3")] {
+            tx.enqueue(None, &message(Platform::Shell, channel, title), t0)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        let heads = store
+            .claim_messages(Platform::Shell, "w1", t0, lease, 10)
+            .await
+            .unwrap();
+        let (a1, b1) = (&heads[0], &heads[1]);
+        assert_eq!(a1.message.card.title, "A1", "[{kind}]");
+
+        let a2 = store
+            .delivered_then_next(a1.id, Platform::Shell, &a1.lane, "w1", t0, lease)
+            .await
+            .unwrap()
+            .expect("A2 follows A1");
+        assert_eq!(a2.message.card.title, "A2", "[{kind}]");
+        assert_eq!(a2.claimed_at, t0, "[{kind}]");
+        assert_eq!(
+            store.outbox_depth().await.unwrap(),
+            3,
+            "[{kind}] A1 delivered"
+        );
+        assert!(
+            store
+                .claim_messages(Platform::Shell, "w2", t0, lease, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "[{kind}] A2 and B1 are claimed, so neither lane moves for another worker"
+        );
+
+        // B1's lane has nothing behind it.
+        let after_b1 = store
+            .delivered_then_next(b1.id, Platform::Shell, &b1.lane, "w1", t0, lease)
+            .await
+            .unwrap();
+        assert!(after_b1.is_none(), "[{kind}]");
+
+        // A2 must wait for a retry; A3 waits behind it, and when A2 is
+        // through later, A3 comes with it.
+        store
+            .retry_later(a2.id, t0 + Duration::seconds(60), "rate limited", false)
+            .await
+            .unwrap();
+        let later = t0 + Duration::seconds(61);
+        let again = store
+            .claim_messages(Platform::Shell, "w2", later, lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "[{kind}]");
+        assert_eq!(again[0].id, a2.id, "[{kind}] A2 again, A3 still behind it");
+        let a3 = store
+            .delivered_then_next(a2.id, Platform::Shell, &a2.lane, "w2", later, lease)
+            .await
+            .unwrap()
+            .expect("A3 follows A2");
+        assert_eq!(a3.message.card.title, "A3", "[{kind}]");
+        assert!(
+            store
+                .delivered_then_next(a3.id, Platform::Shell, &a3.lane, "w2", later, lease)
+                .await
+                .unwrap()
+                .is_none(),
+            "[{kind}]"
+        );
+        assert_eq!(store.outbox_depth().await.unwrap(), 0, "[{kind}]");
+    }
+}
+
 #[tokio::test]
 async fn a_stale_card_edit_is_never_sent() {
     for db in all_dbs().await {
