@@ -119,6 +119,10 @@ impl Turns {
     pub(super) async fn begin(&self) -> Result<Turn> {
         let mut turn = self.take().await;
         if !turn.open {
+            if !turn.conn.is_autocommit() {
+                // A rollback that failed left a transaction behind.
+                turn.conn.execute_batch("ROLLBACK").ok();
+            }
             begin_immediate(&mut turn.conn).await?;
             turn.open = true;
         }
@@ -207,6 +211,21 @@ impl Turns {
         }
     }
 
+    /// Commit a group nobody is left to commit: every member was cut off
+    /// (their requests cancelled) after the turn was handed to a writer
+    /// that was cut off too, so the lock is free and the transaction open,
+    /// holding SQLite's write lock. Only such a group finds the turn free
+    /// with a transaction open; its members' writes are whole (each was
+    /// released), and a member still waiting is told as at any commit. The checkpoint task calls
+    /// this, so such a group is committed within its period.
+    pub(super) fn commit_orphan(&self) {
+        if let Ok(mut turn) = self.conn.clone().try_lock_owned() {
+            if turn.open {
+                commit_group(&mut turn);
+            }
+        }
+    }
+
     /// Commit whatever is open (closing the store).
     pub(super) async fn flush(&self) {
         let mut turn = self.take().await;
@@ -254,6 +273,18 @@ fn run(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.raw_execute().map(drop)
 }
 
+/// SQLite rolled back the whole transaction on its own (it may on a full
+/// disk or an I/O error): nothing of the group is left, so every member
+/// waiting for it is told, and this writer's statements must not go on
+/// outside any transaction. Returns whether that happened.
+pub(super) fn lost(turn: &mut Turn, reason: &str) -> bool {
+    if !turn.open || !turn.conn.is_autocommit() {
+        return false;
+    }
+    fail_group(turn, format!("the transaction was rolled back: {reason}"));
+    true
+}
+
 /// Roll back the member on the connection, if any. If its savepoint is gone,
 /// SQLite dropped the whole transaction: the group fails.
 pub(super) fn undo_member(turn: &mut Turn) {
@@ -298,5 +329,17 @@ fn fail_group(turn: &mut Turn, reason: String) {
     }
     for member in turn.group.drain(..) {
         let _ = member.send(Err(reason.clone()));
+    }
+}
+
+#[cfg(test)]
+impl Turns {
+    /// Leave `sql`'s writes released into an open transaction with the
+    /// turn free, as two requests cut off at the wrong moments can.
+    pub(super) async fn leave_orphan(&self, sql: &str) {
+        let mut turn = self.begin().await.expect("a turn");
+        super::sql::lite_exec(&turn.conn, sql, &[]).expect("the write");
+        run(&turn.conn, "RELEASE member").expect("the release");
+        turn.member = false;
     }
 }

@@ -120,14 +120,16 @@ fn connect(path: &Path, durability: Durability) -> Result<Connection> {
 /// connection of its own and a blocking thread (the copy waits for the
 /// disk): a passive checkpoint runs beside the writer and never waits for
 /// it. Once it has copied everything, the next write starts the log over
-/// from its beginning, so the log stays small. Ends when the last copy of
-/// the store is dropped.
+/// from its beginning, so the log stays small. Each time it also commits a
+/// group left with nobody to commit it ([`Turns::commit_orphan`]). Ends when
+/// the last copy of the store is dropped.
 async fn checkpoints(conn: Connection, lite: Weak<Lite>) {
     let mut conn = Some(conn);
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
-        if lite.strong_count() == 0 {
-            return;
+        match lite.upgrade() {
+            Some(lite) => lite.turns.commit_orphan(),
+            None => return,
         }
         let Some(c) = conn.take() else { return };
         let done = tokio::task::spawn_blocking(move || {

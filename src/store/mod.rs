@@ -163,6 +163,9 @@ enum TxConn {
     Postgres(Transaction<'static, Any>),
     /// Committed.
     Done,
+    /// SQLite rolled the whole transaction back on its own; the turn is
+    /// ended and every statement and the commit fail with the reason.
+    Lost(String),
 }
 
 impl Drop for Tx {
@@ -199,13 +202,15 @@ impl Store {
         sqlx::any::install_default_drivers();
         let db = match Dialect::of(url)? {
             Dialect::Sqlite => {
+                schema::check_sqlite_params(url)?;
                 schema::check_sqlite_files(url)?;
                 let path = schema::sqlite_path(url).context(
                     "tminus keeps its state in a SQLite file, not in memory: \
                      give DATABASE_URL a path, such as sqlite://tminus.db",
                 )?;
-                migrate_sqlite(url).await?;
-                Db::Sqlite(Lite::open(std::path::Path::new(path), durability)?)
+                let path = std::path::Path::new(&path);
+                migrate_sqlite(path).await?;
+                Db::Sqlite(Lite::open(path, durability)?)
             }
             Dialect::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -351,20 +356,17 @@ impl Store {
     }
 }
 
-/// Apply the migrations to a SQLite database (creating its file when
-/// missing) on a connection used for that alone and closed after.
-async fn migrate_sqlite(url: &str) -> Result<()> {
-    let url = if url.contains('?') {
-        url.to_string()
-    } else {
-        format!("{url}?mode=rwc")
-    };
-    let mut conn = sqlx::AnyConnection::connect(&url)
+/// Apply the migrations to the SQLite database at `path` (creating the
+/// file when missing) on a connection used for that alone and closed
+/// after; the store's own connections open the same path.
+async fn migrate_sqlite(path: &std::path::Path) -> Result<()> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
         .await
         .context("cannot open the database (check DATABASE_URL)")?;
-    sqlx::Executor::execute(&mut conn, "PRAGMA journal_mode = WAL")
-        .await
-        .context("cannot switch the database to write-ahead logging")?;
     schema::migrator(Dialect::Sqlite)
         .run(&mut conn)
         .await
@@ -407,6 +409,7 @@ impl Tx {
         match std::mem::replace(&mut self.conn, TxConn::Done) {
             TxConn::Sqlite(turn, lite) => lite.turns.commit(turn).await?,
             TxConn::Postgres(tx) => tx.commit().await.context("cannot commit")?,
+            TxConn::Lost(reason) => anyhow::bail!("cannot commit: {reason}"),
             TxConn::Done => {}
         }
         for platform in queued {
@@ -418,11 +421,15 @@ impl Tx {
     /// Run a statement that answers with no rows; how many rows it changed.
     pub(crate) async fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
         match &mut self.conn {
-            TxConn::Sqlite(turn, _) => sql::lite_exec(&turn.conn, sql, args),
+            TxConn::Sqlite(turn, _) => {
+                let done = sql::lite_exec(&turn.conn, sql, args);
+                self.check_lost(done)
+            }
             TxConn::Postgres(tx) => Ok(sql::pg_query(sql, args)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected()),
+            TxConn::Lost(reason) => Err(anyhow::anyhow!("{reason}")),
             TxConn::Done => unreachable!("a committed transaction is not used"),
         }
     }
@@ -430,12 +437,35 @@ impl Tx {
     /// Run a statement and read the rows it answers with.
     pub(crate) async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
         match &mut self.conn {
-            TxConn::Sqlite(turn, _) => sql::lite_rows(&turn.conn, sql, args),
+            TxConn::Sqlite(turn, _) => {
+                let rows = sql::lite_rows(&turn.conn, sql, args);
+                self.check_lost(rows)
+            }
             TxConn::Postgres(tx) => {
                 sql::from_pg(sql::pg_query(sql, args).fetch_all(&mut **tx).await?)
             }
+            TxConn::Lost(reason) => Err(anyhow::anyhow!("{reason}")),
             TxConn::Done => unreachable!("a committed transaction is not used"),
         }
+    }
+
+    /// After a SQLite statement failed: if SQLite rolled the whole
+    /// transaction back with it, the group is told and this transaction
+    /// ends here, so nothing after runs outside a transaction.
+    fn check_lost<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        let Err(e) = outcome else { return outcome };
+        if let TxConn::Sqlite(turn, _) = &mut self.conn {
+            let reason = format!("{e:#}");
+            if group::lost(turn, &reason) {
+                if let TxConn::Sqlite(turn, lite) = std::mem::replace(
+                    &mut self.conn,
+                    TxConn::Lost(format!("the transaction was rolled back: {reason}")),
+                ) {
+                    lite.turns.end(turn);
+                }
+            }
+        }
+        Err(e)
     }
 
     /// The first row a statement answers with, if any.

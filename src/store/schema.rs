@@ -178,9 +178,10 @@ impl SchemaState {
 /// with SIGBUS at the first write, with nothing logged, so this is said
 /// at start-up instead, naming the file.
 pub fn check_sqlite_files(url: &str) -> Result<()> {
-    let Some(path) = sqlite_path(url).map(Path::new) else {
+    let Some(path) = sqlite_path(url) else {
         return Ok(());
     };
+    let path = Path::new(&path);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -214,12 +215,54 @@ pub fn check_sqlite_files(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// The path of a SQLite URL's file, or `None` for an in-memory database.
-pub(crate) fn sqlite_path(url: &str) -> Option<&str> {
+/// The path of a SQLite URL's file, percent-decoded as sqlx decodes it,
+/// or `None` for an in-memory database.
+pub(crate) fn sqlite_path(url: &str) -> Option<String> {
     let rest = url.strip_prefix("sqlite:")?;
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     let path = rest.split('?').next().unwrap_or_default();
-    (!path.is_empty() && path != ":memory:").then_some(path)
+    (!path.is_empty() && path != ":memory:").then(|| percent_decode(path))
+}
+
+/// `%XX` escapes as the bytes they stand for; anything else as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The SQLite URL's parameters that `serve` accepts: only `mode=rwc` or
+/// `mode=rw` (it writes the database). Others would be read by the
+/// migrations' connection and not by the store's, so they are refused.
+pub(crate) fn check_sqlite_params(url: &str) -> Result<()> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(());
+    };
+    for param in query.split('&').filter(|p| !p.is_empty()) {
+        anyhow::ensure!(
+            matches!(param, "mode=rwc" | "mode=rw"),
+            "DATABASE_URL's SQLite parameter {param:?} is not supported \
+             (tminus opens the file for reading and writing; give the path alone)"
+        );
+    }
+    Ok(())
 }
 
 /// Look at database `url` without creating or changing anything.
@@ -228,7 +271,8 @@ pub async fn inspect(url: &str) -> Result<SchemaState> {
     let dialect = Dialect::of(url)?;
     let url = match dialect {
         Dialect::Sqlite => {
-            if let Some(path) = sqlite_path(url).map(Path::new) {
+            if let Some(path) = sqlite_path(url) {
+                let path = Path::new(&path);
                 if !path.exists() {
                     let dir = match path.parent() {
                         Some(d) if !d.as_os_str().is_empty() => d,
@@ -426,11 +470,26 @@ mod tests {
 
     #[test]
     fn sqlite_paths_come_from_the_url() {
-        assert_eq!(sqlite_path("sqlite://tminus.db"), Some("tminus.db"));
         assert_eq!(
-            sqlite_path("sqlite:///var/lib/t.db?mode=rwc"),
+            sqlite_path("sqlite://tminus.db").as_deref(),
+            Some("tminus.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/t.db?mode=rwc").as_deref(),
             Some("/var/lib/t.db")
         );
+        assert_eq!(
+            sqlite_path("sqlite:///srv/my%20bot/t.db").as_deref(),
+            Some("/srv/my bot/t.db")
+        );
+        assert_eq!(sqlite_path("sqlite:///a%zz%4").as_deref(), Some("/a%zz%4"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert!(check_sqlite_params("sqlite://t.db").is_ok());
+        assert!(check_sqlite_params("sqlite://t.db?mode=rwc").is_ok());
+        let err = check_sqlite_params("sqlite://t.db?mode=ro").unwrap_err();
+        assert!(
+            format!("{err}").contains("\"mode=ro\" is not supported"),
+            "{err}"
+        );
     }
 }

@@ -256,3 +256,62 @@ async fn a_writer_waits_for_another_process_lock_without_holding_the_thread() {
     );
     assert_eq!(keys(&store).await, ["after-the-lock"]);
 }
+
+/// A group whose members and heir were all cut off (the turn free, the
+/// transaction open, SQLite's write lock held) is committed by the
+/// checkpoint task, so another process can write again.
+#[tokio::test]
+async fn a_group_left_with_nobody_to_commit_it_is_committed_soon() {
+    let (dir, store) = sqlite().await;
+    let Db::Sqlite(lite) = &store.db else {
+        unreachable!()
+    };
+    lite.turns
+        .leave_orphan("INSERT INTO processed_requests (request_key, at) VALUES ('orphan', 1)")
+        .await;
+    assert!(keys(&store).await.is_empty(), "not committed yet");
+    let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    other.busy_timeout(Duration::ZERO).unwrap();
+    let mut waited = Duration::ZERO;
+    while other.execute_batch("BEGIN IMMEDIATE").is_err() {
+        assert!(
+            waited < Duration::from_secs(3),
+            "the write lock was never let go"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+    other.execute_batch("COMMIT").unwrap();
+    assert_eq!(keys(&store).await, ["orphan"]);
+}
+
+/// When SQLite rolls the whole transaction back on its own (here a full
+/// disk), the writer's later statements and its commit fail instead of
+/// running outside any transaction, and the next writer starts afresh.
+#[tokio::test]
+async fn a_transaction_sqlite_dropped_fails_to_its_end() {
+    let (_dir, store) = sqlite().await;
+    let mut tx = store.begin().await.unwrap();
+    let pages: i64 = tx.scalar("PRAGMA page_count", &[]).await.unwrap();
+    tx.rows(&format!("PRAGMA max_page_count = {}", pages + 2), &[])
+        .await
+        .unwrap();
+    assert!(tx.first_time("before", now()).await.unwrap());
+    let big = "x".repeat(200_000);
+    let insert = "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2)";
+    let err = tx.exec(insert, &[big.into(), 1.into()]).await.unwrap_err();
+    assert!(format!("{err:#}").contains("full"), "{err:#}");
+    let after = tx.exec(insert, &["after".into(), 2.into()]).await;
+    assert!(after.is_err(), "a statement ran outside the transaction");
+    let commit = tx.commit().await.unwrap_err();
+    assert!(format!("{commit:#}").contains("rolled back"), "{commit:#}");
+    assert!(keys(&store).await.is_empty(), "nothing of it is kept");
+
+    let mut tx = store.begin().await.unwrap();
+    tx.rows("PRAGMA max_page_count = 1073741823", &[])
+        .await
+        .unwrap();
+    assert!(tx.first_time("next", now()).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(keys(&store).await, ["next"]);
+}
