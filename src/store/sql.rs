@@ -132,30 +132,11 @@ impl FromValue for i64 {
     }
 }
 
-impl FromValue for f64 {
-    fn from_value(value: &Value) -> Result<f64, String> {
-        match value {
-            Value::Real(v) => Ok(*v),
-            Value::Int(v) => Ok(*v as f64),
-            other => Err(unexpected("a number", other)),
-        }
-    }
-}
-
 impl FromValue for String {
     fn from_value(value: &Value) -> Result<String, String> {
         match value {
             Value::Text(v) => Ok(v.clone()),
             other => Err(unexpected("text", other)),
-        }
-    }
-}
-
-impl FromValue for Vec<u8> {
-    fn from_value(value: &Value) -> Result<Vec<u8>, String> {
-        match value {
-            Value::Blob(v) => Ok(v.clone()),
-            other => Err(unexpected("bytes", other)),
         }
     }
 }
