@@ -12,7 +12,7 @@
 //! target are one fake server in this process ([`fake`]).
 //!
 //! Options: `--smoke` (or `TMINUS_BENCH_SMOKE=1`); `--only start,ack,paired,scheduler,outbox`;
-//! `--sqlite-only`; PostgreSQL at `TMINUS_BENCH_PG` (default
+//! `--sqlite-only` or `--pg-only`; PostgreSQL at `TMINUS_BENCH_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/test`; its user must create databases).
 
 mod ack;
@@ -38,6 +38,7 @@ const SECTIONS: [&str; 5] = ["start", "ack", "paired", "scheduler", "outbox"];
 struct Options {
     smoke: bool,
     sqlite_only: bool,
+    pg_only: bool,
     only: Vec<String>,
 }
 
@@ -45,6 +46,7 @@ fn options() -> Result<Options> {
     let mut opts = Options {
         smoke: std::env::var("TMINUS_BENCH_SMOKE").is_ok_and(|v| v == "1"),
         sqlite_only: false,
+        pg_only: false,
         only: SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
     let mut args = std::env::args().skip(1);
@@ -52,6 +54,7 @@ fn options() -> Result<Options> {
         match arg.as_str() {
             "--smoke" => opts.smoke = true,
             "--sqlite-only" => opts.sqlite_only = true,
+            "--pg-only" => opts.pg_only = true,
             "--only" => {
                 let list = args.next().unwrap_or_default();
                 opts.only = list.split(',').map(str::to_string).collect();
@@ -88,7 +91,11 @@ async fn bench(opts: Options) -> Result<()> {
 
     let pg_url = std::env::var("TMINUS_BENCH_PG").unwrap_or_else(|_| DEFAULT_PG.to_string());
     let mut report = Report::default();
-    let mut kinds = vec![DbKind::Sqlite];
+    let mut kinds = if opts.pg_only {
+        vec![]
+    } else {
+        vec![DbKind::Sqlite]
+    };
     if !opts.sqlite_only {
         if setup::postgres_reachable(&pg_url).await {
             kinds.push(DbKind::Postgres);

@@ -26,7 +26,7 @@ impl Tx {
         answer: &ApiAnswer,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.exec(
+        self.write(
             "INSERT INTO api_answers (request_key, fingerprint, status, body, at) \
              VALUES ($1, $2, $3, $4, $5)",
             &[

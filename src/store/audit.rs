@@ -23,7 +23,7 @@ pub struct AuditEntry {
 
 impl Tx {
     pub async fn audit(&mut self, e: &AuditEntry) -> Result<()> {
-        self.exec(
+        self.write(
             "INSERT INTO audit_log (run_id, at, actor, platform, location, action, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[

@@ -67,7 +67,7 @@ impl Tx {
     }
 
     pub async fn save_incident(&mut self, i: &Incident) -> Result<()> {
-        self.exec(
+        self.write(
             "UPDATE incidents SET status = $2, generation = $3, next_seq = $4, acked_by = $5, \
              acked_at = $6, resolved_by = $7, resolved_at = $8, resolution = $9 WHERE id = $1",
             &[
@@ -136,7 +136,7 @@ impl Tx {
         created_by: &PersonId,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.exec(
+        self.write(
             "INSERT INTO rotation_overrides (rotation, person, starts_at, ends_at, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
             &[

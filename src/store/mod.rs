@@ -21,6 +21,7 @@
 
 mod api;
 mod audit;
+mod batch;
 mod group;
 mod hooks;
 mod incidents;
@@ -187,6 +188,8 @@ pub struct Tx {
     bell: Arc<OutboxBell>,
     /// The platforms this transaction queued messages for.
     queued: Vec<Platform>,
+    /// On PostgreSQL, writes not sent yet ([`batch`]).
+    batch: batch::Batch,
 }
 
 impl Store {
@@ -290,6 +293,7 @@ impl Store {
             conn,
             bell: self.bell.clone(),
             queued: Vec::new(),
+            batch: batch::Batch::default(),
         })
     }
 
@@ -405,6 +409,7 @@ impl Tx {
     /// Commit, then wake the delivery of every platform a message was
     /// queued for.
     pub async fn commit(mut self) -> Result<()> {
+        self.send_batch().await?;
         let queued = std::mem::take(&mut self.queued);
         match std::mem::replace(&mut self.conn, TxConn::Done) {
             TxConn::Sqlite(turn, lite) => lite.turns.commit(turn).await?,
@@ -418,8 +423,39 @@ impl Tx {
         Ok(())
     }
 
+    /// A write whose answer nobody reads: run at once on SQLite; on
+    /// PostgreSQL sent with the transaction's other waiting writes, before
+    /// its next statement or its commit, as one statement ([`batch`]). Its
+    /// failure fails the transaction then.
+    pub(crate) async fn write(&mut self, sql: &str, args: &[Arg]) -> Result<()> {
+        if matches!(self.conn, TxConn::Postgres(_)) && batch::Batch::takes(sql) {
+            if !self.batch.fits(sql) {
+                self.send_batch().await?;
+            }
+            self.batch.push(sql, args);
+            return Ok(());
+        }
+        self.exec(sql, args).await.map(drop)
+    }
+
+    /// Send the writes waiting on PostgreSQL, if any.
+    async fn send_batch(&mut self) -> Result<()> {
+        let TxConn::Postgres(tx) = &mut self.conn else {
+            return Ok(());
+        };
+        let Some((sql, args)) = self.batch.take() else {
+            return Ok(());
+        };
+        sql::pg_query(&sql, &args)
+            .execute(&mut **tx)
+            .await
+            .context("writing the transaction's changes")?;
+        Ok(())
+    }
+
     /// Run a statement that answers with no rows; how many rows it changed.
     pub(crate) async fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
+        self.send_batch().await?;
         match &mut self.conn {
             TxConn::Sqlite(turn, _) => {
                 let done = sql::lite_exec(&turn.conn, sql, args);
@@ -436,6 +472,7 @@ impl Tx {
 
     /// Run a statement and read the rows it answers with.
     pub(crate) async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        self.send_batch().await?;
         match &mut self.conn {
             TxConn::Sqlite(turn, _) => {
                 let rows = sql::lite_rows(&turn.conn, sql, args);

@@ -181,7 +181,7 @@ impl Tx {
             .await
             .context("queueing a message")?;
         } else {
-            self.exec(
+            self.write(
                 &format!("{insert} VALUES ($1, $2, $3, $4, $5, $6, $6)"),
                 &args,
             )
@@ -200,7 +200,7 @@ impl Tx {
         body: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.exec(
+        self.write(
             "INSERT INTO outbox (platform, channel, run_id, message_key, payload, created_at, next_attempt_at) \
              VALUES ($1, $2, $3, NULL, $4, $5, $5)",
             &[
@@ -218,7 +218,7 @@ impl Tx {
 
     /// Schedule a timer; a timer with the same key already scheduled wins.
     pub async fn schedule(&mut self, kind: &TimerKind, due: DateTime<Utc>) -> Result<()> {
-        self.exec(
+        self.write(
             "INSERT INTO timers (timer_key, kind, run_id, due_at, payload) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (timer_key) DO NOTHING",
             &[

@@ -103,19 +103,40 @@ impl Tx {
         lock: bool,
         key: Option<(&str, DateTime<Utc>)>,
     ) -> Result<(Option<Run>, bool)> {
-        let sql = run_statements(self.dialect(), lock);
-        let args = [Arg::from(id.0)];
+        let dialect = self.dialect();
+        let mut sql = run_statements(dialect, lock);
+        let mut args = vec![Arg::from(id.0)];
         let key_args: Vec<Arg> = key
             .iter()
             .flat_map(|(k, at)| [Arg::from(*k), ms(*at).into()])
             .collect();
-        let mut statements: Vec<(&str, &[Arg])> =
-            sql.iter().map(|s| (s.as_str(), &args[..])).collect();
-        if key.is_some() {
-            statements.push((super::FIRST_TIME_SQL, &key_args[..]));
+        let mut statements: Vec<(&str, &[Arg])> = Vec::new();
+        if key.is_some() && dialect == Dialect::Postgres {
+            // One round trip fewer: the children's statement records the
+            // key too, after the lock (the run's statement) was taken.
+            let children = sql.pop().expect("the children's statement");
+            sql.push(format!(
+                "WITH k AS ({}) {children_with_key}",
+                super::batch::renumber(super::FIRST_TIME_SQL, 1),
+                children_with_key = children.replacen(
+                    " AS children FROM",
+                    " AS children, (SELECT request_key FROM k) AS request_key FROM",
+                    1
+                )
+            ));
+            args.extend(key_args.iter().cloned());
+            statements.extend(sql.iter().map(|s| (s.as_str(), &args[..])));
+        } else {
+            statements.extend(sql.iter().map(|s| (s.as_str(), &args[..])));
+            if key.is_some() {
+                statements.push((super::FIRST_TIME_SQL, &key_args[..]));
+            }
         }
         let rows = self.fetch(&statements).await.context("loading the run")?;
-        let new_key = rows.iter().any(|r| r.has("request_key"));
+        let new_key = rows
+            .iter()
+            .filter(|r| r.has("request_key"))
+            .any(|r| matches!(r.get::<Option<String>>("request_key"), Ok(Some(_))));
         Ok((assemble(id, &rows)?, new_key))
     }
 
@@ -132,7 +153,7 @@ impl Tx {
         if unchanged {
             return self.write_children(before, after).await;
         }
-        self.exec(
+        self.write(
             "UPDATE runs SET status = $2, phase = $3, phase_entered_at = $4, t0 = $5, \
              ended_at = $6, end_reason = $7 WHERE id = $1",
             &[
@@ -157,7 +178,7 @@ impl Tx {
             .iter()
             .filter(|(k, _)| !after.items.contains_key(*k))
         {
-            self.exec(
+            self.write(
                 "DELETE FROM run_items WHERE run_id = $1 AND phase = $2 AND item = $3",
                 &[id.into(), (&key.0).into(), (&key.1).into()],
             )
@@ -174,7 +195,7 @@ impl Tx {
                     ("not_applicable", by, at, Some(reason))
                 }
             };
-            self.exec(
+            self.write(
                 "INSERT INTO run_items (run_id, phase, item, state, by_person, at, reason) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (run_id, phase, item) DO UPDATE SET state = excluded.state, \
@@ -196,7 +217,7 @@ impl Tx {
             if before.checks.get(&(phase.clone(), item.clone())) == Some(c) {
                 continue;
             }
-            self.exec(
+            self.write(
                 "INSERT INTO item_checks (run_id, phase, item, outcome, detail, at) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (run_id, phase, item) DO UPDATE SET outcome = excluded.outcome, \
@@ -217,7 +238,7 @@ impl Tx {
             if before.reports.get(&(phase.clone(), item.clone())) == Some(r) {
                 continue;
             }
-            self.exec(
+            self.write(
                 "INSERT INTO item_reports (run_id, phase, item, status, by_name, url, note, at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (run_id, phase, item) DO UPDATE SET status = excluded.status, \
@@ -245,7 +266,7 @@ impl Tx {
                 Verdict::Approved => ("approved", None),
                 Verdict::Rejected { reason } => ("rejected", Some(reason.as_str())),
             };
-            self.exec(
+            self.write(
                 "INSERT INTO signoffs (run_id, phase, role, person, verdict, reason, at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (run_id, phase, role, person) DO UPDATE SET \

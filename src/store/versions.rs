@@ -14,7 +14,7 @@ const SAVE_VERSION_SQL: &str =
 impl Tx {
     /// Record `runbook`'s version, once however often it is recorded.
     pub async fn save_version(&mut self, runbook: &Runbook, now: DateTime<Utc>) -> Result<()> {
-        self.exec(
+        self.write(
             SAVE_VERSION_SQL,
             &[
                 (&runbook.version.hash).into(),
