@@ -65,7 +65,8 @@ fn target(sql: &str) -> Option<(String, bool)> {
 
 /// The row of values an `INSERT … VALUES (…)` ends with.
 fn values(sql: &str) -> Option<&str> {
-    sql.rfind(" VALUES (").map(|at| &sql[at + " VALUES ".len()..])
+    sql.rfind(" VALUES (")
+        .map(|at| &sql[at + " VALUES ".len()..])
 }
 
 impl Batch {
@@ -200,7 +201,10 @@ mod tests {
         assert!(!batch.fits(upsert), "two upserts may touch one row");
         let mut other = Batch::default();
         other.push(update, &["b".into(), 1.into()]);
-        assert!(!other.fits(insert), "an insert after an update of its table");
+        assert!(
+            !other.fits(insert),
+            "an insert after an update of its table"
+        );
         assert!(!other.fits(update));
         assert!(other.fits("DELETE FROM timers WHERE id = $1"));
     }

@@ -125,7 +125,9 @@ impl Tx {
                 )
             ));
             args.extend(key_args.iter().cloned());
-            statements.extend(sql.iter().map(|s| (s.as_str(), &args[..])));
+            let (last, rest) = sql.split_last().expect("the children's statement");
+            statements.extend(rest.iter().map(|s| (s.as_str(), &args[..1])));
+            statements.push((last.as_str(), &args[..]));
         } else {
             statements.extend(sql.iter().map(|s| (s.as_str(), &args[..])));
             if key.is_some() {

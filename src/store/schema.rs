@@ -111,6 +111,11 @@ const POSTGRES: &[Source] = &[
         "pipelines",
         include_str!("../../migrations/postgres/0009_pipelines.sql"),
     ),
+    (
+        10,
+        "outbox_edit_index",
+        include_str!("../../migrations/postgres/0010_outbox_edit_index.sql"),
+    ),
 ];
 
 /// The migration files of one dialect, as listed in this binary.

@@ -457,7 +457,7 @@ async fn the_configuration_the_database_and_no_platform_each_fail_with_a_fix() {
         let fake = FakeSlack::start().await;
         let (code, out) = doctor(&bot_config(), &db.url, &slack_env(&fake));
         assert_eq!(code, 0, "{}: {out}", db.kind);
-        let n = if db.kind == "sqlite" { 8 } else { 9 };
+        let n = if db.kind == "sqlite" { 8 } else { 10 };
         assert!(
             out.contains(&format!("opens; all {n} migrations applied")),
             "{}: {out}",
