@@ -663,7 +663,7 @@ fn claim_returning(dialect: Dialect) -> String {
 /// The head's conditions are stated on the row itself, so a row PostgreSQL
 /// re-checks after waiting for its lock is not claimed if another worker
 /// delivered it meanwhile.
-fn next_in_lane_sql(dialect: Dialect) -> String {
+pub(super) fn next_in_lane_sql(dialect: Dialect) -> String {
     let head = lane_head(dialect, "$5", "$7");
     let skip_locked = match dialect {
         Dialect::Postgres => " FOR UPDATE SKIP LOCKED",

@@ -315,3 +315,115 @@ async fn a_transaction_sqlite_dropped_fails_to_its_end() {
     tx.commit().await.unwrap();
     assert_eq!(keys(&store).await, ["next"]);
 }
+
+/// A new PostgreSQL database with the schema, or `None` when
+/// `TEST_DATABASE_URL` is not set (outside CI).
+async fn postgres() -> Option<(String, Store)> {
+    let Some(admin_url) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but TEST_DATABASE_URL is not: CI runs the PostgreSQL tests"
+        );
+        return None;
+    };
+    let name = format!(
+        "tminus_unit_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_millis()
+    );
+    sqlx::any::install_default_drivers();
+    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url.as_str(), String::new()), |(b, q)| {
+            (b, format!("?{q}"))
+        });
+    let url = format!("{}/{name}{query}", &base[..base.rfind('/').unwrap()]);
+    let store = Store::connect(&url).await.unwrap();
+    Some((url, store))
+}
+
+/// What PostgreSQL read to run the lane's next claim with a generic plan
+/// (the plan a prepared statement keeps), after the planner's statistics
+/// were taken with every message still undelivered: the claim must walk
+/// neither the delivered messages before the head nor the backlog behind
+/// it, which the plans of the `MIN(id)` form and of an equality lookup of
+/// a newer edit did (thousands of buffers here).
+#[tokio::test]
+async fn a_lane_claim_on_postgres_reads_neither_the_delivered_nor_the_backlog() {
+    let Some((url, store)) = postgres().await else {
+        return;
+    };
+    let insert = |from: i64, to: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .write(
+                    "INSERT INTO outbox (platform, channel, message_key, payload, created_at, \
+                     next_attempt_at) SELECT 'slack', 'C1', 'run:' || g || ':card', 'x', 0, 0 \
+                     FROM generate_series($1::BIGINT, $2::BIGINT) g",
+                    &[from.into(), to.into()],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    // Statistics from when the outbox was small, as after a quiet start.
+    insert(1, 10).await;
+    store.write("ANALYZE outbox", &[]).await.unwrap();
+    insert(11, 4000).await;
+    store
+        .write("UPDATE outbox SET delivered_at = 1 WHERE id <= 2000", &[])
+        .await
+        .unwrap();
+    store.close().await;
+
+    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan; BEGIN")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let explain = format!(
+        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {}",
+        queue::next_in_lane_sql(Dialect::Postgres)
+    );
+    let args: [Arg; 7] = [
+        "worker".into(),
+        10_000.into(),
+        "slack".into(),
+        1.into(),
+        "C1".into(),
+        1_000.into(),
+        2000.into(),
+    ];
+    let rows = sql::from_pg(
+        sql::pg_query(&explain, &args)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+    let plan: Vec<String> = rows.iter().map(|r| r.first().unwrap()).collect();
+    let plan = plan.join("\n");
+    // The top node: the update, what it claimed and, on its first
+    // `Buffers` line, everything the statement read.
+    assert!(
+        plan.lines().next().unwrap().contains("rows=1 loops=1"),
+        "the head is claimed:\n{plan}"
+    );
+    let read: i64 = plan
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Buffers: shared hit="))
+        .and_then(|n| n.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no buffer counts:\n{plan}"));
+    assert!(read < 200, "the claim read {read} buffers:\n{plan}");
+}
