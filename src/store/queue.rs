@@ -465,7 +465,7 @@ impl Store {
                 .context("recording a delivery")?;
             let rows = tx
                 .rows(
-                    &next_in_lane_sql(self.dialect()),
+                    next_in_lane_sql(self.dialect()),
                     &[
                         owner.into(),
                         ms(now + lease).into(),
@@ -589,10 +589,7 @@ impl Store {
     }
 
     fn skip_locked(&self) -> &'static str {
-        match self.dialect() {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
-            Dialect::Sqlite => "",
-        }
+        skip_locked(self.dialect())
     }
 }
 
@@ -663,19 +660,29 @@ fn claim_returning(dialect: Dialect) -> String {
 /// The head's conditions are stated on the row itself, so a row PostgreSQL
 /// re-checks after waiting for its lock is not claimed if another worker
 /// delivered it meanwhile.
-pub(super) fn next_in_lane_sql(dialect: Dialect) -> String {
-    let head = lane_head(dialect, "$5", "$7");
-    let skip_locked = match dialect {
+/// Built once per dialect: it runs for every delivered message.
+pub(super) fn next_in_lane_sql(dialect: Dialect) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    SQL[dialect as usize].get_or_init(|| {
+        format!(
+            "{CLAIM_SET} WHERE id IN (SELECT o.id FROM outbox o WHERE o.id = {head} \
+             AND o.delivered_at IS NULL AND o.failed_at IS NULL \
+             AND o.next_attempt_at <= $4 AND (o.lease_until IS NULL OR o.lease_until < $4){skip}) \
+             {returning}",
+            head = lane_head(dialect, "$5", "$7"),
+            skip = skip_locked(dialect),
+            returning = claim_returning(dialect)
+        )
+    })
+}
+
+/// How a claim passes over rows another worker is claiming: PostgreSQL
+/// skips their locks; SQLite has one writer at a time.
+fn skip_locked(dialect: Dialect) -> &'static str {
+    match dialect {
         Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
         Dialect::Sqlite => "",
-    };
-    format!(
-        "{CLAIM_SET} WHERE id IN (SELECT o.id FROM outbox o WHERE o.id = {head} \
-         AND o.delivered_at IS NULL AND o.failed_at IS NULL \
-         AND o.next_attempt_at <= $4 AND (o.lease_until IS NULL OR o.lease_until < $4){skip_locked}) \
-         {returning}",
-        returning = claim_returning(dialect)
-    )
+    }
 }
 
 /// Which outbox rows are undelivered, as the `outbox_pending` index says.

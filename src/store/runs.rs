@@ -104,40 +104,26 @@ impl Tx {
         key: Option<(&str, DateTime<Utc>)>,
     ) -> Result<(Option<Run>, bool)> {
         let dialect = self.dialect();
-        let mut sql = run_statements(dialect, lock);
+        // On PostgreSQL the children's statement records the key too, one
+        // round trip fewer (see `run_statements`).
+        let keyed = key.is_some() && dialect == Dialect::Postgres;
+        let sql = run_statements(dialect, lock, keyed);
         let mut args = vec![Arg::from(id.0)];
-        let key_args: Vec<Arg> = key
-            .iter()
-            .flat_map(|(k, at)| [Arg::from(*k), ms(*at).into()])
-            .collect();
-        let mut statements: Vec<(&str, &[Arg])> = Vec::new();
-        if key.is_some() && dialect == Dialect::Postgres {
-            // One round trip fewer: the children's statement records the
-            // key too, after the lock (the run's statement) was taken.
-            let children = sql.pop().expect("the children's statement");
-            sql.push(format!(
-                "WITH k AS ({}) {children_with_key}",
-                super::batch::renumber(super::FIRST_TIME_SQL, 1),
-                children_with_key = children.replacen(
-                    " AS children FROM",
-                    " AS children, (SELECT request_key FROM k) AS request_key FROM",
-                    1
-                )
-            ));
-            args.extend(key_args.iter().cloned());
-            let (last, rest) = sql.split_last().expect("the children's statement");
-            statements.extend(rest.iter().map(|s| (s.as_str(), &args[..1])));
-            statements.push((last.as_str(), &args[..]));
-        } else {
-            statements.extend(sql.iter().map(|s| (s.as_str(), &args[..])));
-            if key.is_some() {
-                statements.push((super::FIRST_TIME_SQL, &key_args[..]));
-            }
+        args.extend(
+            key.iter()
+                .flat_map(|(k, at)| [Arg::from(*k), ms(*at).into()]),
+        );
+        let mut statements: Vec<(&str, &[Arg])> =
+            sql.iter().map(|s| (s.as_str(), &args[..1])).collect();
+        if keyed {
+            statements.last_mut().expect("the children's statement").1 = &args[..];
+        } else if key.is_some() {
+            statements.push((super::FIRST_TIME_SQL, &args[1..]));
         }
         let rows = self.fetch(&statements).await.context("loading the run")?;
+        // The key's column is NULL when the key was already recorded.
         let new_key = rows
             .iter()
-            .filter(|r| r.has("request_key"))
             .any(|r| matches!(r.get::<Option<String>>("request_key"), Ok(Some(_))));
         Ok((assemble(id, &rows)?, new_key))
     }
@@ -449,8 +435,10 @@ impl Store {
 /// On SQLite both come in one statement. On PostgreSQL the children are
 /// read by a second statement, after the first has the run's row lock: a
 /// statement reads the rows committed when it began, so one that waited for
-/// the lock would miss what the transaction it waited for wrote.
-fn run_statements(dialect: Dialect, lock: bool) -> Vec<String> {
+/// the lock would miss what the transaction it waited for wrote. With
+/// `key`, that second statement also records a request key ($2, at $3) and
+/// answers with it in `request_key`, NULL if it was recorded before.
+fn run_statements(dialect: Dialect, lock: bool, key: bool) -> Vec<String> {
     let report_extra = match dialect {
         Dialect::Sqlite => "json_object('url', url, 'note', note)",
         Dialect::Postgres => "json_build_object('url', url, 'note', note)::text",
@@ -483,8 +471,18 @@ fn run_statements(dialect: Dialect, lock: bool) -> Vec<String> {
                 if lock { " FOR UPDATE" } else { "" }
             ),
             format!(
-                "SELECT COALESCE(json_agg(json_build_array(kind, phase, a, b, c, at, reason)), '[]')::text \
-                 AS children FROM ({children}) AS ch"
+                "{record}SELECT COALESCE(json_agg(json_build_array(kind, phase, a, b, c, at, reason)), '[]')::text \
+                 AS children{answer} FROM ({children}) AS ch",
+                record = if key {
+                    format!("WITH k AS ({}) ", super::batch::renumber(super::FIRST_TIME_SQL, 1))
+                } else {
+                    String::new()
+                },
+                answer = if key {
+                    ", (SELECT request_key FROM k) AS request_key"
+                } else {
+                    ""
+                },
             ),
         ],
     }
@@ -492,7 +490,7 @@ fn run_statements(dialect: Dialect, lock: bool) -> Vec<String> {
 
 async fn load_run(db: &mut impl Reads, dialect: Dialect, id: RunId) -> Result<Option<Run>> {
     let mut rows = Vec::new();
-    for sql in run_statements(dialect, false) {
+    for sql in run_statements(dialect, false, false) {
         rows.extend(db.rows(&sql, &[id.0.into()]).await?);
     }
     assemble(id, &rows)
