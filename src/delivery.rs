@@ -102,6 +102,19 @@ pub async fn posted(
     engine.store().message_ref(key).await.map_err(database)
 }
 
+/// [`posted`], read from the database: for a thread that another process
+/// may have started since this one last saw the message.
+pub async fn posted_stored(
+    engine: &Engine,
+    key: &str,
+) -> Result<Option<(String, Option<String>)>, Failure> {
+    engine
+        .store()
+        .message_ref_stored(key)
+        .await
+        .map_err(database)
+}
+
 /// Store the platform's ids for a message key, so later deliveries edit it.
 pub async fn remember_posted(
     engine: &Engine,

@@ -112,6 +112,12 @@ impl DiscordDelivery {
         if let Some(thread) = thread {
             return Ok(thread);
         }
+        // Another process may have started the thread since this one saw
+        // the root message.
+        let stored = crate::delivery::posted_stored(&self.discord.engine, root).await?;
+        if let Some((_, Some(thread))) = stored {
+            return Ok(thread);
+        }
         // "payments-api v2.4.0 #42 · Phase 1 of 5: …" → "payments-api v2.4.0 #42".
         let name = clip(title.split(" · ").next().unwrap_or("deployment"), 100);
         let route = Route::ChannelMessageThreads {

@@ -184,10 +184,11 @@ impl Engine {
         let key = keyed.map(|k| k.request_key.as_str());
         let mut tx = self.store.begin().await?;
         let run = match self
-            .act_in(&mut tx, &actor, &who_id, id, action, key)
+            .act_in(&mut tx, &actor, &who_id, id, action, key, false)
             .await?
         {
             Acted::Missing => return Ok(ApiOutcome::NotFound(format!("there is no run {id}"))),
+            Acted::Misplaced(_) => unreachable!("only a click's place is checked"),
             Acted::Refused(refusal) => return Ok(refused(refusal)),
             Acted::Repeat => {
                 drop(tx);

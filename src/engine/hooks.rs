@@ -183,7 +183,7 @@ impl Engine {
         let actor = timer_actor(run.platform);
         let who = PersonId::new(name);
         match self
-            .act_in(&mut tx, &actor, &who, run.id, action, None)
+            .act_in(&mut tx, &actor, &who, run.id, action, None, false)
             .await?
         {
             // Marking the timer fired must stick even when nothing changed.
@@ -191,6 +191,7 @@ impl Engine {
             | Acted::Unchanged(_)
             | Acted::Refused(_)
             | Acted::Missing
+            | Acted::Misplaced(_)
             | Acted::Repeat => tx.commit().await,
         }
     }

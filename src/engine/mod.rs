@@ -32,7 +32,7 @@ use crate::chat::buttons::{self, Pressed};
 use crate::chat::Card;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::{Action, Person, Platform, Run, Runbook};
+use crate::domain::{Action, Person, Platform, Run, RunId, Runbook};
 use crate::metrics::METRICS;
 use crate::monitor::Prober;
 use crate::settings::QueueSettings;
@@ -274,15 +274,20 @@ impl Engine {
             if let Some(problem) = typed_problem(pressed) {
                 return Ok(Reply::refuse(capitalise(&problem)));
             }
-            if let Some(refusal) = self.out_of_place(actor, pressed).await? {
-                return Ok(refusal);
+            // A run's own buttons are checked under its lock, with the run
+            // loaded (`act`), which spares a read.
+            if !matches!(pressed, Pressed::Run(..)) {
+                if let Some(refusal) = self.out_of_place(actor, pressed).await? {
+                    return Ok(refusal);
+                }
             }
         }
         match request {
             Request::Command(cmd) => self.command(actor, &person, cmd, request_key).await,
             Request::Click(pressed) => match pressed {
                 Pressed::Run(run, action) => {
-                    self.act(actor, &person, run, action, request_key).await
+                    self.act(actor, &person, run, action, request_key, true)
+                        .await
                 }
                 Pressed::OpenIncident { run, summary } => {
                     let Some(run) = self.store.run(run).await? else {
@@ -316,6 +321,20 @@ impl Engine {
             Pressed::OpenIncident { run, .. } | Pressed::Recheck { run, .. } => *run,
             Pressed::Incident(..) => return Ok(None),
         };
+        self.place_refusal(actor, run).await
+    }
+
+    /// [`Engine::out_of_place`] for a run already loaded: a click from the
+    /// run's own channel needs nothing more; from elsewhere (a Discord
+    /// thread is a channel of its own), the run's thread is read.
+    pub(super) async fn misplaced(&self, actor: &Actor, run: &Run) -> Result<Option<Reply>> {
+        if actor.platform == run.platform && actor.channel == run.channel {
+            return Ok(None);
+        }
+        self.place_refusal(actor, run.id).await
+    }
+
+    async fn place_refusal(&self, actor: &Actor, run: RunId) -> Result<Option<Reply>> {
         // A run that does not exist is refused by the action itself.
         let Some(place) = self.store.run_place(run).await? else {
             return Ok(None);
@@ -436,6 +455,7 @@ impl Engine {
                         reason: Some(reason),
                     },
                     key,
+                    false,
                 )
                 .await
             }
@@ -458,6 +478,7 @@ impl Engine {
                         reason: Some(reason),
                     },
                     key,
+                    false,
                 )
                 .await
             }

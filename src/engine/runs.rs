@@ -24,6 +24,9 @@ pub(super) enum Acted {
     Unchanged(Run),
     /// The request's key was handled before.
     Repeat,
+    /// A click from outside the run's channel and thread, refused with this
+    /// answer (only when the caller asked for the check).
+    Misplaced(Reply),
     /// Saved and announced in the transaction, not committed yet.
     Changed { run: Run, summary: String },
 }
@@ -160,13 +163,15 @@ impl Engine {
         run_id: RunId,
         action: Action,
         key: Option<&str>,
+        clicked: bool,
     ) -> Result<Reply> {
         let mut tx = self.store.begin().await?;
         match self
-            .act_in(&mut tx, actor, &person.id, run_id, action, key)
+            .act_in(&mut tx, actor, &person.id, run_id, action, key, clicked)
             .await?
         {
             Acted::Missing => Ok(Reply::refuse("That deployment does not exist.")),
+            Acted::Misplaced(refusal) => Ok(refusal),
             Acted::Refused(refusal) => Ok(Reply::refuse(capitalise(&refusal.to_string()))),
             Acted::Unchanged(_) => Ok(Reply::private("Nothing to change: that was already done.")),
             Acted::Repeat => Ok(Reply::private("Already handled.")),
@@ -179,7 +184,10 @@ impl Engine {
 
     /// Lock the run, let the domain decide, and save and announce what
     /// changed in `tx`; the caller commits a change, and drops `tx`
-    /// otherwise (which forgets `key` again).
+    /// otherwise (which forgets `key` again). With `clicked`, a click from
+    /// outside the run's channel and thread is refused first (see
+    /// [`Engine::misplaced`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn act_in(
         &self,
         tx: &mut Tx,
@@ -188,12 +196,18 @@ impl Engine {
         run_id: RunId,
         action: Action,
         key: Option<&str>,
+        clicked: bool,
     ) -> Result<Acted> {
         let now = self.clock.now();
         let (run, new) = tx.lock_run_once(run_id, key, now).await?;
         let Some(mut run) = run else {
             return Ok(Acted::Missing);
         };
+        if clicked {
+            if let Some(refusal) = self.misplaced(actor, &run).await? {
+                return Ok(Acted::Misplaced(refusal));
+            }
+        }
         let runbook = match self.runbook(&run).await {
             Ok(runbook) => runbook,
             // A run that cannot go on can still be ended.

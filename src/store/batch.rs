@@ -1,12 +1,11 @@
-//! Writes a PostgreSQL transaction sends together: statements whose answer
-//! nobody reads (an audit row, a queued message, an item's new state) wait
-//! in the transaction and go to the server as one statement — each a
-//! data-modifying `WITH` part of it — just before the transaction's next
-//! read or its commit. A click's writes cost one round trip instead of one
-//! each; what a round trip costs on PostgreSQL is the process waiting for
-//! the server and being woken again, which BENCHMARKS.md shows is where a
-//! click's time goes (a commit's flush to disk is not: the server already
-//! flushes the commits that arrive together at once).
+//! Writes a PostgreSQL transaction joins: statements whose answer nobody
+//! reads (an audit row, a queued message, an item's new state) wait in the
+//! transaction and go to the server as one statement — each a
+//! data-modifying `WITH` part of it — with the transaction's next read or
+//! its commit (`pg`). Each statement the server answers costs it a flush
+//! of its answer to the socket, which BENCHMARKS.md shows is the largest
+//! part of its work per request on this machine; three writes joined cost
+//! one.
 //!
 //! The parts of one statement see the database as it was before it, not
 //! each other's changes, and run in no promised order, so a batch holds
@@ -14,8 +13,8 @@
 //! the same statement into one table (two audit rows, a root message and
 //! its card) become one insert of several rows, which takes them in order,
 //! so ids keep the order the rows were written in. A write that fits none
-//! of this sends the batch first, so the order of effects is always the
-//! order the writes were made in.
+//! of this ends the batch, so the order of effects is always the order the
+//! writes were made in.
 
 use super::sql::Arg;
 

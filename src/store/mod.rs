@@ -17,7 +17,8 @@
 //! sleeps in steps of up to 100 ms. Statements run on the caller's thread
 //! and stay prepared on their connection. Reads outside a transaction use
 //! reading connections of their own, which in WAL mode never wait for the
-//! writer. PostgreSQL goes through sqlx's pool.
+//! writer. PostgreSQL goes through a pool of tokio-postgres connections, which
+//! sends a transaction's statements together where it can ([`pg`]).
 
 mod api;
 mod audit;
@@ -27,6 +28,7 @@ mod hooks;
 mod incidents;
 mod lite;
 mod monitor;
+mod pg;
 mod queue;
 mod runs;
 pub mod schema;
@@ -34,12 +36,10 @@ mod sql;
 mod versions;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, Connection as _, Transaction};
+use sqlx::Connection as _;
 
 use group::Turn;
 use lite::Lite;
@@ -118,13 +118,15 @@ pub struct Store {
     db: Db,
     /// Rung after a commit that queued messages, per platform.
     bell: Arc<OutboxBell>,
+    /// The platform ids of messages already posted ([`Store::message_ref`]).
+    refs: Arc<queue::KnownRefs>,
 }
 
 /// The database behind a [`Store`].
 #[derive(Clone)]
 enum Db {
     Sqlite(Arc<Lite>),
-    Postgres(AnyPool),
+    Postgres(Arc<pg::Pg>),
 }
 
 /// How a commit that queued messages wakes the platform's delivery worker at
@@ -161,7 +163,7 @@ enum TxConn {
     /// SQLite's write connection, in this writer's turn, inside its
     /// savepoint of the group's transaction.
     Sqlite(Turn, Arc<Lite>),
-    Postgres(Transaction<'static, Any>),
+    Postgres(Box<pg::Tx>),
     /// Committed.
     Done,
     /// SQLite rolled the whole transaction back on its own; the turn is
@@ -188,8 +190,6 @@ pub struct Tx {
     bell: Arc<OutboxBell>,
     /// The platforms this transaction queued messages for.
     queued: Vec<Platform>,
-    /// On PostgreSQL, writes not sent yet ([`batch`]).
-    batch: batch::Batch,
 }
 
 impl Store {
@@ -216,22 +216,18 @@ impl Store {
                 Db::Sqlite(Lite::open(path, durability)?)
             }
             Dialect::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .acquire_timeout(Duration::from_secs(10))
-                    .max_connections(10)
-                    .connect(url)
-                    .await
-                    .context("cannot open the database (check DATABASE_URL)")?;
-                schema::migrator(Dialect::Postgres)
-                    .run(&pool)
-                    .await
-                    .context("cannot apply database migrations")?;
-                Db::Postgres(pool)
+                migrate_postgres(url).await?;
+                Db::Postgres(
+                    pg::Pg::connect(url)
+                        .await
+                        .context("cannot open the database (check DATABASE_URL)")?,
+                )
             }
         };
         Ok(Store {
             db,
             bell: Arc::default(),
+            refs: Arc::default(),
         })
     }
 
@@ -246,7 +242,7 @@ impl Store {
     pub(crate) async fn rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
         match &self.db {
             Db::Sqlite(lite) => lite.rows(sql, args),
-            Db::Postgres(pool) => sql::from_pg(sql::pg_query(sql, args).fetch_all(pool).await?),
+            Db::Postgres(pool) => Ok(pg::once(pool, pg::Step::rows(sql, args)).await?.rows),
         }
     }
 
@@ -273,7 +269,7 @@ impl Store {
     /// [`Store::write`] for a statement that answers with rows.
     async fn write_rows(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
         if let Db::Postgres(pool) = &self.db {
-            return sql::from_pg(sql::pg_query(sql, args).fetch_all(pool).await?);
+            return Ok(pg::once(pool, pg::Step::rows(sql, args)).await?.rows);
         }
         let mut tx = self.begin().await?;
         let rows = tx.rows(sql, args).await?;
@@ -285,15 +281,16 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         let conn = match &self.db {
             Db::Sqlite(lite) => TxConn::Sqlite(lite.turns.begin().await?, lite.clone()),
-            Db::Postgres(pool) => {
-                TxConn::Postgres(pool.begin().await.context("cannot start a transaction")?)
-            }
+            Db::Postgres(pool) => TxConn::Postgres(Box::new(
+                pg::Tx::begin(pool)
+                    .await
+                    .context("cannot start a transaction")?,
+            )),
         };
         Ok(Tx {
             conn,
             bell: self.bell.clone(),
             queued: Vec::new(),
-            batch: batch::Batch::default(),
         })
     }
 
@@ -355,7 +352,7 @@ impl Store {
                 lite.turns.flush().await;
                 lite.close_readers();
             }
-            Db::Postgres(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close(),
         }
     }
 }
@@ -372,6 +369,21 @@ async fn migrate_sqlite(path: &std::path::Path) -> Result<()> {
         .await
         .context("cannot open the database (check DATABASE_URL)")?;
     schema::migrator(Dialect::Sqlite)
+        .run(&mut conn)
+        .await
+        .context("cannot apply database migrations")?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Apply the migrations to the PostgreSQL database at `url` on a
+/// connection used for that alone (sqlx's migrator, which takes an
+/// advisory lock so processes starting together apply them once).
+async fn migrate_postgres(url: &str) -> Result<()> {
+    let mut conn = sqlx::AnyConnection::connect(url)
+        .await
+        .context("cannot open the database (check DATABASE_URL)")?;
+    schema::migrator(Dialect::Postgres)
         .run(&mut conn)
         .await
         .context("cannot apply database migrations")?;
@@ -409,11 +421,10 @@ impl Tx {
     /// Commit, then wake the delivery of every platform a message was
     /// queued for.
     pub async fn commit(mut self) -> Result<()> {
-        self.send_batch().await?;
         let queued = std::mem::take(&mut self.queued);
         match std::mem::replace(&mut self.conn, TxConn::Done) {
             TxConn::Sqlite(turn, lite) => lite.turns.commit(turn).await?,
-            TxConn::Postgres(tx) => tx.commit().await.context("cannot commit")?,
+            TxConn::Postgres(tx) => (*tx).commit().await?,
             TxConn::Lost(reason) => anyhow::bail!("cannot commit: {reason}"),
             TxConn::Done => {}
         }
@@ -424,47 +435,24 @@ impl Tx {
     }
 
     /// A write whose answer nobody reads: run at once on SQLite; on
-    /// PostgreSQL sent with the transaction's other waiting writes, before
-    /// its next statement or its commit, as one statement ([`batch`]). Its
-    /// failure fails the transaction then.
+    /// PostgreSQL sent with the transaction's next statement or its commit,
+    /// in the same round trip ([`pg`]). Its failure fails that.
     pub(crate) async fn write(&mut self, sql: &str, args: &[Arg]) -> Result<()> {
-        if matches!(self.conn, TxConn::Postgres(_)) && batch::Batch::takes(sql) {
-            if !self.batch.fits(sql) {
-                self.send_batch().await?;
-            }
-            self.batch.push(sql, args);
+        if let TxConn::Postgres(tx) = &mut self.conn {
+            tx.write(sql, args);
             return Ok(());
         }
         self.exec(sql, args).await.map(drop)
     }
 
-    /// Send the writes waiting on PostgreSQL, if any.
-    async fn send_batch(&mut self) -> Result<()> {
-        let TxConn::Postgres(tx) = &mut self.conn else {
-            return Ok(());
-        };
-        let Some((sql, args)) = self.batch.take() else {
-            return Ok(());
-        };
-        sql::pg_query(&sql, &args)
-            .execute(&mut **tx)
-            .await
-            .context("writing the transaction's changes")?;
-        Ok(())
-    }
-
     /// Run a statement that answers with no rows; how many rows it changed.
     pub(crate) async fn exec(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
-        self.send_batch().await?;
         match &mut self.conn {
             TxConn::Sqlite(turn, _) => {
                 let done = sql::lite_exec(&turn.conn, sql, args);
                 self.check_lost(done)
             }
-            TxConn::Postgres(tx) => Ok(sql::pg_query(sql, args)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected()),
+            TxConn::Postgres(tx) => Ok(one(tx.run(&[pg::Step::exec(sql, args)]).await?).changed),
             TxConn::Lost(reason) => Err(anyhow::anyhow!("{reason}")),
             TxConn::Done => unreachable!("a committed transaction is not used"),
         }
@@ -472,15 +460,12 @@ impl Tx {
 
     /// Run a statement and read the rows it answers with.
     pub(crate) async fn rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
-        self.send_batch().await?;
         match &mut self.conn {
             TxConn::Sqlite(turn, _) => {
                 let rows = sql::lite_rows(&turn.conn, sql, args);
                 self.check_lost(rows)
             }
-            TxConn::Postgres(tx) => {
-                sql::from_pg(sql::pg_query(sql, args).fetch_all(&mut **tx).await?)
-            }
+            TxConn::Postgres(tx) => Ok(one(tx.run(&[pg::Step::rows(sql, args)]).await?).rows),
             TxConn::Lost(reason) => Err(anyhow::anyhow!("{reason}")),
             TxConn::Done => unreachable!("a committed transaction is not used"),
         }
@@ -521,6 +506,16 @@ impl Tx {
     /// Statements that answer with rows, one after the other; the rows of
     /// all of them, in order.
     pub(crate) async fn fetch(&mut self, statements: &[(&str, &[Arg])]) -> Result<Vec<Row>> {
+        if let TxConn::Postgres(tx) = &mut self.conn {
+            // Sent together: each statement still starts after the one
+            // before it has finished (and taken its locks).
+            let steps: Vec<pg::Step> = statements
+                .iter()
+                .map(|(sql, args)| pg::Step::rows(sql, args))
+                .collect();
+            let answers = tx.run(&steps).await?;
+            return Ok(answers.into_iter().flat_map(|a| a.rows).collect());
+        }
         let mut rows = Vec::new();
         for (sql, args) in statements {
             rows.extend(self.rows(sql, args).await?);
@@ -536,6 +531,11 @@ impl Tx {
             .await?;
         Ok(rows.len() == 1)
     }
+}
+
+/// The one answer of a pipeline of one statement.
+fn one(mut answers: Vec<pg::Answered>) -> pg::Answered {
+    answers.pop().expect("one answer per statement")
 }
 
 /// Records a request key; answers with a row only if the key is new.

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{col, from_ms, ms, Dialect, Row, Store, Tx};
+use super::{col, from_ms, ms, Arg, Dialect, Row, Store, Tx};
 use crate::chat::Outgoing;
 use crate::domain::{Platform, RunId};
 
@@ -459,26 +459,40 @@ impl Store {
     ) -> Result<Option<ClaimedMessage>> {
         let mut done = (id, DELIVERED_SQL);
         loop {
-            let mut tx = self.begin().await?;
-            tx.exec(done.1, &[done.0.into(), ms(now).into()])
-                .await
-                .context("recording a delivery")?;
-            let rows = tx
-                .rows(
-                    next_in_lane_sql(self.dialect()),
-                    &[
-                        owner.into(),
-                        ms(now + lease).into(),
-                        platform.as_str().into(),
-                        ms(now).into(),
-                        lane.into(),
-                        lease.num_milliseconds().into(),
-                        done.0.into(),
-                    ],
-                )
-                .await
-                .context("claiming the lane's next message")?;
-            tx.commit().await?;
+            let claim: [Arg; 7] = [
+                owner.into(),
+                ms(now + lease).into(),
+                platform.as_str().into(),
+                ms(now).into(),
+                lane.into(),
+                lease.num_milliseconds().into(),
+                done.0.into(),
+            ];
+            let rows = match self.dialect() {
+                // One statement, committed on its own: the outcome is a
+                // part of the claim ($8 the id, $9 now). The claim looks
+                // only after the message just delivered, so the outcome's
+                // change, which it does not see, cannot matter to it.
+                Dialect::Postgres => {
+                    let mut args = claim.to_vec();
+                    args.extend([done.0.into(), ms(now).into()]);
+                    self.write_rows(delivered_then_claim_sql(done.1), &args)
+                        .await
+                        .context("recording a delivery and claiming the lane's next message")?
+                }
+                Dialect::Sqlite => {
+                    let mut tx = self.begin().await?;
+                    tx.exec(done.1, &[done.0.into(), ms(now).into()])
+                        .await
+                        .context("recording a delivery")?;
+                    let rows = tx
+                        .rows(next_in_lane_sql(Dialect::Sqlite), &claim)
+                        .await
+                        .context("claiming the lane's next message")?;
+                    tx.commit().await?;
+                    rows
+                }
+            };
             let Some(row) = rows.first() else {
                 return Ok(None);
             };
@@ -573,23 +587,72 @@ impl Store {
                 ms(now).into(),
             ],
         )
-        .await
+        .await?;
+        self.refs.keep(
+            key,
+            (platform_ref.to_string(), thread_ref.map(str::to_string)),
+        );
+        Ok(())
     }
 
-    /// The platform's ids (message, thread) for a keyed message, once posted.
+    /// The platform's ids (message, thread) for a keyed message, once
+    /// posted: from memory when this process has seen them (see
+    /// [`KnownRefs`]), else from the database.
     pub async fn message_ref(&self, key: &str) -> Result<Option<(String, Option<String>)>> {
+        if let Some(known) = self.refs.get(key) {
+            return Ok(Some(known));
+        }
+        self.message_ref_stored(key).await
+    }
+
+    /// [`Store::message_ref`] read from the database, for a thread another
+    /// process may have started since this one saw the message.
+    pub async fn message_ref_stored(&self, key: &str) -> Result<Option<(String, Option<String>)>> {
         let row = self
             .row(
                 "SELECT platform_ref, thread_ref FROM messages WHERE message_key = $1",
                 &[key.into()],
             )
             .await?;
-        row.map(|r| Ok((col(&r, "platform_ref")?, col(&r, "thread_ref")?)))
-            .transpose()
+        let found: Option<(String, Option<String>)> = row
+            .map(|r| Ok::<_, anyhow::Error>((col(&r, "platform_ref")?, col(&r, "thread_ref")?)))
+            .transpose()?;
+        if let Some(found) = &found {
+            self.refs.keep(key, found.clone());
+        }
+        Ok(found)
     }
 
     fn skip_locked(&self) -> &'static str {
         skip_locked(self.dialect())
+    }
+}
+
+/// Message ids this process has read or recorded, so delivering an edit
+/// does not read them from the database each time. A message's id never
+/// changes once recorded (a keyed message is posted once, then edited);
+/// what can come later is its thread (Discord starts one under a run's root
+/// message on first use), which whoever starts threads reads with
+/// [`Store::message_ref_stored`]. Bounded: past [`KnownRefs::MOST`] entries
+/// it starts again empty.
+#[derive(Default)]
+pub(crate) struct KnownRefs {
+    refs: std::sync::Mutex<std::collections::HashMap<String, (String, Option<String>)>>,
+}
+
+impl KnownRefs {
+    const MOST: usize = 8_192;
+
+    fn get(&self, key: &str) -> Option<(String, Option<String>)> {
+        self.refs.lock().expect("the ids' lock").get(key).cloned()
+    }
+
+    fn keep(&self, key: &str, ids: (String, Option<String>)) {
+        let mut refs = self.refs.lock().expect("the ids' lock");
+        if refs.len() >= Self::MOST && !refs.contains_key(key) {
+            refs.clear();
+        }
+        refs.insert(key.to_string(), ids);
     }
 }
 
@@ -672,6 +735,21 @@ pub(super) fn next_in_lane_sql(dialect: Dialect) -> &'static str {
             head = lane_head(dialect, "$5", "$7"),
             skip = skip_locked(dialect),
             returning = claim_returning(dialect)
+        )
+    })
+}
+
+/// PostgreSQL's [`next_in_lane_sql`] with `outcome` ([`DELIVERED_SQL`] or
+/// [`SUPERSEDED_SQL`], its arguments as $8 and $9) as a part of it: one
+/// statement and one commit for what is otherwise three round trips.
+fn delivered_then_claim_sql(outcome: &'static str) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    let at = usize::from(outcome == SUPERSEDED_SQL);
+    SQL[at].get_or_init(|| {
+        format!(
+            "WITH done AS ({}) {}",
+            super::batch::renumber(outcome, 7),
+            next_in_lane_sql(Dialect::Postgres)
         )
     })
 }

@@ -435,7 +435,9 @@ impl Store {
 /// On SQLite both come in one statement. On PostgreSQL the children are
 /// read by a second statement, after the first has the run's row lock: a
 /// statement reads the rows committed when it began, so one that waited for
-/// the lock would miss what the transaction it waited for wrote. With
+/// the lock would miss what the transaction it waited for wrote. The two
+/// go to the server together all the same (`pg`): it starts the second
+/// when the first is done. With
 /// `key`, that second statement also records a request key ($2, at $3) and
 /// answers with it in `request_key`, NULL if it was recorded before.
 fn run_statements(dialect: Dialect, lock: bool, key: bool) -> Vec<String> {

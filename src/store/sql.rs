@@ -1,6 +1,6 @@
 //! Statements, their arguments and the rows they answer with, the same for
 //! both databases: SQLite through rusqlite, on the caller's own thread with
-//! its statements kept prepared, and PostgreSQL through sqlx. The store's
+//! its statements kept prepared, and PostgreSQL through tokio-postgres (`pg`). The store's
 //! code builds a statement once (`$1`, `$2`… placeholders, which both
 //! databases read) and reads the answer through [`Row`], whichever database
 //! gave it.
@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
 use rusqlite::types::ValueRef;
-use sqlx::any::{AnyArguments, AnyRow, AnyTypeInfoKind};
-use sqlx::{Any, Column, Row as _, ValueRef as _};
 
 /// One argument of a statement.
 #[derive(Clone, Debug)]
@@ -207,19 +205,31 @@ pub(crate) fn lite_rows(conn: &rusqlite::Connection, sql: &str, args: &[Arg]) ->
     Ok(out)
 }
 
-/// A PostgreSQL statement with its arguments bound.
-pub(crate) fn pg_query(sql: &str, args: &[Arg]) -> sqlx::query::Query<'static, Any, AnyArguments> {
-    args.iter().fold(
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_string())),
-        |q, arg| match arg {
-            Arg::Int(v) => q.bind(*v),
-            Arg::Text(v) => q.bind(v.clone()),
-        },
-    )
+impl tokio_postgres::types::ToSql for Arg {
+    /// An argument is sent as the type its statement was prepared with for
+    /// it (`bigint` or `text`, by its kind: see `pg`).
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Arg::Int(Some(v)) => v.to_sql(ty, out),
+            Arg::Text(Some(v)) => v.as_str().to_sql(ty, out),
+            Arg::Int(None) | Arg::Text(None) => Ok(tokio_postgres::types::IsNull::Yes),
+        }
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        use tokio_postgres::types::Type;
+        matches!(*ty, Type::INT8 | Type::TEXT)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// PostgreSQL's rows as [`Row`]s.
-pub(crate) fn from_pg(rows: Vec<AnyRow>) -> Result<Vec<Row>> {
+pub(crate) fn from_pg(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Row>> {
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
@@ -241,21 +251,29 @@ pub(crate) fn from_pg(rows: Vec<AnyRow>) -> Result<Vec<Row>> {
         .collect()
 }
 
-fn pg_value(row: &AnyRow, i: usize) -> Result<Value> {
-    let raw = row.try_get_raw(i)?;
-    if raw.is_null() {
-        return Ok(Value::Null);
-    }
-    let kind = raw.type_info().kind();
-    Ok(match kind {
-        AnyTypeInfoKind::Null => Value::Null,
-        AnyTypeInfoKind::Bool => Value::Int(i64::from(row.try_get::<bool, _>(i)?)),
-        AnyTypeInfoKind::SmallInt => Value::Int(i64::from(row.try_get::<i16, _>(i)?)),
-        AnyTypeInfoKind::Integer => Value::Int(i64::from(row.try_get::<i32, _>(i)?)),
-        AnyTypeInfoKind::BigInt => Value::Int(row.try_get::<i64, _>(i)?),
-        AnyTypeInfoKind::Real => Value::Real(f64::from(row.try_get::<f32, _>(i)?)),
-        AnyTypeInfoKind::Double => Value::Real(row.try_get::<f64, _>(i)?),
-        AnyTypeInfoKind::Text => Value::Text(row.try_get::<String, _>(i)?),
-        AnyTypeInfoKind::Blob => Value::Blob(row.try_get::<Vec<u8>, _>(i)?),
-    })
+fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<Value> {
+    use tokio_postgres::types::{FromSql, Type};
+    let ty = row.columns()[i].type_();
+    let value = match *ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Real),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)?
+            .map(|v| Value::Real(v.into())),
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
+        _ if <String as FromSql>::accepts(ty) => {
+            row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        }
+        _ => anyhow::bail!("a value of type {ty}, which tminus does not read"),
+    };
+    Ok(value.unwrap_or(Value::Null))
 }

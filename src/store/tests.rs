@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
@@ -385,9 +386,9 @@ async fn a_lane_claim_on_postgres_reads_neither_the_delivered_nor_the_backlog() 
         .unwrap();
     store.close().await;
 
-    let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan; BEGIN")
-        .execute(&mut conn)
+    let store = Store::connect(&url).await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.exec("SET LOCAL plan_cache_mode = force_generic_plan", &[])
         .await
         .unwrap();
     let explain = format!(
@@ -403,14 +404,9 @@ async fn a_lane_claim_on_postgres_reads_neither_the_delivered_nor_the_backlog() 
         1_000.into(),
         2000.into(),
     ];
-    let rows = sql::from_pg(
-        sql::pg_query(&explain, &args)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+    let rows = tx.rows(&explain, &args).await.unwrap();
+    drop(tx);
+    store.close().await;
     let plan: Vec<String> = rows.iter().map(|r| r.first().unwrap()).collect();
     let plan = plan.join("\n");
     // The top node: the update, what it claimed and, on its first
