@@ -216,12 +216,12 @@ impl Store {
                 Db::Sqlite(Lite::open(path, durability)?)
             }
             Dialect::Postgres => {
+                let pool = pg::Pg::new(url)?;
                 migrate_postgres(url).await?;
-                Db::Postgres(
-                    pg::Pg::connect(url)
-                        .await
-                        .context("cannot open the database (check DATABASE_URL)")?,
-                )
+                pool.open_first()
+                    .await
+                    .context("cannot open the database (check DATABASE_URL)")?;
+                Db::Postgres(pool)
             }
         };
         Ok(Store {

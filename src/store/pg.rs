@@ -102,18 +102,22 @@ impl<'a> Step<'a> {
 }
 
 impl Pg {
-    /// A pool for `url`, with one connection opened to show the URL works.
-    pub(super) async fn connect(url: &str) -> Result<Arc<Pg>> {
+    /// A pool for `url`, its settings read but no connection opened yet.
+    pub(super) fn new(url: &str) -> Result<Arc<Pg>> {
         let (config, tls) = tls::config(url)?;
-        let pg = Arc::new(Pg {
+        Ok(Arc::new(Pg {
             config,
             tls,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(POOL_SIZE)),
-        });
-        let first = pg.open().await?;
-        pg.idle.lock().expect("the pool's lock").push(first);
-        Ok(pg)
+        }))
+    }
+
+    /// Open the pool's first connection, to show the settings work.
+    pub(super) async fn open_first(&self) -> Result<()> {
+        let first = self.open().await?;
+        self.idle.lock().expect("the pool's lock").push(first);
+        Ok(())
     }
 
     async fn open(&self) -> Result<Conn> {

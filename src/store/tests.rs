@@ -423,3 +423,115 @@ async fn a_lane_claim_on_postgres_reads_neither_the_delivered_nor_the_backlog() 
         .unwrap_or_else(|| panic!("no buffer counts:\n{plan}"));
     assert!(read < 200, "the claim read {read} buffers:\n{plan}");
 }
+
+/// On PostgreSQL a transaction's writes wait and go with its next
+/// statement: it sees them, and one that fails fails the statement it went
+/// with and leaves nothing of the transaction.
+#[tokio::test]
+async fn postgres_writes_go_with_the_next_statement_and_fail_the_transaction_whole() {
+    let Some((_url, store)) = postgres().await else {
+        return;
+    };
+    let insert = "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2)";
+    let mut tx = store.begin().await.unwrap();
+    tx.write(insert, &["a".into(), 1.into()]).await.unwrap();
+    assert!(
+        !tx.first_time("a", now()).await.unwrap(),
+        "the waiting write is seen"
+    );
+    tx.write(insert, &["b".into(), 1.into()]).await.unwrap();
+    tx.write(insert, &["b".into(), 2.into()]).await.unwrap();
+    let err = tx.commit().await.unwrap_err();
+    assert!(format!("{err:#}").contains("duplicate key"), "{err:#}");
+    assert!(keys(&store).await.is_empty(), "nothing was committed");
+    // The connection serves the next transaction.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.first_time("a", now()).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(keys(&store).await, ["a"]);
+}
+
+/// A PostgreSQL transaction dropped before its commit, or cut off in the
+/// middle of a statement, is rolled back at once: the row it wrote no
+/// longer holds anyone up, and its connection goes back to the pool.
+#[tokio::test]
+async fn a_dropped_or_cancelled_postgres_transaction_frees_its_rows_and_connection() {
+    let Some((_url, store)) = postgres().await else {
+        return;
+    };
+    for _ in 0..3 * pg::POOL_SIZE {
+        let mut tx = store.begin().await.unwrap();
+        assert!(tx.first_time("k", now()).await.unwrap());
+        drop(tx);
+    }
+    let mut tx = store.begin().await.unwrap();
+    tx.write(
+        "INSERT INTO processed_requests (request_key, at) VALUES ($1, $2)",
+        &["k".into(), 1.into()],
+    )
+    .await
+    .unwrap();
+    let cut = tokio::time::timeout(
+        Duration::from_millis(100),
+        tx.rows("SELECT pg_sleep(2) AS slept", &[]),
+    )
+    .await;
+    assert!(cut.is_err(), "the statement was cut off");
+    drop(tx);
+    // Another transaction's insert of the same key would wait for the
+    // dropped one's row until its rollback.
+    let fresh = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut tx = store.begin().await.unwrap();
+        let new = tx.first_time("k", now()).await.unwrap();
+        tx.commit().await.unwrap();
+        new
+    })
+    .await
+    .expect("the dropped transactions' rows are free");
+    assert!(fresh, "the dropped transactions wrote nothing");
+    assert_eq!(keys(&store).await, ["k"]);
+}
+
+/// `sslmode` as libpq reads it: the local server offers TLS with a
+/// certificate of its own, so `require` encrypts without checking it,
+/// `disable` does not encrypt, and `verify-full` refuses the certificate.
+#[tokio::test]
+async fn postgres_connects_with_tls_as_sslmode_says() {
+    let Some((url, store)) = postgres().await else {
+        return;
+    };
+    let offered: String = store.scalar("SHOW ssl", &[]).await.unwrap();
+    store.close().await;
+    let base = url.split_once('?').map_or(url.as_str(), |(b, _)| b);
+    let encrypted = |mode: &'static str| {
+        let url = format!("{base}?sslmode={mode}&application_name=tminus-test");
+        async move {
+            let store = Store::connect(&url).await?;
+            let ssl: i64 = store
+                .scalar(
+                    "SELECT CAST(ssl AS INT) FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await?;
+            let name: String = store.scalar("SHOW application_name", &[]).await?;
+            assert_eq!(name, "tminus-test", "other parameters are kept");
+            store.close().await;
+            anyhow::Ok(ssl == 1)
+        }
+    };
+    assert!(!encrypted("disable").await.unwrap());
+    if offered == "on" {
+        assert!(encrypted("require").await.unwrap());
+        assert!(encrypted("prefer").await.unwrap());
+        let err = encrypted("verify-full").await.unwrap_err();
+        assert!(
+            format!("{err:#}").to_lowercase().contains("certificate"),
+            "{err:#}"
+        );
+    } else {
+        assert!(encrypted("require").await.is_err());
+        assert!(!encrypted("prefer").await.unwrap());
+    }
+    let err = encrypted("sometimes").await.unwrap_err();
+    assert!(format!("{err:#}").contains("verify-full"), "{err:#}");
+}
