@@ -519,8 +519,8 @@ mod tls {
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .context("TLS towards PostgreSQL")?;
-        let verifier: Arc<dyn ServerCertVerifier> = if check == Check::Nothing {
-            Arc::new(Unchecked(provider))
+        let chain = if check == Check::Nothing {
+            None
         } else {
             let mut roots = rustls::RootCertStore::empty();
             match root_cert {
@@ -542,82 +542,39 @@ mod tls {
                     }
                 }
             }
-            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
+            Some(
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider.clone(),
+                )
+                .build()
+                .context("TLS towards PostgreSQL: no root certificate to check against")?,
             )
-            .build()
-            .context("TLS towards PostgreSQL: no root certificate to check against")?;
-            Arc::new(Checked {
-                webpki,
-                names: check == Check::AuthorityAndName,
-            })
         };
+        let verifier = Arc::new(Verifier {
+            provider,
+            chain,
+            names: check == Check::AuthorityAndName,
+        });
         Ok(builder
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth())
     }
 
-    /// Encrypts without checking who answers (`prefer`, `require`); the
-    /// handshake's signatures are still checked.
+    /// Checks the server's certificate as `sslmode` asks: not at all
+    /// (`prefer`, `require`), its chain (`verify-ca`), or its chain and
+    /// name (`verify-full`). The handshake's signatures are checked in
+    /// every mode.
     #[derive(Debug)]
-    struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for Unchecked {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
-    /// Checks the certificate's chain (`verify-ca`), and its name too
-    /// (`verify-full`).
-    #[derive(Debug)]
-    struct Checked {
-        webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    struct Verifier {
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        /// The chain's check, `None` for the modes that do not check.
+        chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
         names: bool,
     }
 
-    impl ServerCertVerifier for Checked {
+    impl ServerCertVerifier for Verifier {
         fn verify_server_cert(
             &self,
             end_entity: &CertificateDer<'_>,
@@ -626,10 +583,10 @@ mod tls {
             ocsp: &[u8],
             now: UnixTime,
         ) -> Result<ServerCertVerified, rustls::Error> {
-            match self
-                .webpki
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            {
+            let Some(chain) = &self.chain else {
+                return Ok(ServerCertVerified::assertion());
+            };
+            match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
                 Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::NotValidForName
                     | rustls::CertificateError::NotValidForNameContext { .. },
@@ -644,7 +601,12 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.webpki.verify_tls12_signature(message, cert, dss)
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
         }
 
         fn verify_tls13_signature(
@@ -653,11 +615,18 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.webpki.verify_tls13_signature(message, cert, dss)
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.webpki.supported_verify_schemes()
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
 
